@@ -1,0 +1,137 @@
+"""Every relaybot hook, in one place.
+
+Mark implementations with :data:`relaybot.hookimpl`. Hooks *discover and decide*; objects
+*do the I/O*: the ``register_*`` hooks hand typed objects (providers, connectors, commands, jobs)
+to the core, whose async methods do the work. Per-message hooks are cheap synchronous
+decisions or transformations and run for every message, streamed replies included.
+
+Groups
+------
+registration (once at start-up):  register_providers, register_connectors,
+                                   register_commands, register_jobs
+lifecycle:                         relaybot_startup, relaybot_shutdown
+per message (in this order):       check_access → build_context → before_provider_request
+                                   → (streaming) → after_reply;  on_error on failures
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .commands import Command
+    from .connector import ConnectorType
+    from .context import ContextDraft
+    from .hooktypes import AccessDecision, ReplyRecord
+    from .jobs import Job
+    from .models import IncomingMessage, ProviderRequest
+    from .provider import ProviderType
+
+PROJECT = "relaybot"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ── registration ────────────────────────────────────────────────────────────────────────────
+
+
+@hookspec
+def register_providers(register: Callable[[ProviderType], None]) -> None:
+    """Offer provider types: call ``register(ProviderType(...))`` once per type.
+
+    Mode: called once per plugin at start-up. Two plugins offering the same ``type`` is a
+    start-up error naming both.
+    """
+
+
+@hookspec
+def register_connectors(register: Callable[[ConnectorType], None]) -> None:
+    """Offer connector types: call ``register(ConnectorType(...))`` once per type.
+
+    Mode: called once per plugin at start-up; duplicate types are a start-up error.
+    """
+
+
+@hookspec
+def register_commands(register: Callable[[Command], None]) -> None:
+    """Offer chat commands: call ``register(Command(...))`` for each.
+
+    Mode: called once per plugin at start-up; duplicate command names are a start-up error.
+    """
+
+
+@hookspec
+def register_jobs(register: Callable[[Job], None]) -> None:
+    """Offer scheduled jobs: call ``register(Job(...))`` for each.
+
+    Mode: called once per plugin at start-up; duplicate job names are a start-up error.
+    """
+
+
+# ── lifecycle ───────────────────────────────────────────────────────────────────────────────
+
+
+@hookspec
+def relaybot_startup(app: Any) -> None:
+    """The bot has started (storage open, connectors running). ``app`` is the Relaybot.
+
+    Mode: notification, all implementations run; an exception is logged, not raised.
+    """
+
+
+@hookspec
+def relaybot_shutdown(app: Any) -> None:
+    """The bot is stopping; live replies have been finished or checkpointed.
+
+    Mode: notification, all implementations run; an exception is logged, not raised.
+    """
+
+
+# ── per message ─────────────────────────────────────────────────────────────────────────────
+
+
+@hookspec(firstresult=True)
+def check_access(message: IncomingMessage) -> AccessDecision | None:
+    """Decide whether ``message`` may be handled (access lists, rate limits, budgets).
+
+    Return ``AccessDecision.deny("reason shown to the user")`` to stop it,
+    ``AccessDecision.allow()`` to allow it and skip later checks, or ``None`` to have no
+    opinion. Mode: ``firstresult`` (the first non-None answer wins). Runs for commands too.
+    """
+
+
+@hookspec
+def build_context(context: ContextDraft) -> None:
+    """Adjust the model context after the core picked the history that fits.
+
+    ``context.system`` (the system prompt) and ``context.messages`` (oldest first) may be
+    changed in place; ``context.message`` is the incoming message, ``context.chat`` its key.
+    Keep additions small: the core does not trim again. Mode: all implementations run, in
+    plugin order.
+    """
+
+
+@hookspec
+def before_provider_request(request: ProviderRequest, provider: str, message: IncomingMessage) -> None:
+    """Last look at the request before it goes to provider ``provider`` (mutate in place).
+
+    Mode: all implementations run. Raising :class:`~relaybot.core.errors.CommandError` stops
+    the request and shows its text to the user.
+    """
+
+
+@hookspec
+def after_reply(reply: ReplyRecord) -> None:
+    """A reply has ended: complete, interrupted or failed — streamed or not.
+
+    ``reply`` carries the full text, status, usage and ids. Mode: notification, all run; an
+    exception is logged, never shown to the user.
+    """
+
+
+@hookspec
+def on_error(error: BaseException, message: IncomingMessage | None) -> None:
+    """An error reached the top of a handler. Mode: notification (report it, don't raise)."""

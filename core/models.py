@@ -1,0 +1,188 @@
+"""Platform-neutral domain types (standard library only).
+
+These are the words every part of relaybot speaks: a connector turns a platform update into
+an :class:`IncomingMessage`; the core turns stored messages into :class:`ChatMessage` items of a
+:class:`ProviderRequest`; a provider answers with a stream of :data:`ProviderEvent` values.
+
+Nothing here imports a platform SDK, a database driver or an HTTP client, so plugin authors
+can build and test against these types alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class Role(enum.StrEnum):
+    """Who wrote a message in a conversation."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatKey:
+    """Identifies one chat surface: a platform, a chat in it, and optionally a thread/topic.
+
+    Two messages with equal keys share conversations, the active conversation, the streaming
+    budget and the one-writer lock. ``thread`` is a forum topic (Telegram), a thread ts (Slack)
+    or ``None``.
+    """
+
+    platform: str
+    chat: str
+    thread: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.chat}" + (f":{self.thread}" if self.thread else "")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The person who sent a message, as the platform names them."""
+
+    id: str
+    name: str = ""
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """An image attached to a message, by reference.
+
+    ``uri`` is where the bytes live (``media:<sha256>`` for images stored by the core's media
+    path, ``file://`` or ``https://`` otherwise). Connectors download platform files into the
+    media store before handing the message to the core, so providers never talk to platforms.
+    """
+
+    uri: str
+    mime_type: str = "image/jpeg"
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """A run of text inside a message."""
+
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image inside a message (see :class:`ImageRef`)."""
+
+    image: ImageRef
+    type: Literal["image"] = "image"
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One message from a person, as a connector hands it to the dispatcher.
+
+    ``reply_to`` is the platform id of the message this one answers, if any: replying to an
+    old bot message branches the conversation from it. ``platform_message_id`` lets the core
+    map platform messages to stored ones.
+    """
+
+    chat: ChatKey
+    user: User
+    text: str
+    attachments: tuple[ImageRef, ...] = ()
+    reply_to: str | None = None
+    platform_message_id: str | None = None
+    is_private: bool = True
+    raw: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def parts(self) -> list[ContentPart]:
+        """The message as content parts: the text (if any) then each image."""
+        parts: list[ContentPart] = []
+        if self.text:
+            parts.append(TextPart(self.text))
+        parts.extend(ImagePart(image) for image in self.attachments)
+        return parts
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    """One message of model context: a role and its content parts."""
+
+    role: Role
+    parts: list[ContentPart]
+
+    @classmethod
+    def text(cls, role: Role, text: str) -> ChatMessage:
+        """Build a text-only message."""
+        return cls(role, [TextPart(text)])
+
+    @property
+    def text_content(self) -> str:
+        """All text parts joined (images left out)."""
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+@dataclass(slots=True)
+class ProviderRequest:
+    """What the core asks a provider for: the context, the model options and limits.
+
+    ``system`` is kept apart from ``messages`` because providers place it differently
+    (OpenAI: a first message; Anthropic: a ``system`` field; Gemini: ``systemInstruction``).
+    ``options`` carries provider-specific extras (temperature, top_p …) from config or hooks.
+    """
+
+    system: str
+    messages: list[ChatMessage]
+    max_output_tokens: int | None = None
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of answer text. ``kind="refusal"`` marks text of a refusal (shown like text)."""
+
+    text: str
+    kind: Literal["text", "refusal"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one reply. ``estimated`` is true when no provider reported it."""
+
+    input_tokens: int
+    output_tokens: int
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of a provider stream.
+
+    ``reason`` is normalised: ``stop`` (complete), ``length`` (hit the output limit),
+    ``refusal``, ``content_filter``, or ``other``. ``message`` is a human-readable note for
+    the user when the reason is not ``stop`` (e.g. why a reply was refused).
+    """
+
+    reason: str = "stop"
+    message: str = ""
+
+
+ProviderEvent = TextDelta | Usage | Finish
+
+
+class ReplyStatus(enum.StrEnum):
+    """Lifecycle of a stored assistant reply."""
+
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"

@@ -1,0 +1,90 @@
+"""The provider contract: how the core asks a model for a streamed answer.
+
+A provider plugin registers a :class:`ProviderType` (its ``type`` name, config model and
+factory) through the ``register_providers`` hook. For every ``[providers.NAME]`` table whose
+``type`` matches, the core builds one instance with :meth:`ProviderType.factory`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .models import ProviderEvent, ProviderRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCapabilities:
+    """What a provider/model can do; the core checks these before calling (capabilities are data).
+
+    ``tokenizer`` names a tiktoken encoding when token counts are exact for this model, or is
+    ``None`` when the core must estimate (see :mod:`relaybot.core.tokens`).
+    """
+
+    streaming: bool = True
+    vision: bool = False
+    image_generation: bool = False
+    context_window: int = 8192
+    max_output_tokens: int = 1024
+    tokenizer: str | None = None
+
+
+class BaseProviderConfig(BaseModel):
+    """Keys every ``[providers.NAME]`` table accepts. Provider plugins subclass this.
+
+    Unknown keys are an error (``extra="forbid"``) so typos are caught at start-up.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    model: str = ""
+    context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BaseProvider(abc.ABC):
+    """A model behind an API (or in-process) that streams answers.
+
+    Subclasses set :attr:`capabilities` and implement :meth:`stream`.
+    """
+
+    #: the config name (``[providers.NAME]``), used in logs and errors
+    name: str
+    #: the model identifier sent to the API
+    model: str
+    capabilities: ProviderCapabilities
+
+    @abc.abstractmethod
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Stream the answer to ``request`` as ``TextDelta``/``Usage``/``Finish`` events.
+
+        Contract:
+        - yields ``TextDelta`` values as text arrives (refusal text with ``kind="refusal"``);
+        - yields at most one ``Usage`` (provider-reported) and ends with exactly one ``Finish``;
+        - raises a :class:`relaybot.core.errors.ProviderError` subclass on failure, including
+          failures after some text was yielded;
+        - when the consumer stops iterating (``aclose()``/cancellation) it must release the
+          network connection promptly.
+        """
+
+    async def aclose(self) -> None:
+        """Release clients and connections. Called once at shutdown."""
+
+
+ProviderFactory = Callable[[str, Any], BaseProvider]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderType:
+    """A kind of provider a plugin offers, selected by ``type = "..."`` in config."""
+
+    type: str
+    config_model: type[BaseProviderConfig]
+    factory: ProviderFactory
+    description: str = ""

@@ -1,0 +1,1 @@
+"""relaybot: put AI assistants into the chats people already use."""
