@@ -13,6 +13,7 @@ when to call them for a streamed reply: the core's streaming scheduler does, wit
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +22,9 @@ from pydantic import BaseModel, ConfigDict
 
 from .models import ChatKey, IncomingMessage
 
-MessageHandler = Callable[[IncomingMessage], Awaitable[None]]
+#: What connectors call for each incoming message. It returns quickly with a future that is done
+#: when the message has been fully answered (connectors may ignore it; the terminal waits on it).
+MessageHandler = Callable[[IncomingMessage], Awaitable["asyncio.Future[None] | None"]]
 
 
 @dataclass(frozen=True, slots=True)

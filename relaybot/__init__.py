@@ -1,1 +1,119 @@
-"""relaybot: put AI assistants into the chats people already use."""
+"""relaybot: put AI assistants into the chats people already use.
+
+This module is the public API: plugin authors import everything they need from here (and the
+testing kit from :mod:`relaybot.testing`). Everything else is private and may change.
+"""
+
+from relaybot.core.commands import Command, CommandContext
+from relaybot.core.config import RelaybotConfig, load_config, parse_config
+from relaybot.core.connector import (
+    BaseConnector,
+    BaseConnectorConfig,
+    ConnectorType,
+    MessageHandler,
+    StreamPolicy,
+)
+from relaybot.core.context import ContextDraft
+from relaybot.core.errors import (
+    CapabilityError,
+    CommandError,
+    ConfigError,
+    ContextTooLongError,
+    MessageGoneError,
+    MessageNotModifiedError,
+    PlatformError,
+    PlatformRateLimitError,
+    PluginError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFoundError,
+    ProviderRateLimitError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RelaybotError,
+    StorageError,
+)
+from relaybot.core.hookspecs import hookimpl
+from relaybot.core.hooktypes import AccessDecision, ReplyRecord
+from relaybot.core.jobs import Job
+from relaybot.core.models import (
+    ChatKey,
+    ChatMessage,
+    ContentPart,
+    Finish,
+    ImagePart,
+    ImageRef,
+    IncomingMessage,
+    ProviderEvent,
+    ProviderRequest,
+    ReplyStatus,
+    Role,
+    TextDelta,
+    TextPart,
+    Usage,
+    User,
+)
+from relaybot.core.provider import (
+    BaseProvider,
+    BaseProviderConfig,
+    ProviderCapabilities,
+    ProviderType,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDecision",
+    "BaseConnector",
+    "BaseConnectorConfig",
+    "BaseProvider",
+    "BaseProviderConfig",
+    "CapabilityError",
+    "ChatKey",
+    "ChatMessage",
+    "Command",
+    "CommandContext",
+    "CommandError",
+    "ConfigError",
+    "ConnectorType",
+    "ContentPart",
+    "ContextDraft",
+    "ContextTooLongError",
+    "Finish",
+    "ImagePart",
+    "ImageRef",
+    "IncomingMessage",
+    "Job",
+    "MessageGoneError",
+    "MessageHandler",
+    "MessageNotModifiedError",
+    "PlatformError",
+    "PlatformRateLimitError",
+    "PluginError",
+    "ProviderAuthError",
+    "ProviderCapabilities",
+    "ProviderError",
+    "ProviderEvent",
+    "ProviderNotFoundError",
+    "ProviderRateLimitError",
+    "ProviderRequest",
+    "ProviderResponseError",
+    "ProviderTimeoutError",
+    "ProviderType",
+    "ProviderUnavailableError",
+    "RelaybotConfig",
+    "RelaybotError",
+    "ReplyRecord",
+    "ReplyStatus",
+    "Role",
+    "StorageError",
+    "StreamPolicy",
+    "TextDelta",
+    "TextPart",
+    "Usage",
+    "User",
+    "hookimpl",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,221 @@
+"""The ``relaybot`` command: chat, run, check, plugins, export.
+
+Every sub-command takes ``--config PATH`` (else ``$RELAYBOT_CONFIG``, else ``./relaybot.toml``,
+else built-in defaults). Errors print one clear line to stderr and exit with status 2;
+secrets never appear in the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from .config import RelaybotConfig, load_config
+from .errors import RelaybotError
+from .models import ChatKey
+from .redact import install_log_redaction, redact
+
+log = logging.getLogger("relaybot")
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    help="Config file (default: $RELAYBOT_CONFIG or ./relaybot.toml, else built-in defaults).",
+)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # third-party chatter stays at WARNING unless asked for DEBUG
+    for noisy in ("httpx", "httpcore", "aiosqlite", "alembic", "telegram", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+    install_log_redaction()
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn relaybot errors into one clear line and exit status 2."""
+    try:
+        yield
+    except RelaybotError as exc:
+        click.echo(f"error: {redact(str(exc))}", err=True)
+        sys.exit(2)
+
+
+def _load(config_path: str | None) -> RelaybotConfig:
+    return load_config(config_path)
+
+
+@click.group()
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="relaybot")
+def main(log_level: str) -> None:
+    """relaybot — AI assistants in the chats people already use."""
+    _setup_logging(log_level)
+
+
+@main.command()
+@config_option
+@click.option("--chat", "chat_id", default="", help="Chat id for the history (default: your login).")
+def chat(config_path: str | None, chat_id: str) -> None:
+    """Chat in this terminal. Ctrl-C stops a reply, Ctrl-D quits.
+
+    With stdin not a terminal, each input line is one message and each finished reply is
+    printed to stdout.
+    """
+    with _errors():
+        config = _load(config_path)
+        asyncio.run(_chat(config, chat_id))
+
+
+async def _chat(config: RelaybotConfig, chat_id: str) -> None:
+    from relaybot.connectors.terminal import TerminalConfig, TerminalConnector
+
+    from .app import Relaybot
+
+    app = Relaybot(config)
+    terminal = TerminalConnector("terminal", TerminalConfig(chat=chat_id))
+    await app.start(connectors=[terminal], start_configured=False)
+    loop = asyncio.get_running_loop()
+    if terminal.interactive:
+        loop.add_signal_handler(signal.SIGINT, terminal.interrupt)
+    loop.add_signal_handler(signal.SIGTERM, terminal.interrupt)
+    try:
+        await terminal.wait_closed()
+    finally:
+        await app.stop()
+
+
+@main.command()
+@config_option
+def run(config_path: str | None) -> None:
+    """Start every configured connector and serve until SIGINT/SIGTERM.
+
+    On shutdown, replies being written are saved (marked interrupted) before exit.
+    """
+    with _errors():
+        config = _load(config_path)
+        if not config.connectors:
+            raise RelaybotError(
+                f"{config.source}: no [connectors.*] table is configured, so there is nothing to run. "
+                "Add one (see config.example.toml), or chat here with `relaybot chat`."
+            )
+        asyncio.run(_run(config))
+
+
+async def _run(config: RelaybotConfig) -> None:
+    from .app import Relaybot
+
+    app = Relaybot(config)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    click.echo(f"relaybot running: {', '.join(app.connectors)} (Ctrl-C to stop)", err=True)
+    await stop.wait()
+    click.echo("stopping: saving live replies…", err=True)
+    await app.stop()
+
+
+@main.command()
+@config_option
+def check(config_path: str | None) -> None:
+    """Validate the config and list what would start, without starting it."""
+    with _errors():
+        from .app import Relaybot
+
+        config = _load(config_path)
+        plan = Relaybot(config).plan()
+        click.echo(f"config: {config.source} — OK")
+        for section, items in plan.items():
+            click.echo(f"{section}:")
+            for item in items or ["(none)"]:
+                click.echo(f"  {item}")
+
+
+@main.command()
+@config_option
+def plugins(config_path: str | None) -> None:
+    """List plugins, the hooks they implement and what they registered."""
+    with _errors():
+        from .plugins import PluginHost
+
+        config = _load(config_path)
+        host = PluginHost(disabled=config.plugins.disabled)
+        host.load_entrypoints()
+        host.check()
+        regs = host.collect()
+        for name in host.plugin_names():
+            click.echo(name)
+            click.echo(f"  hooks: {', '.join(host.hooks_of(name)) or '(none)'}")
+            for item in regs.by_plugin(name):
+                click.echo(f"  registers {item}")
+        for name in sorted(config.plugins.disabled):
+            click.echo(f"{name}\n  disabled by config")
+        for name, reason in sorted(host.failed.items()):
+            click.echo(f"{name}\n  FAILED: {reason}")
+
+
+@main.command()
+@config_option
+@click.option("--chat", "chat_spec", default="",
+              help="platform:chat[:thread] (default: this user's terminal chat).")
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.option("--all", "export_all", is_flag=True, help="Export every conversation of the chat.")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Write one file per conversation into this folder (default: stdout).")
+def export(config_path: str | None, chat_spec: str, fmt: str, export_all: bool, output: str | None) -> None:
+    """Export conversations as Markdown or JSON."""
+    with _errors():
+        config = _load(config_path)
+        asyncio.run(_export(config, chat_spec, fmt, export_all, output))
+
+
+async def _export(config: RelaybotConfig, chat_spec: str, fmt: str, export_all: bool,
+                  output: str | None) -> None:
+    from relaybot.connectors.terminal import _login_name
+
+    from .conversations import ConversationManager, ConversationService
+    from .storage import Store
+
+    if chat_spec:
+        platform, _, rest = chat_spec.partition(":")
+        chat_id, _, thread = rest.partition(":")
+        if not platform or not chat_id:
+            raise RelaybotError("--chat must look like platform:chat or platform:chat:thread")
+        key = ChatKey(platform, chat_id, thread or None)
+    else:
+        key = ChatKey("terminal", _login_name())
+    store = await Store.open(config.storage.url)
+    try:
+        service = ConversationService(store, ConversationManager(), key)
+        conversations = await service.list()
+        if not conversations:
+            raise RelaybotError(f"no conversations stored for {key}")
+        active = await service.active()
+        chosen = conversations if export_all else [c for c in conversations if active and c.id == active.id]
+        for conv in chosen or conversations[-1:]:
+            text = await service.export(fmt, conv.number)
+            if output:
+                folder = Path(output)
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"conversation-{conv.number}.{fmt}"
+                path.write_text(text, encoding="utf-8")  # noqa: ASYNC240 - a one-off CLI write
+                click.echo(str(path), err=True)
+            else:
+                click.echo(text)
+    finally:
+        await store.close()
+

@@ -1,0 +1,228 @@
+"""Loading and validating the TOML configuration.
+
+One file configures everything (see ``config.example.toml``). Loading happens in two steps:
+
+1. :func:`load_config` reads the TOML, replaces ``${ENV_VAR}`` references (secrets) and validates
+   the core sections (``[bot]``, ``[storage]``, ``[plugins]``);
+2. once plugins are loaded, :meth:`RelaybotConfig.provider_config` /
+   :meth:`RelaybotConfig.connector_config` validate each ``[providers.NAME]`` /
+   ``[connectors.NAME]`` table against the config model its plugin registered.
+
+Every error is a :class:`~relaybot.core.errors.ConfigError` naming the file, the key path and
+what to do. Values that came from ``${ENV}`` references are registered as secrets so they never
+appear in logs or errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .redact import register_secret
+
+#: the file used when neither ``--config`` nor ``RELAYBOT_CONFIG`` names one
+DEFAULT_CONFIG_NAME = "relaybot.toml"
+#: provider configured when the config has no ``[providers]`` at all: the bundled offline model
+EMBEDDED_PROVIDER = {"local": {"type": "llama_cpp"}}
+
+_ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class BotConfig(BaseModel):
+    """``[bot]``: behaviour shared by every chat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system_prompt: str = "You are a helpful assistant."
+    #: a ``[providers.NAME]`` table; empty means the first configured provider
+    default_provider: str = ""
+    #: what a new message does while a reply streams in the same chat
+    busy_policy: Literal["interrupt", "queue"] = "interrupt"
+    #: seconds between checkpoints of a streaming reply to storage
+    checkpoint_interval: float = Field(default=3.0, gt=0)
+    #: platform user ids (``platform:user``) allowed to run admin-only commands
+    admins: list[str] = Field(default_factory=list)
+
+
+class StorageConfig(BaseModel):
+    """``[storage]``: where conversations live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "sqlite+aiosqlite:///relaybot.db"
+
+
+class PluginsConfig(BaseModel):
+    """``[plugins]``: which plugins are off, plus one sub-table of settings per plugin."""
+
+    model_config = ConfigDict(extra="allow")
+
+    #: entry-point names of plugins not to load (built-ins included)
+    disabled: list[str] = Field(default_factory=list)
+
+    def settings(self, plugin: str) -> dict[str, Any]:
+        """The raw ``[plugins.<plugin>]`` table (empty if absent)."""
+        value = (self.model_extra or {}).get(plugin, {})
+        return value if isinstance(value, dict) else {}
+
+
+class RelaybotConfig(BaseModel):
+    """The whole configuration. ``source`` is the file it came from (for error messages)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bot: BotConfig = Field(default_factory=BotConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(EMBEDDED_PROVIDER))
+    connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    source: str = "<defaults>"
+
+    @property
+    def default_provider(self) -> str:
+        """The provider used when nothing else is chosen."""
+        return self.bot.default_provider or next(iter(self.providers), "")
+
+    def provider_type(self, name: str) -> str:
+        """The ``type`` of ``[providers.NAME]`` (the table name when absent)."""
+        return str(self.providers[name].get("type") or name)
+
+    def connector_type(self, name: str) -> str:
+        """The ``type`` of ``[connectors.NAME]`` (the table name when absent)."""
+        return str(self.connectors[name].get("type") or name)
+
+    def provider_config(self, name: str, model: type[BaseModel]) -> Any:
+        """Validate ``[providers.NAME]`` against ``model`` (raises ConfigError)."""
+        data = dict(self.providers[name])
+        data.setdefault("type", name)
+        return validate_section(model, data, self.source, f"providers.{name}")
+
+    def connector_config(self, name: str, model: type[BaseModel]) -> Any:
+        """Validate ``[connectors.NAME]`` against ``model`` (raises ConfigError)."""
+        data = dict(self.connectors[name])
+        data.setdefault("type", name)
+        return validate_section(model, data, self.source, f"connectors.{name}")
+
+    def check_references(self) -> None:
+        """Cross-section checks that pydantic cannot express."""
+        if not self.providers:
+            raise ConfigError(
+                "no provider is configured; add a [providers.NAME] table or remove [providers] "
+                "to use the bundled offline model",
+                path=self.source,
+                key="providers",
+            )
+        if self.bot.default_provider and self.bot.default_provider not in self.providers:
+            known = ", ".join(sorted(self.providers))
+            raise ConfigError(
+                f"default_provider = {self.bot.default_provider!r} names no [providers.*] table "
+                f"(configured: {known}); fix the name or add the table",
+                path=self.source,
+                key="bot.default_provider",
+            )
+
+
+def validate_section(model: type[BaseModel], data: dict[str, Any], source: str, key: str) -> Any:
+    """Validate one table, turning pydantic errors into a readable ConfigError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, key), path=source) from None
+
+
+def _format_errors(exc: ValidationError, prefix: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"[{loc}] is not a known key: remove it or check its spelling")
+        elif kind == "missing":
+            lines.append(f"[{loc}] is required: add it")
+        else:
+            # never echo the input value: it may be a secret
+            lines.append(f"[{loc}] {err['msg']}")
+    return "; ".join(lines)
+
+
+def _interpolate(value: Any, source: str, key: str) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in strings, recursively."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group("name"), match.group("default")
+            env = os.environ.get(name)
+            if env is None or env == "":
+                if default is not None:
+                    return default
+                raise ConfigError(
+                    f"the environment variable {name} is not set; export it "
+                    f"(e.g. `export {name}=...`) or remove the key",
+                    path=source,
+                    key=key,
+                )
+            register_secret(env)
+            return env
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, source, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use: ``explicit``, else ``$RELAYBOT_CONFIG``, else ``./relaybot.toml``
+    if it exists, else ``None`` (built-in defaults)."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("RELAYBOT_CONFIG")
+    if env:
+        return Path(env)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.exists() else None
+
+
+def parse_config(data: dict[str, Any], source: str = "<memory>") -> RelaybotConfig:
+    """Validate an already-parsed TOML document (after ``${ENV}`` interpolation)."""
+    data = _interpolate(data, source, "")
+    for section in ("providers", "connectors"):
+        tables = data.get(section, {})
+        if not isinstance(tables, dict) or any(not isinstance(v, dict) for v in tables.values()):
+            raise ConfigError(
+                f"[{section}] must contain tables like [{section}.NAME]", path=source, key=section
+            )
+    config = validate_section(RelaybotConfig, {**data, "source": source}, source, "")
+    config.check_references()
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> RelaybotConfig:
+    """Read, interpolate and validate the config (see :func:`find_config` for which file).
+
+    Raises :class:`ConfigError` for a missing file, invalid TOML or invalid values.
+    """
+    found = find_config(path)
+    if found is None:
+        return parse_config({}, "<defaults>")
+    source = str(found)
+    try:
+        raw = found.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found; create it from config.example.toml or pass --config PATH", path=source
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", path=source) from None
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=source) from None
+    return parse_config(data, source)

@@ -1,0 +1,125 @@
+"""From an incoming message to an answer: access check, command or model reply.
+
+Connectors call :meth:`Dispatcher.handle` for every message. It returns at once with a task, so
+a slow reply never blocks a connector's receive loop, and never raises: errors reach the
+``on_error`` hook and the user gets a short, honest message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .commands import CommandContext, parse_command
+from .conversations import ConversationService
+from .errors import CommandError, RelaybotError
+from .models import ChatKey, IncomingMessage
+from .redact import redact
+from .replies import ReplyRunner
+
+if TYPE_CHECKING:
+    from .app import Relaybot
+
+log = logging.getLogger("relaybot.dispatcher")
+
+#: a denied user is told why at most once per this many seconds (no spam, no silence)
+DENIAL_REPEAT_SECONDS = 3600.0
+
+
+class Dispatcher:
+    """Routes messages; one per running bot."""
+
+    def __init__(self, app: Relaybot) -> None:
+        self.app = app
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._denied: dict[tuple[str, str], float] = {}
+
+    async def handle(self, message: IncomingMessage) -> asyncio.Task[None]:
+        """Start handling ``message`` in the background; the task ends when it is answered."""
+        task = asyncio.create_task(self._process(message), name=f"relaybot:{message.chat}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self) -> None:
+        """Wait for every message being handled (used at shutdown after replies were stopped)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _process(self, message: IncomingMessage) -> None:
+        try:
+            decision = self.app.plugins.hook.check_access(message=message)
+            if decision is not None and not decision.allowed:
+                await self._deny(message, decision.reason)
+                return
+            parsed = parse_command(message.text)
+            if parsed is not None:
+                await self._command(message, *parsed)
+                return
+            await self._reply(message)
+        except asyncio.CancelledError:
+            raise
+        except CommandError as exc:
+            await self.send(message.chat, str(exc), private=message.is_private)
+        except Exception as exc:
+            log.error("handling a message in %s failed: %s", message.chat, redact(repr(exc)), exc_info=exc)
+            self.app.plugins.notify("on_error", error=exc, message=message)
+            user_message = exc.user_message if isinstance(exc, RelaybotError) else RelaybotError.user_message
+            try:
+                await self.send(message.chat, "⚠️ " + user_message, private=message.is_private)
+            except Exception:
+                log.warning("could not tell %s about the failure", message.chat)
+
+    async def _deny(self, message: IncomingMessage, reason: str) -> None:
+        key = (str(message.chat), message.user.id)
+        now = time.monotonic()
+        last = self._denied.get(key)
+        if last is not None and now - last < DENIAL_REPEAT_SECONDS:
+            log.debug("denied again (silently) %s in %s", message.user.id, message.chat)
+            return
+        self._denied[key] = now
+        await self.send(message.chat, reason or "Sorry, you are not allowed to use this bot.",
+                        private=message.is_private)
+
+    async def _command(self, message: IncomingMessage, name: str, args: str) -> None:
+        registry = self.app.registrations.commands
+        command = registry.get(name)
+        if command is None:
+            await self.send(message.chat, f"Unknown command /{name}. Send /help for the list.",
+                            private=message.is_private)
+            return
+        if command.admin_only and not self.app.is_admin(message):
+            await self.send(message.chat, f"/{name} is for admins only.", private=message.is_private)
+            return
+
+        async def reply(text: str) -> Any:
+            return await self.send(message.chat, text, private=message.is_private)
+
+        ctx = CommandContext(
+            message=message, command=name, args=args, reply=reply,
+            conversations=self.conversations(message.chat, message),
+            registry=registry, app=self.app,
+        )
+        await command.handler(ctx)
+
+    async def _reply(self, message: IncomingMessage) -> None:
+        scheduler = self.app.scheduler(message.chat.platform)
+        # open first: the typing indicator / draft placeholder goes out before any storage work
+        stream = scheduler.open(
+            message.chat, private=message.is_private, reply_to=message.platform_message_id
+        )
+        runner = ReplyRunner(self.app, message, stream)
+        await self.app.conversations.run_exclusive(message.chat, runner.run)
+
+    def conversations(self, chat: ChatKey, message: IncomingMessage | None = None) -> ConversationService:
+        """The conversation API for ``chat``."""
+        return ConversationService(self.app.store, self.app.conversations, chat, message)
+
+    async def send(self, chat: ChatKey, text: str, *, private: bool = True) -> list[str]:
+        """Send a complete text through the chat's streaming scheduler (paced and split)."""
+        stream = self.app.scheduler(chat.platform).open(chat, private=private, feedback=False)
+        stream.append(text)
+        result = await stream.finish()
+        return list(result.message_ids)

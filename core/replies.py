@@ -1,0 +1,254 @@
+"""Answering one message: store it, build the context, stream the provider's reply, save it.
+
+The order is what makes "nothing is lost" true:
+
+1. the user message is stored before the provider is called;
+2. a placeholder reply (status *streaming*) is stored before the first token;
+3. while streaming, the partial text is checkpointed every ``bot.checkpoint_interval`` seconds
+   (in the background, never more than one write in flight);
+4. the final text, status and usage are written once at the end — also when the reply is
+   interrupted (``/stop``, a new message, a switch, shutdown) or fails.
+
+So a reply costs two writes plus one per checkpoint, whatever its length; a crash leaves the
+placeholder *streaming*, which start-up turns into *interrupted* (``Store.recover_interrupted``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .context import build_context, input_budget, truncation_notice
+from .errors import ProviderError, RelaybotError
+from .hooktypes import ReplyRecord
+from .models import (
+    ChatMessage,
+    Finish,
+    IncomingMessage,
+    ProviderRequest,
+    ReplyStatus,
+    Role,
+    TextDelta,
+    TextPart,
+    Usage,
+)
+from .redact import redact
+
+if TYPE_CHECKING:
+    from .app import Relaybot
+    from .storage import Conversation
+
+log = logging.getLogger("relaybot.replies")
+
+_FINISH_NOTES = {
+    "length": "(The answer reached the maximum length and was cut off.)",
+    "content_filter": "(The provider's content filter stopped this answer.)",
+    "refusal": "(The model declined to answer this request.)",
+}
+
+
+class ReplyRunner:
+    """Runs the reply pipeline for one incoming message (one instance per message)."""
+
+    def __init__(self, app: Relaybot, message: IncomingMessage, stream: Any) -> None:
+        self.app = app
+        self.message = message
+        self.stream = stream  # ReplyStream, opened by the dispatcher for instant feedback
+        self.chat = message.chat
+        self.text_parts: list[str] = []
+        self.usage: Usage | None = None
+        self.finish: Finish | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Answer the message. Cancellation keeps the partial reply, marked interrupted."""
+        app = self.app
+        store = app.store
+        provider_name = app.config.default_provider
+        provider = app.provider(provider_name)
+        counter = app.token_counter(provider_name)
+        caps = provider.capabilities
+
+        conversation = await self._conversation()
+        user_parts = self.message.parts
+        user_tokens = counter.count_message(ChatMessage(Role.USER, list(user_parts)))
+        user_row = await store.add_message(
+            conversation.id,
+            role=Role.USER,
+            parts=list(user_parts),
+            parent_id=self._parent_id,
+            token_count=user_tokens,
+            token_estimated=not counter.exact,
+            user_id=self.message.user.id,
+        )
+        if self.message.platform_message_id:
+            await store.link_platform_message(self.chat, self.message.platform_message_id, user_row.id)
+        if not conversation.title and self.message.text:
+            await store.rename_conversation(conversation.id, _auto_title(self.message.text))
+
+        max_out = provider.capabilities.max_output_tokens
+        budget = input_budget(caps.context_window, max_out)
+        system = app.config.bot.system_prompt
+        path = await store.path(user_row.id, token_budget=budget)
+        draft = build_context(
+            self.chat, self.message, system, path.messages, counter=counter,
+            context_window=caps.context_window, max_output_tokens=max_out,
+        )
+        if path.truncated and not draft.dropped:
+            draft.dropped = 1  # storage already left older turns out
+        app.plugins.transform("build_context", context=draft)
+        notes: list[str] = []
+        noticed = app.conversations.state(self.chat).truncation_noticed
+        if draft.dropped and conversation.id not in noticed:
+            noticed.add(conversation.id)
+            notes.append(truncation_notice(draft.dropped))
+
+        request = ProviderRequest(
+            system=draft.system, messages=draft.messages, max_output_tokens=max_out, model=provider.model
+        )
+        app.plugins.transform(
+            "before_provider_request", request=request, provider=provider_name, message=self.message
+        )
+        reply_row = await store.add_message(
+            conversation.id,
+            role=Role.ASSISTANT,
+            parts=[TextPart("")],
+            parent_id=user_row.id,
+            status=ReplyStatus.STREAMING,
+            provider=provider_name,
+            model=provider.model,
+        )
+
+        status = ReplyStatus.COMPLETE
+        error_text = ""
+        cancelled = False
+        try:
+            await self._stream_from(provider, request, reply_row.id)
+            if self.finish and self.finish.reason != "stop":
+                notes.append(self.finish.message or _FINISH_NOTES.get(self.finish.reason, ""))
+        except asyncio.CancelledError:
+            cancelled = True
+            status = ReplyStatus.INTERRUPTED
+        except ProviderError as exc:
+            error_text = redact(str(exc))
+            log.error("provider %r failed in %s: %s", provider_name, self.chat, error_text)
+            status = ReplyStatus.INTERRUPTED if self.text_parts else ReplyStatus.FAILED
+            notes.append(("⚠️ The answer was cut off: " if self.text_parts else "⚠️ ") + exc.user_message)
+        except Exception as exc:
+            error_text = redact(f"{type(exc).__name__}: {exc}")
+            log.exception("reply failed in %s", self.chat)
+            app.plugins.notify("on_error", error=exc, message=self.message)
+            status = ReplyStatus.INTERRUPTED if self.text_parts else ReplyStatus.FAILED
+            notes.append("⚠️ " + RelaybotError.user_message)
+
+        text = "".join(self.text_parts)
+        await self._save(reply_row.id, text, status, counter)
+        delivered: tuple[str, ...] = ()
+        try:
+            result = await self.stream.finish(
+                interrupted=status == ReplyStatus.INTERRUPTED, note="\n\n".join(n for n in notes if n)
+            )
+            delivered = tuple(result.message_ids)
+            for platform_id in delivered:
+                await store.link_platform_message(self.chat, platform_id, reply_row.id)
+        except Exception:
+            log.exception("could not deliver the reply in %s (it is saved)", self.chat)
+        app.plugins.notify(
+            "after_reply",
+            reply=ReplyRecord(
+                chat=self.chat, conversation_id=conversation.id, message_id=reply_row.id, text=text,
+                status=status, usage=self.usage, provider=provider_name, model=provider.model,
+                platform_message_ids=delivered, error=error_text,
+            ),
+        )
+        if cancelled:
+            raise asyncio.CancelledError
+
+    # ── steps ───────────────────────────────────────────────────────────────────────────────
+
+    _parent_id: Any = None
+
+    async def _conversation(self) -> Conversation:
+        """The conversation to answer in: the active one, or a branch when replying to an old one."""
+        store = self.app.store
+        from .storage import USE_LEAF
+
+        self._parent_id = USE_LEAF
+        if self.message.reply_to:
+            target = await store.find_by_platform_id(self.chat, self.message.reply_to)
+            if target is not None:
+                active = await store.active_conversation(self.chat)
+                if active is None or active.leaf_id != target.id:
+                    # replying to an older message branches the conversation from it
+                    return await store.create_conversation(
+                        self.chat, "", activate=True, branch_from=target.id
+                    )
+        active = await store.active_conversation(self.chat)
+        if active is None:
+            active = await store.create_conversation(self.chat, "", activate=True)
+        return active
+
+    async def _stream_from(self, provider: Any, request: ProviderRequest, reply_id: int) -> None:
+        """Pump provider events into the ReplyStream, checkpointing now and then."""
+        interval = self.app.config.bot.checkpoint_interval
+        next_checkpoint = time.monotonic() + interval
+        append = self.stream.append
+        parts = self.text_parts
+        events = provider.stream(request)
+        try:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    if event.text:
+                        parts.append(event.text)
+                        append(event.text)
+                        now = time.monotonic()
+                        if now >= next_checkpoint:
+                            next_checkpoint = now + interval
+                            self._checkpoint(reply_id)
+                elif isinstance(event, Usage):
+                    self.usage = event
+                elif isinstance(event, Finish):
+                    self.finish = event
+        finally:
+            await events.aclose()
+
+    def _checkpoint(self, reply_id: int) -> None:
+        """Write the partial text in the background (skipped while a previous write runs)."""
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            return
+        text = "".join(self.text_parts)
+
+        async def write() -> None:
+            try:
+                await self.app.store.update_message(reply_id, text=text)
+            except Exception:
+                log.warning("checkpoint of reply %s failed; will retry at the next one", reply_id)
+
+        self._checkpoint_task = asyncio.create_task(write())
+
+    async def _save(self, reply_id: int, text: str, status: ReplyStatus, counter: Any) -> None:
+        """The final write of the reply (shielded: it must land even while being cancelled)."""
+        if self._checkpoint_task is not None:
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+        tokens = counter.count_message(ChatMessage.text(Role.ASSISTANT, text))
+        usage = self.usage
+        if usage is not None:
+            # the provider's own count of the reply is better than ours
+            tokens = usage.output_tokens or tokens
+        await asyncio.shield(
+            self.app.store.update_message(
+                reply_id, text=text, status=status, usage=usage, token_count=tokens,
+                token_estimated=usage is None and not counter.exact,
+            )
+        )
+
+
+def _auto_title(text: str, limit: int = 48) -> str:
+    """A conversation title from its first message: first line, cut at a word."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0]
+    return (cut or line[:limit]) + "…"

@@ -1,0 +1,259 @@
+"""Engine creation, SQLite tuning, migrations and database-error translation.
+
+Supported URLs: ``sqlite+aiosqlite:///path/to.db`` (the default; ``sqlite+aiosqlite://`` or
+``...:///:memory:`` for a throwaway in-memory database) and ``postgresql+asyncpg://user@host/db``.
+The synchronous spellings ``sqlite:///`` and ``postgresql://`` are accepted and mapped to the
+async drivers, because that is what people copy from other tools.
+
+Every database failure leaves this package as a :class:`~relaybot.core.errors.StorageError`
+whose message says what is wrong and what to do (see :func:`translate_error`), with the
+password of the URL redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from relaybot.core.errors import StorageError
+from relaybot.core.redact import register_secret
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+# Execution option that makes a SQLite transaction start with BEGIN IMMEDIATE (take the write
+# lock up front). A deferred transaction that reads first and writes later can fail with
+# "database is locked" at once, without waiting for busy_timeout, when another connection
+# wrote in between; taking the lock at BEGIN makes writers queue behind busy_timeout instead.
+SQLITE_IMMEDIATE = "relaybot_sqlite_immediate"
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+_SUPPORTED = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+_EXTRAS = {"sqlite": ("aiosqlite", "relaybot"), "postgresql": ("asyncpg", "relaybot[postgres]")}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a store lives, described for error messages (never contains the password)."""
+
+    url: URL
+    safe_url: str
+    backend: str  # "sqlite" or "postgresql"
+    sqlite_path: str | None  # absolute file path; None for memory or PostgreSQL
+    busy_timeout_ms: int
+
+    @property
+    def memory(self) -> bool:
+        """True for an in-memory SQLite database."""
+        return self.backend == "sqlite" and self.sqlite_path is None
+
+    @property
+    def where(self) -> str:
+        """A short description: the SQLite file, or PostgreSQL host:port/db."""
+        if self.backend == "sqlite":
+            return f"SQLite database {self.sqlite_path or ':memory:'}"
+        url = self.url
+        return f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def parse_url(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Target:
+    """Validate ``url`` and map it to an async driver; raise StorageError if unusable."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(
+            "[storage] url is not a database URL; expected e.g. "
+            "'sqlite+aiosqlite:///relaybot.db' or 'postgresql+asyncpg://user@host/db'"
+        ) from None
+    if parsed.password:
+        register_secret(str(parsed.password))
+    drivername = _DRIVERS.get(parsed.drivername, parsed.drivername)
+    safe = parsed.render_as_string(hide_password=True)
+    if drivername not in _SUPPORTED:
+        raise StorageError(
+            f"[storage] url {safe!r} uses driver {parsed.drivername!r}; relaybot supports "
+            "'sqlite+aiosqlite://' and 'postgresql+asyncpg://'"
+        )
+    parsed = parsed.set(drivername=drivername)
+    backend = parsed.get_backend_name()
+    sqlite_path: str | None = None
+    if backend == "sqlite":
+        database = parsed.database or ""
+        is_uri = str(parsed.query.get("uri", "")).lower() == "true"
+        if database and database != ":memory:" and not is_uri:
+            sqlite_path = str(Path(database).expanduser().absolute())
+            parsed = parsed.set(database=sqlite_path)
+        elif is_uri:
+            sqlite_path = database
+    return Target(parsed, safe, backend, sqlite_path, busy_timeout_ms)
+
+
+def create_engine(target: Target, *, connect_timeout: float = 10.0) -> AsyncEngine:
+    """Create the async engine for ``target`` (SQLite: pragmas and explicit BEGIN)."""
+    kwargs: dict[str, Any] = {}
+    if target.backend == "sqlite":
+        if target.memory:
+            # One shared connection, otherwise every pooled connection sees its own empty DB;
+            # the Store serialises access to it.
+            kwargs["poolclass"] = StaticPool
+        # The busy wait must exceed the driver's own timeout so ours is the one that applies.
+        kwargs["connect_args"] = {"timeout": target.busy_timeout_ms / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True  # survive a PostgreSQL restart between messages
+        kwargs["connect_args"] = {"timeout": connect_timeout}
+    try:
+        engine = create_async_engine(target.url, **kwargs)
+    except ImportError as exc:
+        module, extra = _EXTRAS[target.backend]
+        raise StorageError(
+            f"{target.where} needs the {module!r} driver, which is not installed: "
+            f"pip install '{extra}'"
+        ) from exc
+    if target.backend == "sqlite":
+        _tune_sqlite(engine, target.busy_timeout_ms)
+    return engine
+
+
+def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (it would BEGIN lazily and
+        # always DEFERRED); _on_begin below emits the BEGIN we want.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, far fewer fsyncs
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def run_migrations(connection: sa.Connection) -> None:
+    """Upgrade the database behind ``connection`` to the newest revision (sync; run it via
+    ``AsyncConnection.run_sync``). A database already at head is left untouched."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Run :func:`run_migrations` in one transaction (write-locked on SQLite)."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{SQLITE_IMMEDIATE: True})
+        async with conn.begin():
+            await conn.run_sync(run_migrations)
+
+
+async def head_revision(conn: AsyncConnection) -> str | None:
+    """The revision recorded in ``alembic_version`` (``None`` if never migrated)."""
+    from alembic.migration import MigrationContext
+
+    def _read(sync_conn: sa.Connection) -> str | None:
+        return MigrationContext.configure(sync_conn).get_current_revision()
+
+    return await conn.run_sync(_read)
+
+
+# -- error translation ------------------------------------------------------------------------
+
+
+def translate_error(exc: BaseException, target: Target) -> StorageError:
+    """Turn a driver/SQLAlchemy/OS error into a StorageError that says what to do.
+
+    The message names the database (SQLite file, or PostgreSQL host:port/db) but never the
+    password, and carries only the first line of the driver's message (no SQL, no params).
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    detail = _driver_message(exc)
+    low = detail.lower()
+    where = target.where
+    if target.backend == "sqlite":
+        path = target.sqlite_path or ":memory:"
+        if "database is locked" in low or "database table is locked" in low:
+            msg = (
+                f"{where} is locked: another connection held the write lock for longer than "
+                f"busy_timeout ({target.busy_timeout_ms} ms). Make sure no other program keeps "
+                "a write transaction open on it; to run several relaybot processes on one "
+                "database use PostgreSQL"
+            )
+        elif "unable to open database file" in low or isinstance(exc, OSError):
+            msg = (
+                f"cannot open {where}: the file or its directory is missing or not writable "
+                f"({detail}). Check that {Path(path).parent} is a writable directory, or point "
+                "[storage] url at one"
+            )
+        elif "readonly database" in low or "read-only" in low:
+            msg = (
+                f"{where} is read-only: give the relaybot user write access to {path} and its "
+                "directory (SQLite writes a -wal and -shm file next to it)"
+            )
+        elif "disk is full" in low or "disk i/o error" in low:
+            msg = f"cannot write {where}: {detail}. Free disk space or move the database"
+        elif "file is not a database" in low or "malformed" in low:
+            msg = f"{where} is not a valid SQLite database ({detail}); restore it or use a new path"
+        else:
+            msg = f"{where}: {detail}"
+    else:
+        if isinstance(exc, ConnectionRefusedError) or "connection refused" in low or (
+            "connect call failed" in low
+        ):
+            msg = f"cannot connect to {where}: connection refused. Is PostgreSQL running there?"
+        elif isinstance(exc, OSError) and ("name or service" in low or "nodename" in low):
+            msg = f"cannot connect to {where}: unknown host {target.url.host!r}"
+        elif isinstance(exc, (OSError, TimeoutError)) and not isinstance(exc, sa.exc.SQLAlchemyError):
+            msg = f"cannot connect to {where}: {detail or type(exc).__name__}"
+        elif "password authentication failed" in low or (
+            "role" in low and "does not exist" in low
+        ):
+            msg = (
+                f"{where} rejected the login ({detail}); check the user and password in "
+                "[storage] url"
+            )
+        elif "database" in low and "does not exist" in low:
+            msg = f"{where}: {detail}. Create it first, e.g. createdb {target.url.database}"
+        else:
+            msg = f"{where}: {detail}"
+    if isinstance(exc, sa.exc.TimeoutError):
+        msg = f"{where}: no free database connection (pool exhausted): {detail}"
+    error = StorageError(_scrub(msg, target))
+    return error
+
+
+def _driver_message(exc: BaseException) -> str:
+    """First line of the underlying driver message, without SQLAlchemy's SQL/params dump."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc) or type(exc).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first.strip()
+
+
+def _scrub(message: str, target: Target) -> str:
+    password = target.url.password
+    if password:
+        message = message.replace(str(password), "***")
+    return message

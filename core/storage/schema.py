@@ -1,0 +1,179 @@
+"""The relational schema of conversation storage (SQLAlchemy Core tables).
+
+::
+
+    chats ──< conversations          a chat (ChatKey) has many conversations, one active
+      │            │ root_id, leaf_id ──> messages   (a conversation is a root→leaf path)
+      └──< messages ┘ parent_id ──> messages         (messages form one tree per chat)
+              └──< platform_messages                 (platform ids → stored message)
+
+This module is the source of truth for Alembic autogenerate; every change here needs a
+migration under ``migrations/versions`` (the initial one spells these tables out by hand).
+
+Conventions:
+
+* ``chats.thread`` stores "no thread" as ``''`` rather than NULL, because SQL treats NULLs as
+  distinct in unique constraints and two rows for the same thread-less chat could appear.
+* Foreign keys that close a cycle (``chats.active_conversation_id``,
+  ``conversations.root_id``/``leaf_id``) are ``use_alter`` so tables can be created in order.
+* Timestamps are timezone-aware UTC in Python on every backend (:class:`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+# 64-bit ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always an aware UTC ``datetime`` in Python.
+
+    SQLite has no time zones: values are stored as naive UTC text (which sorts and compares
+    correctly) and made aware again on the way out. PostgreSQL uses ``timestamptz``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to storage; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (what every timestamp column stores)."""
+    return datetime.now(UTC)
+
+
+chats = sa.Table(
+    "chats",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("platform", sa.String(64), nullable=False),
+    sa.Column("chat", sa.String(255), nullable=False),
+    sa.Column("thread", sa.String(255), nullable=False, server_default=""),
+    sa.Column(
+        "active_conversation_id",
+        ID,
+        sa.ForeignKey("conversations.id", ondelete="SET NULL", use_alter=True),
+        nullable=True,
+    ),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # The unique constraint doubles as the index for ChatKey → chat id lookups.
+    sa.UniqueConstraint("platform", "chat", "thread", name="uq_chats_key"),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column(
+        "chat_id", ID, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("title", sa.String(500), nullable=False, server_default=""),
+    sa.Column(
+        "root_id",
+        ID,
+        sa.ForeignKey("messages.id", ondelete="SET NULL", use_alter=True),
+        nullable=True,
+    ),
+    sa.Column(
+        "leaf_id",
+        ID,
+        sa.ForeignKey("messages.id", ondelete="SET NULL", use_alter=True),
+        nullable=True,
+    ),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Listing a chat's conversations oldest first, and numbering them.
+    sa.Index("ix_conversations_chat_id_id", "chat_id", "id"),
+    sa.Index("ix_conversations_leaf_id", "leaf_id"),
+    sa.Index("ix_conversations_root_id", "root_id"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("chat_id", ID, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    # The conversation that created the message; NULL once that conversation is deleted while
+    # another conversation's path still uses the message.
+    sa.Column(
+        "conversation_id",
+        ID,
+        sa.ForeignKey("conversations.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    # CASCADE: deleting a message no path uses also removes its (equally unused) descendants.
+    sa.Column(
+        "parent_id", ID, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True
+    ),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("parts", JSONType, nullable=False),
+    sa.Column("text", sa.Text(), nullable=False, server_default=""),
+    sa.Column("token_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("token_estimated", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("status", sa.String(16), nullable=False, server_default="complete"),
+    sa.Column("user_id", sa.String(255), nullable=False, server_default=""),
+    sa.Column("provider", sa.String(64), nullable=False, server_default=""),
+    sa.Column("model", sa.String(255), nullable=False, server_default=""),
+    sa.Column("input_tokens", sa.Integer(), nullable=True),
+    sa.Column("output_tokens", sa.Integer(), nullable=True),
+    sa.Column("usage_estimated", sa.Boolean(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_messages_parent_id", "parent_id"),
+    sa.Index("ix_messages_conversation_id", "conversation_id"),
+    sa.Index("ix_messages_chat_id", "chat_id"),
+    # Usage reports: per user and period, and per period for everyone.
+    sa.Index("ix_messages_user_id_created_at", "user_id", "created_at"),
+    sa.Index("ix_messages_created_at", "created_at"),
+    # Start-up recovery looks for 'streaming' rows only; a partial index keeps that instant.
+    sa.Index(
+        "ix_messages_streaming",
+        "status",
+        sqlite_where=sa.text("status = 'streaming'"),
+        postgresql_where=sa.text("status = 'streaming'"),
+    ),
+)
+
+platform_messages = sa.Table(
+    "platform_messages",
+    metadata,
+    sa.Column("chat_id", ID, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("platform_message_id", sa.String(255), nullable=False),
+    sa.Column(
+        "message_id", ID, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.PrimaryKeyConstraint("chat_id", "platform_message_id", name="pk_platform_messages"),
+    sa.Index("ix_platform_messages_message_id", "message_id"),
+)

@@ -1,0 +1,467 @@
+"""OpenAI-compatible Chat Completions provider.
+
+Works with OpenAI, OpenRouter, vLLM, Ollama, LM Studio and the llama.cpp server.
+
+Config (``[providers.NAME]``, ``type = "openai"``)::
+
+    [providers.openai]
+    type = "openai"
+    base_url = "https://api.openai.com/v1"   # http://127.0.0.1:11434/v1 for Ollama, …
+    api_key = "${OPENAI_API_KEY}"            # omit for local servers without auth
+    model = "gpt-4o-mini"
+    chunk_timeout = 60                        # max silence before the first / between chunks
+    options = { temperature = 0.7 }           # extra JSON body keys
+
+The provider streams ``POST {base_url}/chat/completions`` with ``stream: true`` and
+``stream_options.include_usage``, parses the ``data:`` frames with httpx-sse and yields
+:class:`TextDelta` / :class:`Usage` / :class:`Finish` per :meth:`BaseProvider.stream`. It does not
+retry: retries and fallbacks are a separate resilience layer that sees the typed errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pydantic
+from httpx_sse import EventSource, ServerSentEvent
+from pydantic import Field
+from relaybot.core.errors import (
+    CapabilityError,
+    ContextTooLongError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderUnavailableError,
+)
+from relaybot.core.hookspecs import hookimpl
+from relaybot.core.models import (
+    ChatMessage,
+    Finish,
+    ImagePart,
+    ImageRef,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    TextPart,
+    Usage,
+)
+from relaybot.core.provider import (
+    BaseProvider,
+    BaseProviderConfig,
+    ProviderCapabilities,
+    ProviderType,
+)
+
+from . import _http
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OpenAIConfig", "OpenAIProvider"]
+
+
+class OpenAIConfig(BaseProviderConfig):
+    """``[providers.NAME]`` keys of an OpenAI-compatible provider."""
+
+    type: str = "openai"
+    base_url: str = "https://api.openai.com/v1"
+    #: sent as ``Authorization: Bearer …``; never logged or put in error messages
+    api_key: pydantic.SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    connect_timeout: float = Field(default=10, gt=0)
+    #: max seconds of silence from the server: to the first byte, and between two chunks
+    chunk_timeout: float = Field(default=60, gt=0)
+    organization: str | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    #: whether the model accepts images; ``None`` guesses from the model name
+    vision: bool | None = None
+
+
+# (model-name prefix, context window, max output tokens, tiktoken encoding). Matched by the
+# longest prefix of the last path segment, so "openai/gpt-4o-2024-08-06" finds "gpt-4o".
+_KNOWN_MODELS: tuple[tuple[str, int, int, str | None], ...] = (
+    ("gpt-5", 400_000, 128_000, "o200k_base"),
+    ("gpt-4.1", 1_047_576, 32_768, "o200k_base"),
+    ("gpt-4o", 128_000, 16_384, "o200k_base"),
+    ("chatgpt-4o", 128_000, 16_384, "o200k_base"),
+    ("o1", 200_000, 100_000, "o200k_base"),
+    ("o1-mini", 128_000, 65_536, "o200k_base"),
+    ("o3", 200_000, 100_000, "o200k_base"),
+    ("o4", 200_000, 100_000, "o200k_base"),
+    ("gpt-4-turbo", 128_000, 4_096, "cl100k_base"),
+    ("gpt-4-1106", 128_000, 4_096, "cl100k_base"),
+    ("gpt-4-0125", 128_000, 4_096, "cl100k_base"),
+    ("gpt-4-32k", 32_768, 4_096, "cl100k_base"),
+    ("gpt-4", 8_192, 4_096, "cl100k_base"),
+    ("gpt-3.5-turbo", 16_385, 4_096, "cl100k_base"),
+)
+# Unknown models are usually local ones (Ollama, llama.cpp): a small window is the safe guess,
+# because over-estimating it makes the server reject or silently truncate long prompts.
+_DEFAULT_CONTEXT_WINDOW = 8_192
+_DEFAULT_MAX_OUTPUT = 2_048
+
+_VISION_HINTS = re.compile(
+    r"gpt-4o|gpt-4\.1|gpt-5|gpt-4-turbo|chatgpt-4o|^o[134](?:-pro|-\d|$)|^o4-mini|vision|llava"
+    r"|pixtral|gemma-?3|claude|gemini|-vl\b|moondream|minicpm-v",
+    re.IGNORECASE,
+)
+
+# Normalised Finish reasons (see relaybot.core.models.Finish); unknown values become "other".
+_FINISH_REASONS = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "content_filter": "content_filter",
+    "refusal": "refusal",
+}
+_FINISH_MESSAGES = {
+    "length": "The reply was cut off because it reached the model's output limit.",
+    "content_filter": "The provider's content filter stopped this reply.",
+    "refusal": "The model declined to answer this request.",
+}
+# Body keys the provider owns; ``options`` cannot override them without breaking the stream.
+_RESERVED_KEYS = frozenset({"model", "messages", "stream"})
+_SECRET_HEADER = re.compile(r"auth|key|token|secret", re.IGNORECASE)
+
+
+def _model_info(model: str) -> tuple[int, int, str | None]:
+    name = model.rsplit("/", 1)[-1].lower()
+    best: tuple[str, int, int, str | None] | None = None
+    for entry in _KNOWN_MODELS:
+        if name.startswith(entry[0]) and (best is None or len(entry[0]) > len(best[0])):
+            best = entry
+    if best is None:
+        return _DEFAULT_CONTEXT_WINDOW, _DEFAULT_MAX_OUTPUT, None
+    return best[1], best[2], best[3]
+
+
+def _guess_vision(model: str) -> bool:
+    return bool(_VISION_HINTS.search(model.rsplit("/", 1)[-1]))
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+@dataclass(slots=True)
+class _StreamState:
+    """What one stream has seen so far."""
+
+    frames: int = 0
+    finish_reason: str | None = None
+    done: bool = False
+    refused: bool = False
+    usage: Usage | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The answer is whole: the server said why it stopped, or said ``[DONE]``."""
+        return self.done or self.finish_reason is not None
+
+    def finish(self) -> Finish:
+        reason = _FINISH_REASONS.get(self.finish_reason or "stop", "other")
+        if reason == "stop" and self.refused:
+            # OpenAI ends a refusal with finish_reason "stop"; the user must learn it was refused.
+            reason = "refusal"
+        message = _FINISH_MESSAGES.get(reason, "")
+        if reason == "other":
+            message = f"The model stopped unexpectedly ({self.finish_reason})."
+        return Finish(reason, message)
+
+
+class OpenAIProvider(BaseProvider):
+    """Streams answers from an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    One ``httpx.AsyncClient`` is shared by all requests of an instance; :meth:`aclose` closes
+    it. ``transport`` replaces the network (tests, custom TLS/proxy setups).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: OpenAIConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.model = config.model
+        window, max_output, tokenizer = _model_info(config.model)
+        self.capabilities = ProviderCapabilities(
+            streaming=True,
+            vision=_guess_vision(config.model) if config.vision is None else config.vision,
+            context_window=config.context_window or window,
+            max_output_tokens=config.max_output_tokens or max_output,
+            tokenizer=tokenizer,
+        )
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._where = f"POST {_http.safe_url(self._url)}"
+        headers = {"User-Agent": "relaybot"}
+        api_key = config.api_key.get_secret_value() if config.api_key else None
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if config.organization:
+            headers["OpenAI-Organization"] = config.organization
+        headers.update(config.extra_headers)
+        self._secrets = [api_key] + [
+            v for k, v in config.extra_headers.items() if _SECRET_HEADER.search(k)
+        ]
+        # The official API wants max_completion_tokens (o-series reject max_tokens); most
+        # compatible servers only know max_tokens.
+        host = httpx.URL(self._url).host
+        self._max_tokens_key = (
+            "max_completion_tokens"
+            if host.endswith(("openai.com", "openai.azure.com"))
+            else "max_tokens"
+        )
+        self._client = _http.build_client(
+            connect_timeout=config.connect_timeout,
+            chunk_timeout=config.chunk_timeout,
+            headers=headers,
+            transport=transport,
+        )
+
+    # ── request ─────────────────────────────────────────────────────────────────────────────
+
+    def build_body(self, request: ProviderRequest) -> dict[str, Any]:
+        """The JSON body for ``request`` (public so hooks and tests can inspect it).
+
+        ``config.options`` then ``request.options`` are merged in; they may set any key except
+        ``model``/``messages``/``stream``. An explicit ``max_tokens`` or
+        ``max_completion_tokens`` in options wins over ``max_output_tokens``.
+        """
+        options = {**self.config.options, **request.options}
+        body: dict[str, Any] = {
+            "model": request.model or self.config.model,
+            "messages": self._messages(request),
+            "stream": True,
+        }
+        max_output = request.max_output_tokens or self.config.max_output_tokens
+        if max_output and not {"max_tokens", "max_completion_tokens"} & options.keys():
+            body[self._max_tokens_key] = max_output
+        for key, value in options.items():
+            if key not in _RESERVED_KEYS:
+                body[key] = value
+        stream_options = body.get("stream_options")
+        body["stream_options"] = {
+            **(stream_options if isinstance(stream_options, dict) else {}),
+            "include_usage": True,
+        }
+        return body
+
+    def _messages(self, request: ProviderRequest) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend(self._message(m) for m in request.messages)
+        return messages
+
+    def _message(self, message: ChatMessage) -> dict[str, Any]:
+        if all(isinstance(p, TextPart) for p in message.parts):
+            # Plain string content: every compatible server accepts it, not all accept parts.
+            return {"role": str(message.role), "content": message.text_content}
+        parts: list[dict[str, Any]] = []
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                parts.append({"type": "text", "text": part.text})
+            elif isinstance(part, ImagePart):
+                if not self.capabilities.vision:
+                    raise CapabilityError(
+                        f"{self.name}: model {self.model!r} is not known to accept images; "
+                        f"set vision = true in [providers.{self.name}] if it does"
+                    )
+                url = self._image_url(part.image)
+                parts.append({"type": "image_url", "image_url": {"url": url, "detail": "auto"}})
+        return {"role": str(message.role), "content": parts}
+
+    def _image_url(self, ref: ImageRef) -> str:
+        """The ``image_url.url`` to send for ``ref``.
+
+        Hook point: only inline ``data:`` URLs are supported today.
+        TODO: resolve ``media:<sha256>`` through the core's media store (and re-encode/resize
+        to the API limits) once it exists; ``https://`` could be passed through for OpenAI
+        itself, but many compatible servers cannot fetch URLs, so it waits for the same hook.
+        """
+        if ref.uri.startswith("data:"):
+            return ref.uri
+        scheme = ref.uri.split(":", 1)[0]
+        raise CapabilityError(
+            f"{self.name}: cannot send image {scheme}: references yet (only data: URLs)"
+        )
+
+    # ── streaming ───────────────────────────────────────────────────────────────────────────
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        """Stream the answer (see :meth:`BaseProvider.stream` for the contract).
+
+        Usage (when the server reports it) is yielded once, right before the final ``Finish``.
+        Closing the generator early closes the HTTP response, so the server sees the
+        disconnect at once; use ``contextlib.aclosing`` when breaking out of ``async for``.
+        """
+        body = self.build_body(request)  # fails before any I/O on capability problems
+        state = _StreamState()
+        log.debug("%s: %s model=%s", self.name, self._where, body["model"])
+        try:
+            async with self._client.stream(
+                "POST", self._url, json=body, headers={"Accept": "text/event-stream"}
+            ) as response:
+                if response.is_error:
+                    raise await self._status_error(response)
+                content_type = response.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    # Some servers ignore stream=true and answer with one JSON document.
+                    for event in await self._whole_response(response, content_type):
+                        yield event
+                    return
+                async for sse in EventSource(response).aiter_sse():
+                    for event in self._on_frame(sse, state):
+                        yield event
+                    if state.done:
+                        break
+                downloaded = response.num_bytes_downloaded
+        except httpx.TransportError as exc:
+            # Once the server has said why it stopped, a failure while waiting for the
+            # trailing usage/[DONE] frames loses nothing the user would see.
+            if not state.complete:
+                raise _http.transport_error(
+                    exc,
+                    provider=self.name,
+                    where=self._where,
+                    connect_timeout=self.config.connect_timeout,
+                    chunk_timeout=self.config.chunk_timeout,
+                ) from exc
+            downloaded = 1
+        if not state.complete:
+            if state.frames == 0 and downloaded > 0:
+                raise self._response_error(
+                    "the response held no Chat Completions events; is base_url an "
+                    "OpenAI-compatible API?"
+                )
+            raise ProviderUnavailableError(
+                f"{self.name}: {self._where}: stream cut off before the answer finished "
+                f"(no finish_reason and no [DONE] after {state.frames} frames)",
+                provider=self.name,
+            )
+        if state.usage is not None:
+            yield state.usage
+        yield state.finish()
+
+    def _on_frame(self, sse: ServerSentEvent, state: _StreamState) -> list[ProviderEvent]:
+        data = sse.data.strip()
+        if not data:
+            return []
+        if data == "[DONE]":
+            state.done = True
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise self._response_error(
+                f"frame {state.frames + 1} is not valid JSON: {_http.quote(data, 120)}"
+            ) from None
+        if not isinstance(chunk, dict):
+            raise self._response_error(f"frame is not a JSON object: {_http.quote(data, 120)}")
+        if chunk.get("error") or sse.event == "error":
+            message, _type, _code = _http.error_details(data.encode())
+            raise self._response_error(f"error event in the stream: {message}")
+        state.frames += 1
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage:
+            # Servers that repeat usage send running totals: the last one is the answer.
+            state.usage = _usage(usage)
+        events: list[ProviderEvent] = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # n > 1 is not supported: only the first choice is the reply
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                events.append(TextDelta(content))
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                state.refused = True
+                events.append(TextDelta(refusal, kind="refusal"))
+            if choice.get("finish_reason"):
+                state.finish_reason = str(choice["finish_reason"])
+        return events
+
+    async def _whole_response(
+        self, response: httpx.Response, content_type: str
+    ) -> list[ProviderEvent]:
+        raw = await response.aread()
+        try:
+            doc = json.loads(raw) if "json" in content_type else None
+            choice = doc["choices"][0] if isinstance(doc, dict) else None
+        except (ValueError, LookupError, TypeError):
+            choice = None
+        if not isinstance(choice, dict) or not isinstance(doc, dict):
+            raise self._response_error(
+                f"expected an event stream, got {content_type or 'no content type'}: "
+                f"{_http.quote(raw.decode('utf-8', 'replace'), 120)}"
+            )
+        state = _StreamState(finish_reason=choice.get("finish_reason") or "stop")
+        message = choice.get("message") or {}
+        events: list[ProviderEvent] = []
+        if message.get("content"):
+            events.append(TextDelta(str(message["content"])))
+        if message.get("refusal"):
+            state.refused = True
+            events.append(TextDelta(str(message["refusal"]), kind="refusal"))
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            events.append(_usage(usage))
+        events.append(state.finish())
+        return events
+
+    # ── errors ──────────────────────────────────────────────────────────────────────────────
+
+    async def _status_error(self, response: httpx.Response) -> ProviderError:
+        body = bytearray()
+        async for piece in response.aiter_bytes():
+            body += piece
+            if len(body) >= _http.MAX_ERROR_BODY_BYTES:
+                break
+        message, _type, code = _http.error_details(bytes(body))
+        message = _http.redact(message, self._secrets)
+        request_id = response.headers.get("x-request-id")
+        if request_id:
+            message += f" [request id {request_id}]"
+        status = response.status_code
+        if status in (400, 413) and _http.looks_like_context_overflow(message, code):
+            return ContextTooLongError(
+                f"{self.name}: {self._where} failed with HTTP {status}: {message}",
+                provider=self.name,
+                status=status,
+            )
+        return _http.status_error(
+            provider=self.name,
+            where=self._where,
+            status=status,
+            message=message,
+            headers=response.headers,
+        )
+
+    def _response_error(self, detail: str) -> ProviderResponseError:
+        return ProviderResponseError(
+            f"{self.name}: {self._where}: {_http.redact(detail, self._secrets)}",
+            provider=self.name,
+        )
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP client (and its pooled connections)."""
+        await self._client.aclose()
+
+
+@hookimpl
+def register_providers(register: Callable[[ProviderType], None]) -> None:
+    """Offer the ``openai`` provider type (any OpenAI-compatible Chat Completions server)."""
+    register(
+        ProviderType("openai", OpenAIConfig, OpenAIProvider, "OpenAI-compatible Chat Completions")
+    )
