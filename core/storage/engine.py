@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from relaybot.core.errors import StorageError
+from relaybot.core.redact import register_secret
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
-
-from relaybot.core.errors import StorageError
-from relaybot.core.redact import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,11 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # wrote in between; taking the lock at BEGIN makes writers queue behind busy_timeout instead.
 SQLITE_IMMEDIATE = "relaybot_sqlite_immediate"
 
-_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
 _SUPPORTED = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 _EXTRAS = {"sqlite": ("aiosqlite", "relaybot"), "postgresql": ("asyncpg", "relaybot[postgres]")}
 
@@ -117,8 +120,7 @@ def create_engine(target: Target, *, connect_timeout: float = 10.0) -> AsyncEngi
     except ImportError as exc:
         module, extra = _EXTRAS[target.backend]
         raise StorageError(
-            f"{target.where} needs the {module!r} driver, which is not installed: "
-            f"pip install '{extra}'"
+            f"{target.where} needs the {module!r} driver, which is not installed: pip install '{extra}'"
         ) from exc
     if target.backend == "sqlite":
         _tune_sqlite(engine, target.busy_timeout_ms)
@@ -219,21 +221,18 @@ def translate_error(exc: BaseException, target: Target) -> StorageError:
         else:
             msg = f"{where}: {detail}"
     else:
-        if isinstance(exc, ConnectionRefusedError) or "connection refused" in low or (
-            "connect call failed" in low
+        if (
+            isinstance(exc, ConnectionRefusedError)
+            or "connection refused" in low
+            or ("connect call failed" in low)
         ):
             msg = f"cannot connect to {where}: connection refused. Is PostgreSQL running there?"
         elif isinstance(exc, OSError) and ("name or service" in low or "nodename" in low):
             msg = f"cannot connect to {where}: unknown host {target.url.host!r}"
         elif isinstance(exc, (OSError, TimeoutError)) and not isinstance(exc, sa.exc.SQLAlchemyError):
             msg = f"cannot connect to {where}: {detail or type(exc).__name__}"
-        elif "password authentication failed" in low or (
-            "role" in low and "does not exist" in low
-        ):
-            msg = (
-                f"{where} rejected the login ({detail}); check the user and password in "
-                "[storage] url"
-            )
+        elif "password authentication failed" in low or ("role" in low and "does not exist" in low):
+            msg = f"{where} rejected the login ({detail}); check the user and password in [storage] url"
         elif "database" in low and "does not exist" in low:
             msg = f"{where}: {detail}. Create it first, e.g. createdb {target.url.database}"
         else:

@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
-
 from relaybot.core.models import ChatKey, ReplyStatus, Role, Usage
 from relaybot.core.storage.records import Conversation, StoredMessage, parts_from_json
 from relaybot.core.storage.schema import chats, conversations, messages
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 # Type of bound message ids (BIGINT on PostgreSQL, so comparisons need no cast).
 ID_TYPE = sa.BigInteger()
@@ -159,7 +158,6 @@ def root_of(message_id: int) -> sa.Select[Any]:
     """SELECT the root id of the tree that holds ``message_id``."""
     walk = ancestors(sa.select(sa.literal(message_id, ID_TYPE)), "root_walk")
     return sa.select(walk.c.id).where(walk.c.parent_id.is_(None))
-
 
 
 def path_walk(leaf_id: int, *, token_budget: int | None, limit: int | None) -> sa.CTE:

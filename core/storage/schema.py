@@ -96,9 +96,7 @@ conversations = sa.Table(
     "conversations",
     metadata,
     sa.Column("id", ID, primary_key=True, autoincrement=True),
-    sa.Column(
-        "chat_id", ID, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("chat_id", ID, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
     sa.Column("title", sa.String(500), nullable=False, server_default=""),
     sa.Column(
         "root_id",
@@ -134,9 +132,7 @@ messages = sa.Table(
         nullable=True,
     ),
     # CASCADE: deleting a message no path uses also removes its (equally unused) descendants.
-    sa.Column(
-        "parent_id", ID, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True
-    ),
+    sa.Column("parent_id", ID, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("parts", JSONType, nullable=False),
     sa.Column("text", sa.Text(), nullable=False, server_default=""),
@@ -171,9 +167,7 @@ platform_messages = sa.Table(
     metadata,
     sa.Column("chat_id", ID, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
     sa.Column("platform_message_id", sa.String(255), nullable=False),
-    sa.Column(
-        "message_id", ID, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("message_id", ID, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     sa.PrimaryKeyConstraint("chat_id", "platform_message_id", name="pk_platform_messages"),
     sa.Index("ix_platform_messages_message_id", "message_id"),
 )

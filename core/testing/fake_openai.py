@@ -85,9 +85,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
 
 
@@ -243,9 +241,7 @@ class FakeOpenAIServer:
         :meth:`add_reply` with ``headers``.
         """
         headers = {} if retry_after is None else {"retry-after": f"{retry_after:g}"}
-        return self.add_reply(
-            status=status, error_body=_error_body(status, message, code), headers=headers
-        )
+        return self.add_reply(status=status, error_body=_error_body(status, message, code), headers=headers)
 
     def add_raw(
         self,
@@ -311,9 +307,7 @@ class FakeOpenAIServer:
             text = self.default(body)
             reply = FakeReply(text=text, chunks=_split(text, 4))
         if reply.raw is not None:
-            return self._streaming(
-                self._raw_pieces(reply), reply.status, reply.headers, reply.content_type
-            )
+            return self._streaming(self._raw_pieces(reply), reply.status, reply.headers, reply.content_type)
         if reply.status != 200:
             if isinstance(reply.error_body, dict | list):
                 return JSONResponse(reply.error_body, reply.status, headers=reply.headers)
@@ -459,6 +453,4 @@ class FakeOpenAIServer:
 
 def _error_body(status: int, message: str, code: str | None) -> dict[str, Any]:
     etype, default_code = _ERROR_TYPES.get(status, ("server_error", None))
-    return {
-        "error": {"message": message, "type": etype, "param": None, "code": code or default_code}
-    }
+    return {"error": {"message": message, "type": etype, "param": None, "code": code or default_code}}

@@ -75,8 +75,7 @@ def safe_url(url: str | httpx.URL) -> str:
         parsed = parsed.copy_with(username=None, password=None)
     if parsed.query:
         params = [
-            (k, _REDACTED if k.lower() in _SECRET_QUERY_KEYS else v)
-            for k, v in parsed.params.multi_items()
+            (k, _REDACTED if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parsed.params.multi_items()
         ]
         parsed = parsed.copy_with(params=params)
     return str(parsed)
@@ -169,16 +168,12 @@ def status_error(
             text + " (check the api_key for this provider)", provider=provider, status=status
         )
     if status == 404:
-        return ProviderNotFoundError(
-            text + " (check model and base_url)", provider=provider, status=status
-        )
+        return ProviderNotFoundError(text + " (check model and base_url)", provider=provider, status=status)
     if status == 429:
         retry_after = parse_retry_after(headers)
         if retry_after is not None:
             text += f" (retry after {retry_after:g}s)"
-        return ProviderRateLimitError(
-            text, retry_after=retry_after, provider=provider, status=status
-        )
+        return ProviderRateLimitError(text, retry_after=retry_after, provider=provider, status=status)
     if status == 408:
         return ProviderTimeoutError(text, provider=provider, status=status)
     if status >= 500:  # includes Anthropic-style 529 "overloaded"
@@ -205,6 +200,10 @@ def transport_error(
             f"{provider}: {where}: could not connect within {connect_timeout or '?'}s ({detail})",
             provider=provider,
         )
+    if isinstance(exc, httpx.WriteTimeout):
+        return ProviderTimeoutError(
+            f"{provider}: {where}: timed out sending the request ({detail})", provider=provider
+        )
     if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeoutError(
             f"{provider}: {where}: the server sent nothing for {chunk_timeout or '?'}s "
@@ -212,17 +211,13 @@ def transport_error(
             provider=provider,
         )
     if isinstance(exc, httpx.ConnectError):
-        return ProviderUnavailableError(
-            f"{provider}: {where}: cannot connect ({detail})", provider=provider
-        )
+        return ProviderUnavailableError(f"{provider}: {where}: cannot connect ({detail})", provider=provider)
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return ProviderUnavailableError(
             f"{provider}: {where}: stream cut off by the server or network ({detail})",
             provider=provider,
         )
-    return ProviderUnavailableError(
-        f"{provider}: {where}: network error ({detail})", provider=provider
-    )
+    return ProviderUnavailableError(f"{provider}: {where}: network error ({detail})", provider=provider)
 
 
 _CONTEXT_OVERFLOW = re.compile(

@@ -37,6 +37,10 @@ INSTALL_HINT = "pip install 'relaybot[local]'"
 #: every GGUF file starts with these four bytes (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md)
 GGUF_MAGIC = b"GGUF"
 
+# llama.cpp rounds the context up to a multiple of this, but llama-cpp-python sizes its token
+# buffer by the requested value: asking for a multiple keeps both equal (else a long prompt
+# overflows the buffer with a numpy error instead of the context check).
+_CTX_GRANULE = 256
 _LOAD_FAILED = "The local AI model could not be loaded. An admin has to fix its configuration."
 # Rough per-message overhead of chat templates (role markers, separators), used only when the
 # prompt cannot be rendered exactly (a named ``chat_format``); the Usage is then ``estimated``.
@@ -123,7 +127,10 @@ class LocalModel:
         chat_format: str | None,
         provider: str = "",
     ) -> LocalModel:
-        """Load ``path`` (blocking: seconds for big models). Raises :class:`ProviderError`."""
+        """Load ``path`` (blocking: seconds for big models). Raises :class:`ProviderError`.
+
+        ``n_ctx`` is rounded up to a multiple of 256, as llama.cpp does internally.
+        """
         if not path.is_file():
             raise ProviderError(
                 f"model file {path} does not exist; set model_path to a .gguf file",
@@ -138,6 +145,7 @@ class LocalModel:
                 user_message=_LOAD_FAILED,
             )
         llama_cpp = import_llama_cpp(provider)
+        n_ctx = -(-n_ctx // _CTX_GRANULE) * _CTX_GRANULE
         try:
             # verbose=False keeps llama.cpp's load log and per-call timings off stderr.
             llama = llama_cpp.Llama(
@@ -190,9 +198,7 @@ class LocalModel:
                 rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
             )
             return len(tokens), True
-        estimate = sum(
-            self.count_tokens(m["content"]) + _TEMPLATE_OVERHEAD_PER_MESSAGE for m in messages
-        )
+        estimate = sum(self.count_tokens(m["content"]) + _TEMPLATE_OVERHEAD_PER_MESSAGE for m in messages)
         return estimate, False
 
     # ── generation ──────────────────────────────────────────────────────────────────────────

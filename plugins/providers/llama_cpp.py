@@ -106,12 +106,13 @@ class LlamaCppConfig(BaseProviderConfig):
     """``[providers.NAME]`` keys of a ``type = "llama_cpp"`` provider.
 
     ``model`` defaults to the GGUF file's stem; ``context_window`` (optional) may only shrink
-    the window the core plans with below ``n_ctx``.
+    the window the core plans with below ``n_ctx``. ``n_ctx`` is at least 256 (llama.cpp's
+    minimum); the model gets it rounded up to a multiple of 256.
     """
 
     type: str = "llama_cpp"
     model_path: str = ""
-    n_ctx: int = Field(default=2048, ge=64)
+    n_ctx: int = Field(default=2048, ge=256)
     n_threads: int | None = Field(default=None, gt=0)
     chat_format: str | None = None
     max_output_tokens: int | None = Field(default=512, gt=0)

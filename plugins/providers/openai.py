@@ -56,6 +56,7 @@ from relaybot.core.provider import (
     ProviderCapabilities,
     ProviderType,
 )
+from relaybot.core.redact import register_secret
 
 from . import _http
 
@@ -210,16 +211,15 @@ class OpenAIProvider(BaseProvider):
         if config.organization:
             headers["OpenAI-Organization"] = config.organization
         headers.update(config.extra_headers)
-        self._secrets = [api_key] + [
-            v for k, v in config.extra_headers.items() if _SECRET_HEADER.search(k)
-        ]
+        self._secrets = [api_key] + [v for k, v in config.extra_headers.items() if _SECRET_HEADER.search(k)]
+        for secret in self._secrets:
+            # also hide them from every log record, whoever logs them (httpx, the core, …)
+            register_secret(secret)
         # The official API wants max_completion_tokens (o-series reject max_tokens); most
         # compatible servers only know max_tokens.
         host = httpx.URL(self._url).host
         self._max_tokens_key = (
-            "max_completion_tokens"
-            if host.endswith(("openai.com", "openai.azure.com"))
-            else "max_tokens"
+            "max_completion_tokens" if host.endswith(("openai.com", "openai.azure.com")) else "max_tokens"
         )
         self._client = _http.build_client(
             connect_timeout=config.connect_timeout,
@@ -292,9 +292,7 @@ class OpenAIProvider(BaseProvider):
         if ref.uri.startswith("data:"):
             return ref.uri
         scheme = ref.uri.split(":", 1)[0]
-        raise CapabilityError(
-            f"{self.name}: cannot send image {scheme}: references yet (only data: URLs)"
-        )
+        raise CapabilityError(f"{self.name}: cannot send image {scheme}: references yet (only data: URLs)")
 
     # ── streaming ───────────────────────────────────────────────────────────────────────────
 
@@ -341,8 +339,7 @@ class OpenAIProvider(BaseProvider):
         if not state.complete:
             if state.frames == 0 and downloaded > 0:
                 raise self._response_error(
-                    "the response held no Chat Completions events; is base_url an "
-                    "OpenAI-compatible API?"
+                    "the response held no Chat Completions events; is base_url an OpenAI-compatible API?"
                 )
             raise ProviderUnavailableError(
                 f"{self.name}: {self._where}: stream cut off before the answer finished "
@@ -392,9 +389,7 @@ class OpenAIProvider(BaseProvider):
                 state.finish_reason = str(choice["finish_reason"])
         return events
 
-    async def _whole_response(
-        self, response: httpx.Response, content_type: str
-    ) -> list[ProviderEvent]:
+    async def _whole_response(self, response: httpx.Response, content_type: str) -> list[ProviderEvent]:
         raw = await response.aread()
         try:
             doc = json.loads(raw) if "json" in content_type else None
@@ -462,6 +457,4 @@ class OpenAIProvider(BaseProvider):
 @hookimpl
 def register_providers(register: Callable[[ProviderType], None]) -> None:
     """Offer the ``openai`` provider type (any OpenAI-compatible Chat Completions server)."""
-    register(
-        ProviderType("openai", OpenAIConfig, OpenAIProvider, "OpenAI-compatible Chat Completions")
-    )
+    register(ProviderType("openai", OpenAIConfig, OpenAIProvider, "OpenAI-compatible Chat Completions"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
-
 from relaybot.core import context as ctx
 from relaybot.core.context import (
     ESTIMATE_HEADROOM,
@@ -71,9 +71,7 @@ class FixedCounter(TokenCounter):
         self._exact = exact
         self.seen: list[str] = []
 
-    @property
-    def name(self) -> str:
-        return "fixed"
+    name = "fixed"
 
     @property
     def exact(self) -> bool:
@@ -200,7 +198,12 @@ def test_build_context_keeps_images_and_copies_parts() -> None:
     image = ImagePart(ImageRef("media:cat", width=512, height=512))
     history = [Item(Role.USER, [TextPart("look"), image], 300)]
     draft = build_context(
-        CHAT, None, "", history, counter=FixedCounter(), context_window=4096,
+        CHAT,
+        None,
+        "",
+        history,
+        counter=FixedCounter(),
+        context_window=4096,
         max_output_tokens=512,
     )
     assert draft.messages[0].parts == [TextPart("look"), image]
@@ -214,42 +217,66 @@ def test_system_prompt_is_tokenized_once(monkeypatch: pytest.MonkeyPatch) -> Non
     counter = FixedCounter()
     history = items(10, 10)
     for _ in range(3):
-        build_context(CHAT, None, "You are helpful.", history, counter=counter,
-                      context_window=1000, max_output_tokens=100)
+        build_context(
+            CHAT,
+            None,
+            "You are helpful.",
+            history,
+            counter=counter,
+            context_window=1000,
+            max_output_tokens=100,
+        )
     assert counter.seen == ["You are helpful."]  # history counts come from the items
 
 
 def test_empty_system_prompt_costs_only_priming() -> None:
     counter = FixedCounter()
-    draft = build_context(CHAT, None, "", items(10), counter=counter, context_window=1000,
-                          max_output_tokens=0)
+    draft = build_context(
+        CHAT, None, "", items(10), counter=counter, context_window=1000, max_output_tokens=0
+    )
     assert draft.token_count == REPLY_PRIMING_TOKENS + 10
 
 
 def test_estimates_keep_headroom() -> None:
     history = items(*([100] * 20))
-    exact = build_context(CHAT, None, "", history, counter=FixedCounter(exact=True),
-                          context_window=1500, max_output_tokens=500)
-    rough = build_context(CHAT, None, "", history, counter=FixedCounter(exact=False),
-                          context_window=1500, max_output_tokens=500)
+    exact = build_context(
+        CHAT, None, "", history, counter=FixedCounter(exact=True), context_window=1500, max_output_tokens=500
+    )
+    rough = build_context(
+        CHAT, None, "", history, counter=FixedCounter(exact=False), context_window=1500, max_output_tokens=500
+    )
     assert exact.budget == 1000
     assert rough.budget == int(1000 * ESTIMATE_HEADROOM)
     assert len(rough.messages) < len(exact.messages)
     assert rough.token_count <= rough.budget
 
 
-def test_build_context_with_real_counters_stays_within_budget() -> None:
+def test_build_context_with_real_counters_stays_within_budget(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # keep tiktoken's writes in tmp
     for counter in (TiktokenCounter("cl100k_base"), EstimateCounter()):
         history = []
         for i in range(200):
             role = Role.USER if i % 2 == 0 else Role.ASSISTANT
             msg = ChatMessage.text(role, f"message number {i}: " + "lorem ipsum " * (i % 17))
             history.append(Item(role, msg.parts, counter.count_message(msg)))
-        history.append(Item(Role.USER, [TextPart("the new question")],
-                            counter.count_message(ChatMessage.text(Role.USER,
-                                                                   "the new question"))))
-        draft = build_context(CHAT, incoming("the new question"), "You are helpful.", history,
-                              counter=counter, context_window=2048, max_output_tokens=512)
+        history.append(
+            Item(
+                Role.USER,
+                [TextPart("the new question")],
+                counter.count_message(ChatMessage.text(Role.USER, "the new question")),
+            )
+        )
+        draft = build_context(
+            CHAT,
+            incoming("the new question"),
+            "You are helpful.",
+            history,
+            counter=counter,
+            context_window=2048,
+            max_output_tokens=512,
+        )
         assert draft.messages[-1].text_content == "the new question"
         assert 0 < draft.dropped < len(history)
         assert draft.dropped + len(draft.messages) == len(history)

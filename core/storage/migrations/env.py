@@ -17,7 +17,6 @@ from logging.config import fileConfig
 
 import sqlalchemy as sa
 from alembic import context
-
 from relaybot.core.storage.schema import metadata
 
 config = context.config

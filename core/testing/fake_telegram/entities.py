@@ -130,7 +130,7 @@ def trim(text: str, entities: list[Entity]) -> tuple[str, list[Entity]]:
 _AUTO_PATTERN = re.compile(
     r"(?P<url>\bhttps?://[^\s<>\"']+)"
     r"|(?<![\w/])(?P<bot_command>/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?)(?![\w/])"
-    r"|(?<![\w@])(?P<mention>@[A-Za-z][A-Za-z0-9_]{3,31})(?!\w)"
+    r"|(?<![\w@])(?P<mention>@[A-Za-z][A-Za-z0-9_]{4,31})(?!\w)"
     r"|(?<![\w#])(?P<hashtag>#\w*[^\W\d]\w*)"
 )
 _URL_TAIL = ".,;:!?)]}'\""

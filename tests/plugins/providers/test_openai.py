@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import itertools
 import json
 import logging
 import random
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -15,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from relaybot.core.errors import (
     CapabilityError,
     ContextTooLongError,
@@ -86,7 +87,7 @@ def check_fixture(name: str, events: list[ProviderEvent]) -> None:
     kind, text, (prompt, completion), finish = EXPECTED[name]
     got = text_of(events, kind)
     if text is None:  # the long fixture: 608 characters of JSON (with a "°" in it)
-        assert len(got) == 608
+        assert len(got) == 608 and "°" in got
         assert json.loads(got)
     else:
         assert got == text
@@ -129,18 +130,9 @@ def split_plans(body: bytes) -> dict[str, list[int]]:
         rng = random.Random(seed)
         plans[f"random-{seed}"] = sorted(rng.sample(range(1, len(body)), 25))
     multibyte = [i for i, b in enumerate(body) if b >= 0xC0]  # UTF-8 lead bytes
-    plans["utf8-and-data"] = sorted(
-        {i + 1 for i in multibyte} | {i + 3 for i in _find_all(body, b"data:")[1:12]}
-    )
+    data_prefixes = [m.start() + 3 for m in re.finditer(b"data:", body)][1:12]
+    plans["utf8-and-data"] = sorted({i + 1 for i in multibyte} | set(data_prefixes))
     return plans
-
-
-def _find_all(body: bytes, needle: bytes) -> list[int]:
-    out, i = [], body.find(needle)
-    while i != -1:
-        out.append(i)
-        i = body.find(needle, i + 1)
-    return out
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -168,7 +160,7 @@ class _Pieces(httpx.AsyncByteStream):
 
 def _cut(body: bytes, offsets: Iterable[int]) -> list[bytes]:
     bounds = [0, *sorted(set(offsets)), len(body)]
-    return [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [body[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -184,9 +176,7 @@ async def test_recorded_stream_exact_chunk_boundaries(name: str):
         pieces = _cut(body, offsets)
 
         def handler(request: httpx.Request, pieces: list[bytes] = pieces) -> httpx.Response:
-            return httpx.Response(
-                200, headers={"content-type": "text/event-stream"}, stream=_Pieces(pieces)
-            )
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Pieces(pieces))
 
         provider = OpenAIProvider(
             "oa",
@@ -206,6 +196,7 @@ async def test_streams_scripted_reply_with_usage_and_finish(fake: FakeOpenAIServ
     assert text_of(events) == "Héllo wörld, ünïcode 👋 ok"
     assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob
     assert events[-2:] == [Usage(12, 7), Finish("stop", "")]
+    assert fake.disconnects == 0
 
 
 @pytest.mark.parametrize(
@@ -315,9 +306,7 @@ async def test_unsendable_images_fail_before_any_request(fake, make, uri: str, v
 def test_capabilities_from_model_name(model: str, window: int, tokenizer, vision: bool):
     caps = OpenAIProvider("oa", OpenAIConfig(model=model)).capabilities
     assert (caps.context_window, caps.tokenizer, caps.vision) == (window, tokenizer, vision)
-    caps = OpenAIProvider(
-        "oa", OpenAIConfig(model=model, context_window=999, vision=True)
-    ).capabilities
+    caps = OpenAIProvider("oa", OpenAIConfig(model=model, context_window=999, vision=True)).capabilities
     assert (caps.context_window, caps.vision) == (999, True)
 
 

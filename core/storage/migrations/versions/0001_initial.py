@@ -152,7 +152,11 @@ def upgrade() -> None:
     if not inline:
         for table, column, referred, ondelete in _CYCLIC:
             op.create_foreign_key(
-                _fk_name(table, column, referred), table, referred, [column], ["id"],
+                _fk_name(table, column, referred),
+                table,
+                referred,
+                [column],
+                ["id"],
                 ondelete=ondelete,
             )
 

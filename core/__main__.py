@@ -1,0 +1,5 @@
+"""``python -m relaybot.core`` runs the ``relaybot`` command."""
+
+from relaybot.core.cli import main
+
+main()

@@ -1,0 +1,676 @@
+"""The conversation store: chats, conversations as paths in a message tree, usage.
+
+Model (see :mod:`relaybot.core.storage.schema` for the tables):
+
+* a **chat** is a :class:`~relaybot.core.models.ChatKey`; it has many conversations and at
+  most one *active* conversation;
+* **messages** form a tree per chat (each has a parent, roots have none);
+* a **conversation** is the path from its ``root_id`` to its ``leaf_id``. Adding a message
+  moves the leaf; branching (``create_conversation(branch_from=…)`` or ``add_message`` with an
+  explicit ``parent_id``) shares the older messages instead of copying them.
+
+Concurrency: every method is one short transaction. On SQLite, writes from this process are
+queued on an ``asyncio.Lock`` (SQLite has a single writer anyway; queueing in-process avoids
+busy-waiting) and take the write lock at ``BEGIN IMMEDIATE`` so other processes wait up to
+``busy_timeout``; readers never wait thanks to WAL. On PostgreSQL, writers in different chats
+run in parallel.
+
+Errors: every database failure is raised as :class:`~relaybot.core.errors.StorageError` with
+an actionable message (see :func:`relaybot.core.storage.engine.translate_error`); unknown ids
+raise :class:`~relaybot.core.storage.records.NotFoundError` (a ``StorageError`` and a
+``LookupError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from pathlib import Path as FsPath
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import sqlalchemy as sa
+from relaybot.core.errors import StorageError
+from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, TextPart, Usage
+from relaybot.core.storage import queries as q
+from relaybot.core.storage.engine import (
+    DEFAULT_BUSY_TIMEOUT_MS,
+    SQLITE_IMMEDIATE,
+    Target,
+    create_engine,
+    head_revision,
+    migrate,
+    parse_url,
+    translate_error,
+)
+from relaybot.core.storage.records import (
+    USE_LEAF,
+    Conversation,
+    NotFoundError,
+    Path,
+    StoredMessage,
+    UseLeaf,
+    joined_text,
+    parts_from_json,
+    parts_to_json,
+)
+from relaybot.core.storage.schema import (
+    chats,
+    conversations,
+    messages,
+    platform_messages,
+    utcnow,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(
+    fn: Callable[Concatenate[Store, P], Awaitable[R]],
+) -> Callable[Concatenate[Store, P], Awaitable[R]]:
+    """Re-raise database/OS errors of a Store method as an actionable StorageError."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except StorageError:
+            raise
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise translate_error(exc, self._target) from exc
+
+    return wrapper
+
+
+class Store:
+    """Async conversation storage on SQLite (default) or PostgreSQL.
+
+    Create with ``await Store.open(url)`` (which migrates the schema) and ``await close()`` at
+    shutdown, or ``async with await Store.open(url) as store:``. One instance per process is
+    enough; it is safe to use from many tasks at once.
+    """
+
+    def __init__(self, engine: AsyncEngine, target: Target) -> None:
+        """Wrap an engine whose database is already migrated; use :meth:`open` instead."""
+        self._engine = engine
+        self._target = target
+        # Write transactions on SQLite start with BEGIN IMMEDIATE (see engine.SQLITE_IMMEDIATE).
+        self._writer = (
+            engine.execution_options(**{SQLITE_IMMEDIATE: True}) if target.backend == "sqlite" else engine
+        )
+        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if target.backend == "sqlite" else contextlib.nullcontext()
+        )
+        # An in-memory database is one shared connection: readers must queue as well.
+        self._read_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            self._write_lock if target.memory else contextlib.nullcontext()
+        )
+        self._chat_ids: dict[tuple[str, str, str], int] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        connect_timeout: float = 10.0,
+    ) -> Self:
+        """Connect to ``url``, create the SQLite file's directory if needed, and migrate the
+        schema to the newest revision (a no-op when it is current).
+
+        ``busy_timeout_ms`` is how long a SQLite write waits for another process's lock
+        before failing; ``connect_timeout`` bounds a PostgreSQL connection attempt.
+        Raises StorageError when the database cannot be reached, opened or migrated.
+        """
+        target = parse_url(url, busy_timeout_ms=busy_timeout_ms)
+        if target.sqlite_path and not target.sqlite_path.startswith("file:"):
+            directory = FsPath(target.sqlite_path).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create the directory {directory} for SQLite database "
+                    f"{target.sqlite_path}: {exc.strerror or exc}. Create it (writable by "
+                    "relaybot) or point [storage] url at another path"
+                ) from exc
+        engine = create_engine(target, connect_timeout=connect_timeout)
+        try:
+            await migrate(engine)
+        except BaseException as exc:
+            await engine.dispose()
+            if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
+                raise translate_error(exc, target) from exc
+            raise
+        log.debug("storage ready: %s", target.safe_url)
+        return cls(engine, target)
+
+    async def close(self) -> None:
+        """Close every pooled connection. The store is unusable afterwards."""
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password hidden (safe to log)."""
+        return self._target.safe_url
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._target.backend
+
+    @_translated
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (``alembic_version``)."""
+        async with self._read() as conn:
+            return await head_revision(conn)
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._read_lock, self._engine.connect() as conn:
+            yield conn
+
+    # -- chats --------------------------------------------------------------------------------
+
+    @_translated
+    async def get_or_create_chat(self, chat: ChatKey) -> int:
+        """The row id of ``chat``, creating the row on first use (cached in memory)."""
+        key = q.chat_key_values(chat)
+        if (cached := self._chat_ids.get(key)) is not None:
+            return cached
+        async with self._read() as conn:
+            found = await conn.scalar(sa.select(chats.c.id).where(q.chat_matches(chat)))
+        if found is not None:
+            self._chat_ids[key] = found
+            return found
+        async with self._write() as conn:
+            return await self._chat_id(conn, chat)
+
+    async def _chat_id(self, conn: AsyncConnection, chat: ChatKey) -> int:
+        """Chat row id inside an open write transaction (insert-if-missing, race-free)."""
+        key = q.chat_key_values(chat)
+        if (cached := self._chat_ids.get(key)) is not None:
+            return cached
+        platform, chat_id, thread = key
+        insert = (
+            q.upsert(conn.dialect, chats)
+            .values(platform=platform, chat=chat_id, thread=thread, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["platform", "chat", "thread"])
+        )
+        await conn.execute(insert)
+        row_id = await conn.scalar(sa.select(chats.c.id).where(q.chat_matches(chat)))
+        assert row_id is not None  # inserted or already present
+        self._chat_ids[key] = row_id
+        return row_id
+
+    # -- conversations ------------------------------------------------------------------------
+
+    @_translated
+    async def active_conversation(self, chat: ChatKey) -> Conversation | None:
+        """The chat's active conversation, or ``None`` (no conversation yet, or it was
+        deleted)."""
+        stmt = q.select_conversations().where(
+            q.chat_matches(chat), conversations.c.id == chats.c.active_conversation_id
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).first()
+        return q.conversation_from_row(row) if row is not None else None
+
+    @_translated
+    async def create_conversation(
+        self,
+        chat: ChatKey,
+        title: str = "",
+        *,
+        activate: bool = True,
+        branch_from: int | None = None,
+    ) -> Conversation:
+        """Start a conversation in ``chat`` (and make it active unless ``activate=False``).
+
+        Without ``branch_from`` it is empty (its first message becomes a new root). With
+        ``branch_from=<message id>`` it continues from that message: its leaf is that message
+        and its root that message's root, so the older messages are shared, not copied.
+        Raises NotFoundError if the message does not exist in this chat.
+        """
+        async with self._write() as conn:
+            chat_id = await self._chat_id(conn, chat)
+            root_id: int | None = None
+            if branch_from is not None:
+                await self._check_message_in_chat(conn, branch_from, chat_id)
+                root_id = await conn.scalar(q.root_of(branch_from))
+            now = utcnow()
+            result = await conn.execute(
+                sa.insert(conversations).values(
+                    chat_id=chat_id,
+                    title=title,
+                    root_id=root_id,
+                    leaf_id=branch_from,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            conversation_id = result.inserted_primary_key[0]
+            if activate:
+                await conn.execute(
+                    sa.update(chats)
+                    .where(chats.c.id == chat_id)
+                    .values(active_conversation_id=conversation_id)
+                )
+            return await self._conversation(conn, conversation_id)
+
+    @_translated
+    async def list_conversations(self, chat: ChatKey, *, with_counts: bool = False) -> list[Conversation]:
+        """The chat's conversations, oldest first, numbered 1..n.
+
+        ``with_counts=True`` also fills ``message_count`` (the path length); that walks every
+        path, so it costs time proportional to the total length of the chat's conversations.
+        """
+        stmt = q.select_conversations(numbered=False).where(q.chat_matches(chat)).order_by(conversations.c.id)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            counts: dict[int, int] = {}
+            if with_counts and rows:
+                chat_id = rows[0]._mapping["chat_id"]
+                counts = {cid: n for cid, n in (await conn.execute(q.path_lengths(chat_id))).all()}
+        return [
+            q.conversation_from_row(
+                row, number=i, count=counts.get(row._mapping["id"], 0) if with_counts else None
+            )
+            for i, row in enumerate(rows, start=1)
+        ]
+
+    @_translated
+    async def set_active(self, chat: ChatKey, conversation_id: int) -> Conversation:
+        """Make ``conversation_id`` the chat's active conversation and return it.
+
+        Raises NotFoundError if it does not exist or belongs to another chat.
+        """
+        async with self._write() as conn:
+            chat_id = await self._chat_id(conn, chat)
+            owner = await conn.scalar(
+                sa.select(conversations.c.chat_id).where(conversations.c.id == conversation_id)
+            )
+            if owner != chat_id:
+                raise NotFoundError(f"conversation {conversation_id} does not exist in chat {chat}")
+            await conn.execute(
+                sa.update(chats).where(chats.c.id == chat_id).values(active_conversation_id=conversation_id)
+            )
+            return await self._conversation(conn, conversation_id)
+
+    @_translated
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        """One conversation by id (numbered), or ``None``."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(q.select_conversations().where(conversations.c.id == conversation_id))
+            ).first()
+        return q.conversation_from_row(row) if row is not None else None
+
+    @_translated
+    async def rename_conversation(self, conversation_id: int, title: str) -> None:
+        """Set the title. Raises NotFoundError for an unknown id."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.update(conversations)
+                .where(conversations.c.id == conversation_id)
+                .values(title=title, updated_at=utcnow())
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"conversation {conversation_id} does not exist")
+
+    @_translated
+    async def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation and every message that no other conversation's path uses
+        (its own path, branches it abandoned, and anything hanging below them).
+
+        Messages shared with another conversation (e.g. one branched from it) stay. If it
+        was the chat's active conversation, the chat has no active conversation afterwards;
+        the caller decides what comes next. Raises NotFoundError for an unknown id.
+        """
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(conversations.c.chat_id, conversations.c.leaf_id).where(
+                        conversations.c.id == conversation_id
+                    )
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"conversation {conversation_id} does not exist")
+            chat_id, leaf_id = row
+            doomed = q.doomed_messages(conversation_id, chat_id, leaf_id).subquery()
+            # Messages go first: once the conversation row is gone, the messages it created
+            # can no longer be told apart (their conversation_id becomes NULL).
+            await conn.execute(sa.delete(messages).where(messages.c.id.in_(sa.select(doomed.c.id))))
+            # Explicit rather than trusting ON DELETE SET NULL alone, in case foreign keys
+            # are off on a hand-opened SQLite connection.
+            await conn.execute(
+                sa.update(chats)
+                .where(chats.c.active_conversation_id == conversation_id)
+                .values(active_conversation_id=None)
+            )
+            await conn.execute(sa.delete(conversations).where(conversations.c.id == conversation_id))
+
+    async def _conversation(self, conn: AsyncConnection, conversation_id: int) -> Conversation:
+        row = (
+            await conn.execute(q.select_conversations().where(conversations.c.id == conversation_id))
+        ).first()
+        if row is None:
+            raise NotFoundError(f"conversation {conversation_id} does not exist")
+        return q.conversation_from_row(row)
+
+    async def _check_message_in_chat(self, conn: AsyncConnection, message_id: int, chat_id: int) -> None:
+        owner = await conn.scalar(sa.select(messages.c.chat_id).where(messages.c.id == message_id))
+        if owner != chat_id:
+            raise NotFoundError(f"message {message_id} does not exist in this chat")
+
+    # -- messages -----------------------------------------------------------------------------
+
+    @_translated
+    async def add_message(
+        self,
+        conversation_id: int,
+        *,
+        role: Role,
+        parts: list[ContentPart],
+        parent_id: int | UseLeaf | None = USE_LEAF,
+        token_count: int = 0,
+        token_estimated: bool = False,
+        status: ReplyStatus = ReplyStatus.COMPLETE,
+        user_id: str = "",
+        provider: str = "",
+        model: str = "",
+    ) -> StoredMessage:
+        """Store a message and move the conversation's leaf to it, in one transaction.
+
+        ``parent_id`` defaults to the conversation's current leaf; ``None`` starts a new root
+        (the conversation then is just this message); another message id of the same chat
+        branches from it (the conversation continues from there). Raises NotFoundError for an
+        unknown conversation or parent.
+        """
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        conversations.c.chat_id, conversations.c.root_id, conversations.c.leaf_id
+                    ).where(conversations.c.id == conversation_id)
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"conversation {conversation_id} does not exist")
+            chat_id, root_id, leaf_id = row
+            parent: int | None = leaf_id if parent_id is USE_LEAF else parent_id  # type: ignore[assignment]
+            if parent is None:
+                root_id = None  # becomes the new message itself
+            elif parent != leaf_id:
+                await self._check_message_in_chat(conn, parent, chat_id)
+                root_id = await conn.scalar(q.root_of(parent))
+            now = utcnow()
+            values: dict[str, Any] = {
+                "chat_id": chat_id,
+                "conversation_id": conversation_id,
+                "parent_id": parent,
+                "role": Role(role).value,
+                "parts": parts_to_json(parts),
+                "text": joined_text(parts),
+                "token_count": token_count,
+                "token_estimated": token_estimated,
+                "status": ReplyStatus(status).value,
+                "user_id": user_id,
+                "provider": provider,
+                "model": model,
+                "created_at": now,
+                "updated_at": now,
+            }
+            result = await conn.execute(sa.insert(messages).values(**values))
+            message_id = result.inserted_primary_key[0]
+            await conn.execute(
+                sa.update(conversations)
+                .where(conversations.c.id == conversation_id)
+                .values(
+                    leaf_id=message_id,
+                    root_id=root_id if root_id is not None else message_id,
+                    updated_at=now,
+                )
+            )
+        return StoredMessage(
+            id=message_id,
+            conversation_id=conversation_id,
+            parent_id=parent,
+            role=Role(role),
+            parts=list(parts),
+            text=values["text"],
+            token_count=token_count,
+            token_estimated=token_estimated,
+            status=ReplyStatus(status),
+            usage=None,
+            user_id=user_id,
+            provider=provider,
+            model=model,
+            created_at=now,
+            updated_at=now,
+        )
+
+    @_translated
+    async def update_message(
+        self,
+        message_id: int,
+        *,
+        text: str | None = None,
+        status: ReplyStatus | None = None,
+        usage: Usage | None = None,
+        token_count: int | None = None,
+        token_estimated: bool | None = None,
+    ) -> None:
+        """Update a stored message in place (streaming checkpoints, the final reply).
+
+        ``text`` replaces the message's text: its text parts become one text part (at the
+        position of the first one; image parts are kept). Arguments left ``None`` are not
+        changed. Raises NotFoundError for an unknown id.
+        """
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if status is not None:
+            values["status"] = ReplyStatus(status).value
+        if usage is not None:
+            values["input_tokens"] = usage.input_tokens
+            values["output_tokens"] = usage.output_tokens
+            values["usage_estimated"] = usage.estimated
+        if token_count is not None:
+            values["token_count"] = token_count
+        if token_estimated is not None:
+            values["token_estimated"] = token_estimated
+        async with self._write() as conn:
+            if text is not None:
+                stored = await conn.scalar(sa.select(messages.c.parts).where(messages.c.id == message_id))
+                if stored is None:
+                    raise NotFoundError(f"message {message_id} does not exist")
+                new_parts = _replace_text(parts_from_json(stored), text)
+                values["parts"] = parts_to_json(new_parts)
+                values["text"] = text
+            result = await conn.execute(
+                sa.update(messages).where(messages.c.id == message_id).values(**values)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"message {message_id} does not exist")
+
+    @_translated
+    async def get_message(self, message_id: int) -> StoredMessage | None:
+        """One message by id, or ``None``."""
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).first()
+        return q.message_from_row(row) if row is not None else None
+
+    @_translated
+    async def path(self, leaf_id: int, *, token_budget: int | None = None, limit: int | None = None) -> Path:
+        """The path ending at ``leaf_id``, in root→leaf order.
+
+        With ``token_budget`` only the newest messages whose ``token_count`` sum fits are
+        returned: the walk from the leaf stops at the first message that would exceed the
+        budget (a message is never cut). ``limit`` caps the number of messages the same way.
+        The result's ``truncated`` is true when older messages were left out. The walk runs
+        in the database and reads only the returned rows, so a budgeted path of a huge
+        conversation stays cheap. Raises NotFoundError if ``leaf_id`` does not exist.
+        """
+        walk = q.path_walk(leaf_id, token_budget=token_budget, limit=limit)
+        stmt = (
+            sa.select(messages)
+            .join_from(messages, walk, messages.c.id == walk.c.id)
+            .order_by(walk.c.depth.desc())
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            if not rows:
+                exists = await conn.scalar(sa.select(messages.c.id).where(messages.c.id == leaf_id))
+                if exists is None:
+                    raise NotFoundError(f"message {leaf_id} does not exist")
+                return Path((), truncated=True)  # not even the leaf fits
+        found = [q.message_from_row(row) for row in rows]
+        return Path(found, truncated=found[0].parent_id is not None)
+
+    # -- platform message ids -----------------------------------------------------------------
+
+    @_translated
+    async def link_platform_message(self, chat: ChatKey, platform_message_id: str, message_id: int) -> None:
+        """Remember that the platform shows (part of) ``message_id`` as ``platform_message_id``.
+
+        A long reply may be linked to several platform messages; linking an id again moves
+        it to the new message. Raises NotFoundError if the message is not in this chat.
+        """
+        async with self._write() as conn:
+            chat_id = await self._chat_id(conn, chat)
+            await self._check_message_in_chat(conn, message_id, chat_id)
+            stmt = q.upsert(conn.dialect, platform_messages).values(
+                chat_id=chat_id, platform_message_id=platform_message_id, message_id=message_id
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["chat_id", "platform_message_id"],
+                set_={"message_id": stmt.excluded.message_id},
+            )
+            await conn.execute(stmt)
+
+    @_translated
+    async def find_by_platform_id(self, chat: ChatKey, platform_message_id: str) -> StoredMessage | None:
+        """The stored message shown as ``platform_message_id`` in ``chat``, or ``None``."""
+        stmt = (
+            sa.select(messages)
+            .join_from(platform_messages, chats, platform_messages.c.chat_id == chats.c.id)
+            .join(messages, messages.c.id == platform_messages.c.message_id)
+            .where(q.chat_matches(chat), platform_messages.c.platform_message_id == platform_message_id)
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).first()
+        return q.message_from_row(row) if row is not None else None
+
+    # -- maintenance and reports --------------------------------------------------------------
+
+    @_translated
+    async def recover_interrupted(self) -> int:
+        """Mark every reply still ``streaming`` (the process died mid-reply) as
+        ``interrupted``; returns how many. Call once at start-up, before serving."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.update(messages)
+                .where(messages.c.status == ReplyStatus.STREAMING.value)
+                .values(status=ReplyStatus.INTERRUPTED.value, updated_at=utcnow())
+            )
+        if result.rowcount:
+            log.info("marked %d unfinished replies as interrupted", result.rowcount)
+        return int(result.rowcount)
+
+    @_translated
+    async def usage_totals(self, *, user_id: str | None = None, since: datetime | None = None) -> Usage:
+        """Summed token usage of replies, optionally of one user and since a time (aware
+        datetime, inclusive). ``estimated`` is true if any counted reply's usage was."""
+        estimated = sa.case((messages.c.usage_estimated.is_(True), 1), else_=0)
+        stmt = sa.select(
+            sa.func.coalesce(sa.func.sum(messages.c.input_tokens), 0),
+            sa.func.coalesce(sa.func.sum(messages.c.output_tokens), 0),
+            sa.func.coalesce(sa.func.max(estimated), 0),
+        ).where(messages.c.input_tokens.is_not(None) | messages.c.output_tokens.is_not(None))
+        if user_id is not None:
+            stmt = stmt.where(messages.c.user_id == user_id)
+        if since is not None:
+            stmt = stmt.where(messages.c.created_at >= since)
+        async with self._read() as conn:
+            input_tokens, output_tokens, any_estimated = (await conn.execute(stmt)).one()
+        return Usage(int(input_tokens), int(output_tokens), estimated=bool(any_estimated))
+
+    @_translated
+    async def export_conversation(self, conversation_id: int) -> dict[str, Any]:
+        """The conversation as JSON-ready data: id, title, chat, timestamps (ISO 8601 UTC)
+        and its messages root→leaf. Raises NotFoundError for an unknown id."""
+        conversation = await self.get_conversation(conversation_id)
+        if conversation is None:
+            raise NotFoundError(f"conversation {conversation_id} does not exist")
+        leaf = conversation.leaf_id
+        path = await self.path(leaf) if leaf is not None else Path()
+        return {
+            "id": conversation.id,
+            "title": conversation.title,
+            "chat": {
+                "platform": conversation.chat.platform,
+                "chat": conversation.chat.chat,
+                "thread": conversation.chat.thread,
+            },
+            "created_at": conversation.created_at.isoformat(),
+            "updated_at": conversation.updated_at.isoformat(),
+            "messages": [_export_message(m) for m in path],
+        }
+
+
+def _replace_text(parts: list[ContentPart], text: str) -> list[ContentPart]:
+    out: list[ContentPart] = []
+    placed = False
+    for part in parts:
+        if isinstance(part, TextPart):
+            if not placed:
+                out.append(TextPart(text))
+                placed = True
+        else:
+            out.append(part)
+    if not placed:
+        out.insert(0, TextPart(text))
+    return out
+
+
+def _export_message(message: StoredMessage) -> dict[str, Any]:
+    usage = message.usage
+    return {
+        "id": message.id,
+        "parent_id": message.parent_id,
+        "role": message.role.value,
+        "text": message.text,
+        "parts": parts_to_json(message.parts),
+        "status": message.status.value,
+        "user_id": message.user_id,
+        "provider": message.provider,
+        "model": message.model,
+        "token_count": message.token_count,
+        "usage": None
+        if usage is None
+        else {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "estimated": usage.estimated,
+        },
+        "created_at": message.created_at.isoformat(),
+    }

@@ -1,0 +1,305 @@
+"""Per-chat pacing: one :class:`Lane` per ChatKey, a shared :class:`TokenBucket` per connector.
+
+A lane owns the chat's budget. It runs one task while the chat has open streams and sends
+at most one request at a time, so two requests into one chat are always at least the chat's
+interval apart (measured from the *end* of the previous request, so a slow response cannot
+make two requests arrive closer than the interval). Streams that have something to show wait
+in a FIFO ``ready`` queue; the lane takes the longest-waiting one, asks it for its *current*
+frame (coalescing: whatever arrived meanwhile rides along) and puts it back at the end if it
+has more, so no stream in a busy group starves.
+
+Nothing here polls: a lane sleeps on an :class:`asyncio.Event` until a stream has work and on
+``asyncio.sleep`` (a ``loop.call_at`` timer) until its budget allows the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    MessageGoneError,
+    MessageNotModifiedError,
+    PlatformRateLimitError,
+)
+from ..models import ChatKey
+
+if TYPE_CHECKING:
+    from .reply import Job, ReplyStream
+    from .scheduler import StreamScheduler
+
+log = logging.getLogger("relaybot.core.streaming")
+
+#: after a 429 a lane's interval is multiplied by up to this factor …
+MAX_SLOWDOWN = 8.0
+#: … for this many seconds after the pause ends (platforms escalate waits for repeat offenders)
+SLOWDOWN_WINDOW = 60.0
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    """Counters for benchmarks and admin views (monotonic, never reset by the scheduler)."""
+
+    #: requests that reached the connector (send + edit + draft; typing not included)
+    requests: int = 0
+    sends: int = 0
+    edits: int = 0
+    drafts: int = 0
+    typing: int = 0
+    #: 429 answers (``PlatformRateLimitError``), any scope
+    rate_limited: int = 0
+    #: "message is not modified" answers (counted as success)
+    not_modified: int = 0
+    #: appended deltas that rode along in a later frame instead of getting their own request
+    coalesced: int = 0
+    #: other platform errors (each retried or given up on)
+    errors: int = 0
+
+
+class TokenBucket:
+    """Connector-wide request budget: ``rate`` per second with a small ``burst``.
+
+    :meth:`reserve` takes a token now and returns how long the caller must wait for it; the
+    balance may go negative, which queues callers in reservation order without any polling.
+    """
+
+    __slots__ = ("_last", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self.tokens = self.burst
+        self._last = now
+
+    def reserve(self, now: float) -> float:
+        """Take one token; return the seconds to wait before using it (0: go now)."""
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def drain(self, now: float) -> None:
+        """Drop the saved burst (after a global 429, resume gently)."""
+        self.reserve(now)
+        self.tokens = min(self.tokens + 1.0, 0.0)
+
+
+class Lane:
+    """The pacing budget and request loop of one chat (see the module docstring)."""
+
+    __slots__ = (
+        "_sched",
+        "_task",
+        "_wake",
+        "chat",
+        "interval",
+        "last_typing",
+        "next_ok",
+        "paused_until",
+        "ready",
+        "slow",
+        "slow_until",
+        "streams",
+    )
+
+    def __init__(self, scheduler: StreamScheduler, chat: ChatKey, *, private: bool) -> None:
+        policy = scheduler.policy
+        self._sched = scheduler
+        self.chat = chat
+        self.interval = policy.private_interval if private else policy.group_interval
+        #: earliest time the next request may start (end of last request + interval)
+        self.next_ok = float("-inf")
+        #: set by a chat-scoped 429
+        self.paused_until = float("-inf")
+        self.slow = 1.0
+        self.slow_until = float("-inf")
+        self.last_typing = float("-inf")
+        self.streams: set[ReplyStream] = set()
+        self.ready: deque[ReplyStream] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- bookkeeping used by streams and the scheduler -------------------------------------
+
+    def join(self, stream: ReplyStream, *, private: bool) -> None:
+        """Register an open stream; a group stream makes the whole lane use group pacing."""
+        if not private:
+            self.interval = max(self.interval, self._sched.policy.group_interval)
+        self.streams.add(stream)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"relaybot-lane-{self.chat}"
+            )
+
+    def leave(self, stream: ReplyStream) -> None:
+        """Forget a finished or abandoned stream (wakes the loop so it can exit when idle)."""
+        self.streams.discard(stream)
+        if not self.streams:
+            self._wake.set()
+
+    def enqueue(self, stream: ReplyStream, *, front: bool = False) -> None:
+        """Mark ``stream`` as having something to send (O(1); no-op when already queued)."""
+        if stream._queued or stream.done:
+            return
+        stream._queued = True
+        if front:
+            self.ready.appendleft(stream)
+        else:
+            self.ready.append(stream)
+        self._wake.set()
+
+    def blocked_until(self) -> float:
+        """End of the current 429 pause (chat or global); in the past when not paused."""
+        return max(self.paused_until, self._sched.paused_until)
+
+    def earliest(self) -> float:
+        """Earliest time the next request into this chat may start."""
+        return max(self.next_ok, self.paused_until, self._sched.paused_until)
+
+    def quiet(self, now: float) -> bool:
+        """True when forgetting this lane loses nothing (no streams, no pending pacing state)."""
+        return not self.streams and now >= max(self.next_ok, self.paused_until, self.slow_until)
+
+    def current_interval(self, now: float) -> float:
+        """The chat's interval, doubled per recent 429 while the slowdown window lasts."""
+        if self.slow > 1.0 and now >= self.slow_until:
+            self.slow = 1.0
+        return self.interval * self.slow
+
+    def rate_limited(self, exc: PlatformRateLimitError) -> None:
+        """Apply a 429: pause this chat (or the connector) and slow the chat down for a while."""
+        now = self._sched.clock()
+        self._sched.stats.rate_limited += 1
+        retry_after = max(0.0, exc.retry_after)
+        if exc.scope == "global":
+            self._sched.pause_all(retry_after)
+        else:
+            self.paused_until = max(self.paused_until, now + retry_after)
+        self.slow = min(self.slow * 2.0, MAX_SLOWDOWN)
+        self.slow_until = now + retry_after + SLOWDOWN_WINDOW
+        log.warning(
+            "%s: rate limited (%s scope), pausing %.1fs", self.chat, exc.scope, retry_after
+        )
+
+    def typing(self, now: float) -> None:
+        """Refresh the chat's typing indicator unless another stream here just did.
+
+        Typing is not a message: it skips the chat interval and the global bucket, but the
+        caller checks :meth:`blocked_until` first, so it never breaks a 429 pause.
+        """
+        interval = self._sched.policy.typing_interval or 0.0
+        if now - self.last_typing < interval * 0.8:
+            return
+        self.last_typing = now
+        self._sched.spawn(self._send_typing())
+
+    async def _send_typing(self) -> None:
+        try:
+            await self._sched.connector.send_typing(self.chat)
+            self._sched.stats.typing += 1
+        except PlatformRateLimitError as exc:
+            log.debug("%s: typing indicator rate limited", self.chat)
+            self.rate_limited(exc)
+        except Exception as exc:  # best effort by contract: never let typing break a reply
+            log.debug("%s: typing indicator failed: %r", self.chat, exc)
+
+    def abandon_all(self, reason: str) -> None:
+        """Give up every stream of this lane (scheduler shutdown)."""
+        for stream in list(self.streams):
+            stream._abandon(reason)
+        self.ready.clear()
+
+    def cancel(self) -> asyncio.Task[None] | None:
+        """Cancel the lane's task (if running) and return it so the caller can await it."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+        return task
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        clock = self._sched.clock
+        try:
+            while self.streams:
+                if not self.ready:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._wait_allowed()
+                stream = self._pop()
+                if stream is None:
+                    continue
+                job = stream._job()
+                if job is None:
+                    continue
+                bucket = self._sched.bucket
+                if bucket is not None:
+                    delay = bucket.reserve(clock())
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                        if self.blocked_until() > clock():
+                            self.enqueue(stream, front=True)  # a 429 arrived meanwhile
+                            continue
+                        job = stream._job()  # carry what arrived while we waited
+                        if job is None:
+                            continue
+                await self._perform(stream, job)
+        finally:
+            self._task = None
+
+    async def _wait_allowed(self) -> None:
+        clock = self._sched.clock
+        while (wait := self.earliest() - clock()) > 0:
+            # a deadline timer, not a poll: re-checked because a 429 may extend the pause
+            await asyncio.sleep(wait)
+
+    def _pop(self) -> ReplyStream | None:
+        while self.ready:
+            stream = self.ready.popleft()
+            stream._queued = False
+            if not stream.done:
+                return stream
+        return None
+
+    async def _perform(self, stream: ReplyStream, job: Job) -> None:
+        sched = self._sched
+        conn = sched.connector
+        stats = sched.stats
+        stats.requests += 1
+        message_id = job.message_id
+        try:
+            if job.kind == "send":
+                stats.sends += 1
+                message_id = await conn.send_text(
+                    self.chat, job.text, final=job.final, reply_to=job.reply_to
+                )
+            elif job.kind == "edit":
+                stats.edits += 1
+                await conn.edit_text(self.chat, job.message_id or "", job.text, final=job.final)
+            else:
+                stats.drafts += 1
+                await conn.send_draft(self.chat, stream.draft_id, job.text)
+        except PlatformRateLimitError as exc:
+            self.rate_limited(exc)
+            self.enqueue(stream, front=True)  # it keeps its turn; the next frame is fresher
+        except MessageNotModifiedError:
+            stats.not_modified += 1
+            stream._sent(job, message_id)
+        except MessageGoneError as exc:
+            stream._gone(job, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # PlatformError, or a connector bug: retried with backoff
+            stats.errors += 1
+            stream._failed(job, exc)
+        else:
+            stream._sent(job, message_id)
+        finally:
+            now = sched.clock()
+            self.next_ok = max(self.next_ok, now + self.current_interval(now))
+        if not stream.done:
+            self.enqueue(stream)  # round-robin: back of the queue; dropped if it has no job
