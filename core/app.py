@@ -203,9 +203,8 @@ class Relaybot:
         if counter is None:
             provider = self.providers[provider_name]
             counter = counter_for(provider.capabilities.tokenizer, provider.model)
-            custom = getattr(provider, "count_tokens", None)
-            if custom is not None:
-                counter = _ProviderCounter(counter, custom)
+            if callable(getattr(provider, "count_tokens", None)):
+                counter = _ProviderCounter(counter, provider)
             self._counters[provider_name] = counter
         return counter
 
@@ -222,21 +221,27 @@ class Relaybot:
 
 
 class _ProviderCounter(TokenCounter):
-    """Uses a provider's own exact tokenizer (e.g. a local model's) for text."""
+    """Uses a provider's own exact tokenizer (e.g. a local model's) once the model is loaded.
 
-    def __init__(self, fallback: TokenCounter, count: Any) -> None:
+    Before that it estimates: loading a model inside the event loop to count tokens would stall
+    every chat for the load time.
+    """
+
+    def __init__(self, fallback: TokenCounter, provider: Any) -> None:
         self._fallback = fallback
-        self._count = count
-        self.name = f"provider:{fallback.name}"
+        self._provider = provider
+        self.name = f"provider:{provider.name}"
 
     @property
     def exact(self) -> bool:
-        return True
+        return bool(getattr(self._provider, "loaded", True))
 
     def count_text(self, text: str) -> int:
+        if not getattr(self._provider, "loaded", True):
+            return self._fallback.count_text(text)
         try:
-            return int(self._count(text))
-        except Exception:  # model not loaded yet, or failed: estimates are fine here
+            return int(self._provider.count_tokens(text))
+        except Exception:  # a failing tokenizer must not fail the reply: estimate instead
             return self._fallback.count_text(text)
 
 

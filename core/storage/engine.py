@@ -13,6 +13,8 @@ password of the URL redacted.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +84,14 @@ def parse_url(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Ta
     if parsed.password:
         register_secret(str(parsed.password))
     drivername = _DRIVERS.get(parsed.drivername, parsed.drivername)
-    safe = parsed.render_as_string(hide_password=True)
     if drivername not in _SUPPORTED:
         raise StorageError(
-            f"[storage] url {safe!r} uses driver {parsed.drivername!r}; relaybot supports "
-            "'sqlite+aiosqlite://' and 'postgresql+asyncpg://'"
+            f"[storage] url {parsed.render_as_string(hide_password=True)!r} uses driver "
+            f"{parsed.drivername!r}; relaybot supports 'sqlite+aiosqlite://' and "
+            "'postgresql+asyncpg://'"
         )
     parsed = parsed.set(drivername=drivername)
+    safe = parsed.render_as_string(hide_password=True)
     backend = parsed.get_backend_name()
     sqlite_path: str | None = None
     if backend == "sqlite":
@@ -102,15 +105,23 @@ def parse_url(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Ta
     return Target(parsed, safe, backend, sqlite_path, busy_timeout_ms)
 
 
-def create_engine(target: Target, *, connect_timeout: float = 10.0) -> AsyncEngine:
-    """Create the async engine for ``target`` (SQLite: pragmas and explicit BEGIN)."""
+def create_engine(
+    target: Target, *, connect_timeout: float = 10.0, foreign_keys: bool = True, pooled: bool = True
+) -> AsyncEngine:
+    """Create the async engine for ``target`` (SQLite: pragmas and explicit BEGIN).
+
+    ``foreign_keys=False`` (SQLite only) is for migrations, see :func:`migrate`;
+    ``pooled=False`` closes each connection when it is released.
+    """
     kwargs: dict[str, Any] = {}
+    if not pooled:
+        kwargs["poolclass"] = NullPool
     if target.backend == "sqlite":
         if target.memory:
             # One shared connection, otherwise every pooled connection sees its own empty DB;
             # the Store serialises access to it.
             kwargs["poolclass"] = StaticPool
-        # The busy wait must exceed the driver's own timeout so ours is the one that applies.
+        # sqlite3's connect timeout is the same busy wait as PRAGMA busy_timeout; keep them equal.
         kwargs["connect_args"] = {"timeout": target.busy_timeout_ms / 1000}
     else:
         kwargs["pool_pre_ping"] = True  # survive a PostgreSQL restart between messages
@@ -123,11 +134,11 @@ def create_engine(target: Target, *, connect_timeout: float = 10.0) -> AsyncEngi
             f"{target.where} needs the {module!r} driver, which is not installed: pip install '{extra}'"
         ) from exc
     if target.backend == "sqlite":
-        _tune_sqlite(engine, target.busy_timeout_ms)
+        _tune_sqlite(engine, target.busy_timeout_ms, foreign_keys=foreign_keys)
     return engine
 
 
-def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, foreign_keys: bool) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -140,7 +151,7 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
             cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, far fewer fsyncs
-            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         finally:
             cursor.close()
 
@@ -150,24 +161,60 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def run_migrations(connection: sa.Connection) -> None:
+def run_migrations(connection: sa.Connection, version_dirs: Sequence[str] = ()) -> None:
     """Upgrade the database behind ``connection`` to the newest revision (sync; run it via
-    ``AsyncConnection.run_sync``). A database already at head is left untouched."""
+    ``AsyncConnection.run_sync``). A database already at head is left untouched.
+
+    ``version_dirs`` adds revision directories to the packaged one (tests, downstream forks).
+    """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if version_dirs:
+        locations = [str(MIGRATIONS_DIR / "versions"), *map(str, version_dirs)]
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("version_locations", os.pathsep.join(locations))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Run :func:`run_migrations` in one transaction (write-locked on SQLite)."""
-    async with engine.connect() as conn:
-        conn = await conn.execution_options(**{SQLITE_IMMEDIATE: True})
-        async with conn.begin():
-            await conn.run_sync(run_migrations)
+async def migrate(target: Target, engine: AsyncEngine, *, version_dirs: Sequence[str] = ()) -> None:
+    """Bring the schema to the newest revision in one transaction.
+
+    SQLite files are migrated on a separate connection with foreign keys OFF: SQLite rebuilds
+    a table to ALTER it (Alembic batch mode), and dropping the old table with foreign keys ON
+    would fire ON DELETE CASCADE / SET NULL on the rows that reference it. The result is
+    checked with ``PRAGMA foreign_key_check`` before committing. The write lock is taken up
+    front (BEGIN IMMEDIATE), so concurrent starters queue; on PostgreSQL ``env.py`` takes an
+    advisory lock.
+    """
+    from alembic.util import CommandError
+
+    separate = target.backend == "sqlite" and not target.memory
+    migrator = create_engine(target, foreign_keys=False, pooled=False) if separate else engine
+    try:
+        async with migrator.connect() as conn:
+            conn = await conn.execution_options(**{SQLITE_IMMEDIATE: True})
+            async with conn.begin():
+                await conn.run_sync(run_migrations, version_dirs)
+                if target.backend == "sqlite":
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).first()
+                    if broken is not None:
+                        raise StorageError(
+                            f"migrating {target.where} would break references "
+                            f"(table {broken[0]}); nothing was changed. Please report this"
+                        )
+    except CommandError as exc:
+        # Typically: the database was migrated by a newer relaybot than this one.
+        raise StorageError(
+            f"cannot migrate {target.where}: {exc}. If a newer relaybot version used this "
+            "database, upgrade relaybot (or point [storage] url at another database)"
+        ) from exc
+    finally:
+        if separate:
+            await migrator.dispose()
 
 
 async def head_revision(conn: AsyncConnection) -> str | None:

@@ -191,7 +191,7 @@ def path_walk(leaf_id: int, *, token_budget: int | None, limit: int | None) -> s
     return walk.union_all(step)
 
 
-def doomed_messages(conversation_id: int, chat_id: int, leaf_id: int | None) -> sa.Select[Any]:
+def doomed_messages(conversation_id: int, chat_id: int, leaf_id: int | None) -> sa.CompoundSelect[Any]:
     """SELECT the ids of messages to delete with a conversation.
 
     Candidates are the conversation's path and every message it created (including branches

@@ -178,3 +178,45 @@ def parts_from_json(data: Iterable[Mapping[str, Any]]) -> list[ContentPart]:
 def joined_text(parts: Iterable[ContentPart]) -> str:
     """The text parts joined, as stored in ``messages.text`` for search and export."""
     return "".join(p.text for p in parts if isinstance(p, TextPart))
+
+
+def replace_text(parts: list[ContentPart], text: str) -> list[ContentPart]:
+    """``parts`` with its text parts replaced by one part holding ``text`` (where the first
+    text part was; first if there was none). Images stay where they were."""
+    out: list[ContentPart] = []
+    placed = False
+    for part in parts:
+        if isinstance(part, TextPart):
+            if not placed:
+                out.append(TextPart(text))
+                placed = True
+        else:
+            out.append(part)
+    if not placed:
+        out.insert(0, TextPart(text))
+    return out
+
+
+def export_message(message: StoredMessage) -> dict[str, Any]:
+    """A stored message as JSON-ready data (see ``Store.export_conversation``)."""
+    usage = message.usage
+    return {
+        "id": message.id,
+        "parent_id": message.parent_id,
+        "role": message.role.value,
+        "text": message.text,
+        "parts": parts_to_json(message.parts),
+        "status": message.status.value,
+        "user_id": message.user_id,
+        "provider": message.provider,
+        "model": message.model,
+        "token_count": message.token_count,
+        "usage": None
+        if usage is None
+        else {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "estimated": usage.estimated,
+        },
+        "created_at": message.created_at.isoformat(),
+    }

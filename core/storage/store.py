@@ -23,29 +23,14 @@ raise :class:`~relaybot.core.storage.records.NotFoundError` (a ``StorageError`` 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from pathlib import Path as FsPath
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from relaybot.core.errors import StorageError
-from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, TextPart, Usage
+from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
 from relaybot.core.storage import queries as q
-from relaybot.core.storage.engine import (
-    DEFAULT_BUSY_TIMEOUT_MS,
-    SQLITE_IMMEDIATE,
-    Target,
-    create_engine,
-    head_revision,
-    migrate,
-    parse_url,
-    translate_error,
-)
+from relaybot.core.storage.base import StoreBase, translated
 from relaybot.core.storage.records import (
     USE_LEAF,
     Conversation,
@@ -53,178 +38,31 @@ from relaybot.core.storage.records import (
     Path,
     StoredMessage,
     UseLeaf,
+    export_message,
     joined_text,
     parts_from_json,
     parts_to_json,
+    replace_text,
 )
-from relaybot.core.storage.schema import (
-    chats,
-    conversations,
-    messages,
-    platform_messages,
-    utcnow,
-)
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from relaybot.core.storage.schema import chats, conversations, messages, platform_messages, utcnow
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
-
-def _translated(
-    fn: Callable[Concatenate[Store, P], Awaitable[R]],
-) -> Callable[Concatenate[Store, P], Awaitable[R]]:
-    """Re-raise database/OS errors of a Store method as an actionable StorageError."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(self, *args, **kwargs)
-        except StorageError:
-            raise
-        except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise translate_error(exc, self._target) from exc
-
-    return wrapper
-
-
-class Store:
+class Store(StoreBase):
     """Async conversation storage on SQLite (default) or PostgreSQL.
 
     Create with ``await Store.open(url)`` (which migrates the schema) and ``await close()`` at
     shutdown, or ``async with await Store.open(url) as store:``. One instance per process is
-    enough; it is safe to use from many tasks at once.
+    enough; it is safe to use from many tasks at once. Lifecycle methods (``open``, ``close``,
+    ``url``, ``backend``, ``schema_revision``, ``get_or_create_chat``) come from
+    :class:`~relaybot.core.storage.base.StoreBase`.
     """
-
-    def __init__(self, engine: AsyncEngine, target: Target) -> None:
-        """Wrap an engine whose database is already migrated; use :meth:`open` instead."""
-        self._engine = engine
-        self._target = target
-        # Write transactions on SQLite start with BEGIN IMMEDIATE (see engine.SQLITE_IMMEDIATE).
-        self._writer = (
-            engine.execution_options(**{SQLITE_IMMEDIATE: True}) if target.backend == "sqlite" else engine
-        )
-        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if target.backend == "sqlite" else contextlib.nullcontext()
-        )
-        # An in-memory database is one shared connection: readers must queue as well.
-        self._read_lock: contextlib.AbstractAsyncContextManager[Any] = (
-            self._write_lock if target.memory else contextlib.nullcontext()
-        )
-        self._chat_ids: dict[tuple[str, str, str], int] = {}
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    @classmethod
-    async def open(
-        cls,
-        url: str,
-        *,
-        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-        connect_timeout: float = 10.0,
-    ) -> Self:
-        """Connect to ``url``, create the SQLite file's directory if needed, and migrate the
-        schema to the newest revision (a no-op when it is current).
-
-        ``busy_timeout_ms`` is how long a SQLite write waits for another process's lock
-        before failing; ``connect_timeout`` bounds a PostgreSQL connection attempt.
-        Raises StorageError when the database cannot be reached, opened or migrated.
-        """
-        target = parse_url(url, busy_timeout_ms=busy_timeout_ms)
-        if target.sqlite_path and not target.sqlite_path.startswith("file:"):
-            directory = FsPath(target.sqlite_path).parent
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot create the directory {directory} for SQLite database "
-                    f"{target.sqlite_path}: {exc.strerror or exc}. Create it (writable by "
-                    "relaybot) or point [storage] url at another path"
-                ) from exc
-        engine = create_engine(target, connect_timeout=connect_timeout)
-        try:
-            await migrate(engine)
-        except BaseException as exc:
-            await engine.dispose()
-            if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
-                raise translate_error(exc, target) from exc
-            raise
-        log.debug("storage ready: %s", target.safe_url)
-        return cls(engine, target)
-
-    async def close(self) -> None:
-        """Close every pooled connection. The store is unusable afterwards."""
-        await self._engine.dispose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        """The database URL with the password hidden (safe to log)."""
-        return self._target.safe_url
-
-    @property
-    def backend(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self._target.backend
-
-    @_translated
-    async def schema_revision(self) -> str | None:
-        """The Alembic revision the database is at (``alembic_version``)."""
-        async with self._read() as conn:
-            return await head_revision(conn)
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self._writer.begin() as conn:
-            yield conn
-
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._read_lock, self._engine.connect() as conn:
-            yield conn
-
-    # -- chats --------------------------------------------------------------------------------
-
-    @_translated
-    async def get_or_create_chat(self, chat: ChatKey) -> int:
-        """The row id of ``chat``, creating the row on first use (cached in memory)."""
-        key = q.chat_key_values(chat)
-        if (cached := self._chat_ids.get(key)) is not None:
-            return cached
-        async with self._read() as conn:
-            found = await conn.scalar(sa.select(chats.c.id).where(q.chat_matches(chat)))
-        if found is not None:
-            self._chat_ids[key] = found
-            return found
-        async with self._write() as conn:
-            return await self._chat_id(conn, chat)
-
-    async def _chat_id(self, conn: AsyncConnection, chat: ChatKey) -> int:
-        """Chat row id inside an open write transaction (insert-if-missing, race-free)."""
-        key = q.chat_key_values(chat)
-        if (cached := self._chat_ids.get(key)) is not None:
-            return cached
-        platform, chat_id, thread = key
-        insert = (
-            q.upsert(conn.dialect, chats)
-            .values(platform=platform, chat=chat_id, thread=thread, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["platform", "chat", "thread"])
-        )
-        await conn.execute(insert)
-        row_id = await conn.scalar(sa.select(chats.c.id).where(q.chat_matches(chat)))
-        assert row_id is not None  # inserted or already present
-        self._chat_ids[key] = row_id
-        return row_id
 
     # -- conversations ------------------------------------------------------------------------
 
-    @_translated
+    @translated
     async def active_conversation(self, chat: ChatKey) -> Conversation | None:
         """The chat's active conversation, or ``None`` (no conversation yet, or it was
         deleted)."""
@@ -235,7 +73,7 @@ class Store:
             row = (await conn.execute(stmt)).first()
         return q.conversation_from_row(row) if row is not None else None
 
-    @_translated
+    @translated
     async def create_conversation(
         self,
         chat: ChatKey,
@@ -268,7 +106,7 @@ class Store:
                     updated_at=now,
                 )
             )
-            conversation_id = result.inserted_primary_key[0]
+            conversation_id = _new_id(result)
             if activate:
                 await conn.execute(
                     sa.update(chats)
@@ -277,7 +115,7 @@ class Store:
                 )
             return await self._conversation(conn, conversation_id)
 
-    @_translated
+    @translated
     async def list_conversations(self, chat: ChatKey, *, with_counts: bool = False) -> list[Conversation]:
         """The chat's conversations, oldest first, numbered 1..n.
 
@@ -298,7 +136,7 @@ class Store:
             for i, row in enumerate(rows, start=1)
         ]
 
-    @_translated
+    @translated
     async def set_active(self, chat: ChatKey, conversation_id: int) -> Conversation:
         """Make ``conversation_id`` the chat's active conversation and return it.
 
@@ -316,7 +154,7 @@ class Store:
             )
             return await self._conversation(conn, conversation_id)
 
-    @_translated
+    @translated
     async def get_conversation(self, conversation_id: int) -> Conversation | None:
         """One conversation by id (numbered), or ``None``."""
         async with self._read() as conn:
@@ -325,7 +163,7 @@ class Store:
             ).first()
         return q.conversation_from_row(row) if row is not None else None
 
-    @_translated
+    @translated
     async def rename_conversation(self, conversation_id: int, title: str) -> None:
         """Set the title. Raises NotFoundError for an unknown id."""
         async with self._write() as conn:
@@ -337,7 +175,7 @@ class Store:
             if result.rowcount == 0:
                 raise NotFoundError(f"conversation {conversation_id} does not exist")
 
-    @_translated
+    @translated
     async def delete_conversation(self, conversation_id: int) -> None:
         """Delete a conversation and every message that no other conversation's path uses
         (its own path, branches it abandoned, and anything hanging below them).
@@ -349,9 +187,9 @@ class Store:
         async with self._write() as conn:
             row = (
                 await conn.execute(
-                    sa.select(conversations.c.chat_id, conversations.c.leaf_id).where(
-                        conversations.c.id == conversation_id
-                    )
+                    sa.select(conversations.c.chat_id, conversations.c.leaf_id)
+                    .where(conversations.c.id == conversation_id)
+                    .with_for_update()  # a concurrent add_message must not extend it meanwhile
                 )
             ).first()
             if row is None:
@@ -385,7 +223,7 @@ class Store:
 
     # -- messages -----------------------------------------------------------------------------
 
-    @_translated
+    @translated
     async def add_message(
         self,
         conversation_id: int,
@@ -410,9 +248,11 @@ class Store:
         async with self._write() as conn:
             row = (
                 await conn.execute(
-                    sa.select(
-                        conversations.c.chat_id, conversations.c.root_id, conversations.c.leaf_id
-                    ).where(conversations.c.id == conversation_id)
+                    sa.select(conversations.c.chat_id, conversations.c.root_id, conversations.c.leaf_id)
+                    .where(conversations.c.id == conversation_id)
+                    # PostgreSQL: two appends to one conversation must not both pick the same
+                    # leaf as parent (SQLite writers are serialised anyway and omits FOR UPDATE).
+                    .with_for_update()
                 )
             ).first()
             if row is None:
@@ -442,7 +282,7 @@ class Store:
                 "updated_at": now,
             }
             result = await conn.execute(sa.insert(messages).values(**values))
-            message_id = result.inserted_primary_key[0]
+            message_id = _new_id(result)
             await conn.execute(
                 sa.update(conversations)
                 .where(conversations.c.id == conversation_id)
@@ -470,7 +310,7 @@ class Store:
             updated_at=now,
         )
 
-    @_translated
+    @translated
     async def update_message(
         self,
         message_id: int,
@@ -503,7 +343,7 @@ class Store:
                 stored = await conn.scalar(sa.select(messages.c.parts).where(messages.c.id == message_id))
                 if stored is None:
                     raise NotFoundError(f"message {message_id} does not exist")
-                new_parts = _replace_text(parts_from_json(stored), text)
+                new_parts = replace_text(parts_from_json(stored), text)
                 values["parts"] = parts_to_json(new_parts)
                 values["text"] = text
             result = await conn.execute(
@@ -512,14 +352,14 @@ class Store:
             if result.rowcount == 0:
                 raise NotFoundError(f"message {message_id} does not exist")
 
-    @_translated
+    @translated
     async def get_message(self, message_id: int) -> StoredMessage | None:
         """One message by id, or ``None``."""
         async with self._read() as conn:
             row = (await conn.execute(sa.select(messages).where(messages.c.id == message_id))).first()
         return q.message_from_row(row) if row is not None else None
 
-    @_translated
+    @translated
     async def path(self, leaf_id: int, *, token_budget: int | None = None, limit: int | None = None) -> Path:
         """The path ending at ``leaf_id``, in root→leaf order.
 
@@ -548,7 +388,7 @@ class Store:
 
     # -- platform message ids -----------------------------------------------------------------
 
-    @_translated
+    @translated
     async def link_platform_message(self, chat: ChatKey, platform_message_id: str, message_id: int) -> None:
         """Remember that the platform shows (part of) ``message_id`` as ``platform_message_id``.
 
@@ -567,7 +407,7 @@ class Store:
             )
             await conn.execute(stmt)
 
-    @_translated
+    @translated
     async def find_by_platform_id(self, chat: ChatKey, platform_message_id: str) -> StoredMessage | None:
         """The stored message shown as ``platform_message_id`` in ``chat``, or ``None``."""
         stmt = (
@@ -582,7 +422,7 @@ class Store:
 
     # -- maintenance and reports --------------------------------------------------------------
 
-    @_translated
+    @translated
     async def recover_interrupted(self) -> int:
         """Mark every reply still ``streaming`` (the process died mid-reply) as
         ``interrupted``; returns how many. Call once at start-up, before serving."""
@@ -596,7 +436,7 @@ class Store:
             log.info("marked %d unfinished replies as interrupted", result.rowcount)
         return int(result.rowcount)
 
-    @_translated
+    @translated
     async def usage_totals(self, *, user_id: str | None = None, since: datetime | None = None) -> Usage:
         """Summed token usage of replies, optionally of one user and since a time (aware
         datetime, inclusive). ``estimated`` is true if any counted reply's usage was."""
@@ -614,7 +454,7 @@ class Store:
             input_tokens, output_tokens, any_estimated = (await conn.execute(stmt)).one()
         return Usage(int(input_tokens), int(output_tokens), estimated=bool(any_estimated))
 
-    @_translated
+    @translated
     async def export_conversation(self, conversation_id: int) -> dict[str, Any]:
         """The conversation as JSON-ready data: id, title, chat, timestamps (ISO 8601 UTC)
         and its messages root→leaf. Raises NotFoundError for an unknown id."""
@@ -633,44 +473,11 @@ class Store:
             },
             "created_at": conversation.created_at.isoformat(),
             "updated_at": conversation.updated_at.isoformat(),
-            "messages": [_export_message(m) for m in path],
+            "messages": [export_message(m) for m in path],
         }
 
 
-def _replace_text(parts: list[ContentPart], text: str) -> list[ContentPart]:
-    out: list[ContentPart] = []
-    placed = False
-    for part in parts:
-        if isinstance(part, TextPart):
-            if not placed:
-                out.append(TextPart(text))
-                placed = True
-        else:
-            out.append(part)
-    if not placed:
-        out.insert(0, TextPart(text))
-    return out
-
-
-def _export_message(message: StoredMessage) -> dict[str, Any]:
-    usage = message.usage
-    return {
-        "id": message.id,
-        "parent_id": message.parent_id,
-        "role": message.role.value,
-        "text": message.text,
-        "parts": parts_to_json(message.parts),
-        "status": message.status.value,
-        "user_id": message.user_id,
-        "provider": message.provider,
-        "model": message.model,
-        "token_count": message.token_count,
-        "usage": None
-        if usage is None
-        else {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "estimated": usage.estimated,
-        },
-        "created_at": message.created_at.isoformat(),
-    }
+def _new_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None  # single-row INSERT into a table with an integer primary key
+    return int(key[0])

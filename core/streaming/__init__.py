@@ -1,0 +1,28 @@
+"""The platform-neutral streaming engine: pacing, coalescing and splitting of replies.
+
+:class:`StreamScheduler` (one per connector) opens a :class:`ReplyStream` per reply; the
+stream turns appended text into paced sends, edits or drafts within the connector's
+:class:`~relaybot.core.connector.StreamPolicy`. :mod:`.text` holds the length counting and
+splitting rules on their own, for connectors and tests.
+"""
+
+from .lane import SchedulerStats
+from .reply import ReplyResult, ReplyStream, StreamMode
+from .scheduler import EMPTY_REPLY_TEXT, INTERRUPTED_MARKER, StreamScheduler
+from .text import Fence, LengthUnit, Part, find_cut, split_text, text_length
+
+__all__ = [
+    "EMPTY_REPLY_TEXT",
+    "INTERRUPTED_MARKER",
+    "Fence",
+    "LengthUnit",
+    "Part",
+    "ReplyResult",
+    "ReplyStream",
+    "SchedulerStats",
+    "StreamMode",
+    "StreamScheduler",
+    "find_cut",
+    "split_text",
+    "text_length",
+]

@@ -222,7 +222,6 @@ class Lane:
     # -- the loop --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        clock = self._sched.clock
         try:
             while self.streams:
                 if not self.ready:
@@ -233,29 +232,44 @@ class Lane:
                 stream = self._pop()
                 if stream is None:
                     continue
-                job = stream._job()
-                if job is None:
-                    continue
-                bucket = self._sched.bucket
-                if bucket is not None:
-                    delay = bucket.reserve(clock())
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                        if self.blocked_until() > clock():
-                            self.enqueue(stream, front=True)  # a 429 arrived meanwhile
-                            continue
-                        job = stream._job()  # carry what arrived while we waited
-                        if job is None:
-                            continue
-                await self._perform(stream, job)
+                try:
+                    await self._serve(stream)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug must cost one reply, not every reply in this chat.
+                    log.exception("%s: streaming failed", self.chat)
+                    stream._abandon("internal error")
         finally:
             self._task = None
 
+    async def _serve(self, stream: ReplyStream) -> None:
+        """Send ``stream``'s next frame (if any) once the connector-wide budget allows."""
+        job = stream._job()
+        if job is None:
+            return
+        bucket = self._sched.bucket
+        if bucket is not None:
+            clock = self._sched.clock
+            delay = bucket.reserve(clock())
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if self.blocked_until() > clock():
+                    self.enqueue(stream, front=True)  # a 429 arrived meanwhile
+                    return
+                job = stream._job()  # carry what arrived while we waited
+                if job is None:
+                    return
+        await self._perform(stream, job)
+
     async def _wait_allowed(self) -> None:
         clock = self._sched.clock
-        while (wait := self.earliest() - clock()) > 0:
-            # a deadline timer, not a poll: re-checked because a 429 may extend the pause
+        wait = self.earliest() - clock()
+        while wait > 0:
+            # A deadline timer, not a poll: it sleeps exactly until the budget allows, and
+            # re-checks only because a 429 that arrived meanwhile may have moved the deadline.
             await asyncio.sleep(wait)
+            wait = self.earliest() - clock()
 
     def _pop(self) -> ReplyStream | None:
         while self.ready:

@@ -194,6 +194,11 @@ class ReplyStream:
         """True once the result is known (delivered, cancelled or abandoned)."""
         return self._state is _State.DONE
 
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` (or :meth:`cancel`) was called."""
+        return self._state is not _State.OPEN
+
     def append(self, delta: str) -> None:
         """Add text. Synchronous and cheap: it only records the text and wakes the lane.
 
@@ -358,9 +363,12 @@ class ReplyStream:
 
     def _sent(self, job: Job, message_id: str | None) -> None:
         """A request succeeded (or was "not modified", which is the same thing)."""
+        if self._state is _State.DONE:
+            return  # cancelled while the request was in flight
         self._failures = 0
         if job.version:
-            self._sched.stats.coalesced += max(0, job.version - self._framed - 1)
+            # deltas between the previous frame and this one needed no request of their own
+            self._sched.stats.coalesced += max(0, job.version - max(self._framed, 0) - 1)
             self._framed = max(self._framed, job.version)
         if job.kind == "draft":
             self._placeholder = False
@@ -388,6 +396,8 @@ class ReplyStream:
 
     def _gone(self, job: Job, exc: Exception) -> None:
         """The platform says the message (or chat) is gone."""
+        if self._state is _State.DONE:
+            return
         if job.kind == "edit":
             # The user deleted our message: carry on in a new one.
             log.info("%s: message %s is gone, sending a new one", self.chat, job.message_id)
@@ -404,6 +414,8 @@ class ReplyStream:
 
     def _failed(self, job: Job, exc: Exception) -> None:
         """A request failed for another reason: back off and retry, a bounded number of times."""
+        if self._state is _State.DONE:
+            return
         if job.kind == "draft":
             self._fallback(exc)
             return

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
-from relaybot.core.errors import ConfigError, ProviderError
+from relaybot.core.errors import ConfigError, ProviderError, ProviderUnavailableError
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.models import (
     ChatMessage,
@@ -288,7 +288,7 @@ class LlamaCppProvider(BaseProvider):
         params = self._params(request)
         async with self._turn:
             if self._closed:
-                raise ProviderError("provider is closed", provider=self.name)
+                raise ProviderUnavailableError("provider is closed", provider=self.name)
             await self.load()
             model = self._model
             assert model is not None
@@ -320,9 +320,11 @@ class LlamaCppProvider(BaseProvider):
                         yield _finish(item.finish_reason)
                         return
                     elif isinstance(item, _Failed):
-                        raise _as_provider_error(item.error, self.name)
-                    else:  # None: generation stopped by cancel (only aclose() sets it here)
-                        raise ProviderError("generation was cancelled", provider=self.name)
+                        raise _as_provider_error(item.error, self.name) from item.error
+                    else:  # None: stopped by cancel, which only aclose() sets while we read
+                        raise ProviderUnavailableError(
+                            "generation was cancelled: the provider is closing", provider=self.name
+                        )
             finally:
                 # Runs on normal end, aclose() and cancellation alike: stop the worker at the
                 # next token and wait for it, so the next request gets the model promptly and

@@ -68,11 +68,10 @@ def parse_html(text: str) -> tuple[str, list[Entity]]:
             i = chunk_end
             continue
         begin = i
-        close = text.find(">", i)
-        if close == -1:
-            what = "end" if text.startswith("</", i) else "start"
-            raise EntityParseError(f"Unclosed {what} tag at byte offset {utf8_offset(text, begin)}")
         if text.startswith("</", i):
+            close = text.find(">", i)
+            if close == -1:
+                raise EntityParseError(f"Unclosed end tag at byte offset {utf8_offset(text, begin)}")
             if not stack:
                 raise EntityParseError(f"Unexpected end tag at byte offset {utf8_offset(text, begin)}")
             name = text[i + 2 : close].strip().lower()
@@ -85,16 +84,23 @@ def parse_html(text: str) -> tuple[str, list[Entity]]:
             _finish(opened, units, out, entities)
             i = close + 1
             continue
-        body = text[i + 1 : close]
-        name_end = next((k for k, ch in enumerate(body) if ch.isspace()), len(body))
-        tag = body[:name_end].lower()
+        # like TDLib: the tag name runs to the first space or '>'
+        name_end = i + 1
+        while name_end < n and not text[name_end].isspace() and text[name_end] != ">":
+            name_end += 1
+        if name_end >= n:
+            raise EntityParseError(f"Unclosed start tag at byte offset {utf8_offset(text, begin)}")
+        tag = text[i + 1 : name_end].lower()
         if tag not in _TAGS:
             raise EntityParseError(
                 f'Unsupported start tag "{tag}" at byte offset {utf8_offset(text, begin)}'
             )
+        close = text.find(">", name_end)
+        if close == -1:
+            raise EntityParseError(f"Unclosed start tag at byte offset {utf8_offset(text, begin)}")
         attributes = {
             m.group(1).lower(): _unescape((m.group(2) or "").strip("\"'"))
-            for m in _ATTRIBUTE.finditer(body[name_end:])
+            for m in _ATTRIBUTE.finditer(text[name_end:close])
         }
         kind = _TAGS[tag]
         if tag == "span" and attributes.get("class") != "tg-spoiler":
@@ -141,19 +147,15 @@ def _finish(opened: _Open, units: int, out: list[str], entities: list[Entity]) -
 
 def _merge_pre_code(entities: list[Entity]) -> list[Entity]:
     """``<pre><code class="language-x">`` is one ``pre`` entity with ``language`` x."""
+    pre_ranges = {(e["offset"], e["length"]): e for e in entities if e["type"] == "pre"}
     result: list[Entity] = []
     for entity in entities:
-        prev = result[-1] if result else None
-        if (
-            entity["type"] == "code"
-            and prev is not None
-            and prev["type"] == "pre"
-            and (prev["offset"], prev["length"]) == (entity["offset"], entity["length"])
-        ):
-            if "language" in entity:
-                prev["language"] = entity["language"]
-            continue
         if entity["type"] == "code":
+            pre = pre_ranges.get((entity["offset"], entity["length"]))
+            if pre is not None:
+                if "language" in entity:
+                    pre["language"] = entity["language"]
+                continue
             entity.pop("language", None)  # only pre carries a language on Telegram
         result.append(entity)
     return result

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
 from relaybot.core.storage import Store
 
 PG_ADMIN_DSN = os.environ.get("RELAYBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from relaybot.core.errors import StorageError
 from relaybot.core.models import ChatKey, Role, TextPart
 from relaybot.core.storage import NotFoundError, Store
@@ -161,3 +160,12 @@ async def test_list_with_counts(store: Store) -> None:
     counts = [c.message_count for c in await store.list_conversations(CHAT, with_counts=True)]
     assert counts == [3, 0]
     assert [c.message_count for c in await store.list_conversations(CHAT)] == [None, None]
+
+
+async def test_failed_first_write_in_a_new_chat_leaves_the_chat_usable(store: Store) -> None:
+    fresh = ChatKey("discord", "new-channel")
+    with pytest.raises(NotFoundError):
+        await store.create_conversation(fresh, "x", branch_from=999_999)  # rolled back
+    conv = await store.create_conversation(fresh, "works")
+    await say(store, conv.id, "hello")
+    assert [c.title for c in await store.list_conversations(fresh)] == ["works"]

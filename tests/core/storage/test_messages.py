@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from relaybot.core.models import ChatKey, ImagePart, ImageRef, ReplyStatus, Role, TextPart, Usage
 from relaybot.core.storage import Path, Store
 
@@ -77,7 +76,9 @@ async def test_explicit_parent_regenerates_and_none_starts_a_new_root(store: Sto
     conv = await store.create_conversation(CHAT, "t")
     q = await add(store, conv.id, "question")
     await add(store, conv.id, "bad answer", role=Role.ASSISTANT)
-    retry = await store.add_message(conv.id, role=Role.ASSISTANT, parts=[TextPart("good answer")], parent_id=q)
+    retry = await store.add_message(
+        conv.id, role=Role.ASSISTANT, parts=[TextPart("good answer")], parent_id=q
+    )
     assert await texts(store, retry.id) == ["question", "good answer"]
     conv_now = await store.get_conversation(conv.id)
     assert conv_now is not None and conv_now.leaf_id == retry.id and conv_now.root_id == q
@@ -134,43 +135,35 @@ async def test_path_token_budget_fits_exactly_and_never_cuts_a_message(store: St
 
 async def test_ten_thousand_message_path_with_budget(store: Store, backend: str) -> None:
     conv = await store.create_conversation(CHAT, "long")
-    # Build the chain with bulk SQL (10,000 add_message calls would make the test slow);
-    # the rows are the same as add_message writes.
+    # Build the chain with one bulk INSERT (10,000 add_message calls would make the test
+    # slow); the rows are what add_message writes. Explicit ids let each row name its parent.
     import sqlalchemy as sa
-
     from relaybot.core.storage.schema import conversations, messages, utcnow
 
     chat_id = await store.get_or_create_chat(CHAT)
     now = utcnow()
-    async with store._engine.begin() as conn:  # test-only: bulk load
-        first_id = None
-        parent = None
-        rows = []
-        for i in range(10_000):
-            rows.append(i)
-        # insert in chunks, linking each row to the previous one
-        for start in range(0, 10_000, 1000):
-            for i in range(start, start + 1000):
-                result = await conn.execute(
-                    sa.insert(messages).values(
-                        chat_id=chat_id,
-                        conversation_id=conv.id,
-                        parent_id=parent,
-                        role="user" if i % 2 == 0 else "assistant",
-                        parts=[{"type": "text", "text": f"m{i}"}],
-                        text=f"m{i}",
-                        token_count=7,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                parent = result.inserted_primary_key[0]
-                first_id = first_id or parent
+    base = 1_000_000
+    rows = [
+        {
+            "id": base + i,
+            "chat_id": chat_id,
+            "conversation_id": conv.id,
+            "parent_id": base + i - 1 if i else None,
+            "role": "user" if i % 2 == 0 else "assistant",
+            "parts": [{"type": "text", "text": f"m{i}"}],
+            "text": f"m{i}",
+            "token_count": 7,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(10_000)
+    ]
+    leaf = base + 9_999
+    async with store._engine.begin() as conn:  # test-only bulk load
+        await conn.execute(sa.insert(messages), rows)
         await conn.execute(
-            sa.update(conversations).where(conversations.c.id == conv.id).values(root_id=first_id, leaf_id=parent)
+            sa.update(conversations).where(conversations.c.id == conv.id).values(root_id=base, leaf_id=leaf)
         )
-    leaf = parent
-    assert leaf is not None
 
     started = time.perf_counter()
     window = await store.path(leaf, token_budget=7 * 300 + 6)
@@ -294,7 +287,10 @@ async def test_export_conversation_is_json_ready(store: Store) -> None:
     data = json.loads(json.dumps(exported))
     assert data["title"] == "Trip plans"
     assert data["chat"] == {"platform": "slack", "chat": "C1", "thread": "1700000000.000100"}
-    assert [(m["role"], m["text"]) for m in data["messages"]] == [("user", "Where to?"), ("assistant", "Lisbon.")]
+    assert [(m["role"], m["text"]) for m in data["messages"]] == [
+        ("user", "Where to?"),
+        ("assistant", "Lisbon."),
+    ]
     assert data["messages"][0]["parts"][1] == {"type": "image", "uri": "media:x", "mime_type": "image/jpeg"}
     assert data["messages"][1]["usage"] == {"input_tokens": 5, "output_tokens": 2, "estimated": False}
     assert datetime.fromisoformat(data["created_at"]).tzinfo is not None

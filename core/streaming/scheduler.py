@@ -1,0 +1,179 @@
+"""StreamScheduler: the one object per connector that paces every streamed reply.
+
+::
+
+    scheduler = StreamScheduler(connector)
+    stream = scheduler.open(chat, private=True, reply_to=incoming.platform_message_id)
+    async for event in provider.stream(request):
+        if isinstance(event, TextDelta):
+            stream.append(event.text)
+    result = await stream.finish()          # ReplyResult: message ids + final text
+    ...
+    await scheduler.aclose()
+
+Budgets, as the connector's :class:`~relaybot.core.connector.StreamPolicy` declares them:
+
+* per chat (:class:`~relaybot.core.streaming.lane.Lane`): every stream in one ChatKey shares
+  one minimum interval between requests (``private_interval`` or ``group_interval``); a
+  chat-scoped 429 pauses the chat for ``retry_after`` and slows it down for a while after;
+* per connector: a token bucket of ``global_rate`` requests/s (small burst) shared by all
+  chats; a global 429 pauses every chat.
+
+Typing indicators are not messages: they skip both budgets but never break a 429 pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ..connector import BaseConnector, StreamPolicy
+from ..models import ChatKey
+from .lane import Lane, SchedulerStats, TokenBucket
+from .reply import ReplyStream, StreamMode
+from .text import MIN_LIMIT
+
+log = logging.getLogger("relaybot.core.streaming")
+
+#: appended (as its own paragraph) to a reply finished with ``interrupted=True``
+INTERRUPTED_MARKER = "⏹ interrupted"
+#: shown when a reply has no text and no note
+EMPTY_REPLY_TEXT = "(empty reply)"
+
+_MAX_DRAFT_ID = 2**31 - 1
+# Forget idle lanes after this many new lanes were created (bounded memory for many chats).
+_SWEEP_EVERY = 512
+
+
+class StreamScheduler:
+    """Paces all streamed replies of one connector (see the module docstring).
+
+    Parameters: ``clock`` is the monotonic time source in seconds (the event loop's timers
+    must run on the same time base); ``max_retries`` bounds retries of a request that fails
+    with a non-429 platform error (429s are always retried after their pause);
+    ``retry_backoff`` is the first retry delay, doubled per attempt; ``global_burst`` is the
+    bucket size of the connector-wide budget (default: a fifth of a second's worth, ≥ 1).
+    """
+
+    def __init__(
+        self,
+        connector: BaseConnector,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_retries: int = 5,
+        retry_backoff: float = 0.5,
+        global_burst: float | None = None,
+        interrupted_marker: str = INTERRUPTED_MARKER,
+        empty_text: str = EMPTY_REPLY_TEXT,
+    ) -> None:
+        policy: StreamPolicy = connector.policy
+        if policy.max_length < MIN_LIMIT:
+            raise ValueError(f"policy.max_length must be at least {MIN_LIMIT}")
+        self.connector = connector
+        self.policy = policy
+        self.clock = clock
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.interrupted_marker = interrupted_marker
+        self.empty_text = empty_text
+        #: counters for benchmarks (requests, 429s, not-modified, coalesced frames …)
+        self.stats = SchedulerStats()
+        #: end of a connector-wide 429 pause (in the past when not paused)
+        self.paused_until = float("-inf")
+        self.bucket: TokenBucket | None = None
+        if policy.global_rate > 0:
+            burst = global_burst if global_burst is not None else policy.global_rate / 5
+            self.bucket = TokenBucket(policy.global_rate, burst, clock())
+        self._lanes: dict[ChatKey, Lane] = {}
+        self._new_lanes = 0
+        self._draft_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called."""
+        return self._closed
+
+    def open(self, chat: ChatKey, *, private: bool, reply_to: str | None = None) -> ReplyStream:
+        """Start a reply in ``chat`` and give immediate feedback.
+
+        Feedback: in private chats with native drafts an empty draft ("Thinking…") goes out
+        as soon as the chat's budget allows; otherwise a typing indicator goes out at once
+        and is refreshed every ``policy.typing_interval`` seconds until text is shown.
+        ``reply_to`` is the platform id the reply's first message answers. Must be called
+        from the running event loop. Raises ``RuntimeError`` after :meth:`aclose`.
+        """
+        if self._closed:
+            raise RuntimeError("the stream scheduler is closed")
+        lane = self._lanes.get(chat)
+        if lane is None:
+            lane = self._lanes[chat] = Lane(self, chat, private=private)
+            self._new_lanes += 1
+            if self._new_lanes % _SWEEP_EVERY == 0:
+                self._sweep()
+        draft_id = (next(self._draft_ids) - 1) % _MAX_DRAFT_ID + 1
+        stream = ReplyStream(self, lane, private=private, reply_to=reply_to, draft_id=draft_id)
+        lane.join(stream, private=private)
+        if stream.mode is StreamMode.DRAFT:
+            lane.enqueue(stream)  # the placeholder draft is a paced request
+        else:
+            stream._start_typing()
+        return stream
+
+    def pause_all(self, seconds: float) -> None:
+        """Pause every chat for ``seconds`` (a connector-wide 429)."""
+        now = self.clock()
+        self.paused_until = max(self.paused_until, now + seconds)
+        if self.bucket is not None:
+            self.bucket.drain(now)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a fire-and-forget helper (typing) that :meth:`aclose` can cancel."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Stop all lanes, giving finished replies up to ``timeout`` seconds to be delivered.
+
+        Replies whose chat cannot send again before the deadline (e.g. a 1-hour
+        ``retry_after``) are not waited for. Every reply not delivered by then is abandoned:
+        its :meth:`~ReplyStream.finish` returns a :class:`ReplyResult` with
+        ``delivered=False`` and ``error="scheduler closed"`` (it does not raise).
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        deadline = self.clock() + max(0.0, timeout)
+        waits = [
+            stream._future
+            for lane in self._lanes.values()
+            if lane.earliest() <= deadline
+            for stream in lane.streams
+            if stream.finished and not stream.done
+        ]
+        if waits:
+            await asyncio.wait(waits, timeout=max(0.0, deadline - self.clock()))
+        tasks = []
+        for lane in self._lanes.values():
+            lane.abandon_all("scheduler closed")
+            task = lane.cancel()
+            if task is not None:
+                tasks.append(task)
+        tasks.extend(self._tasks)
+        for task in self._tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._lanes.clear()
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        for chat in [chat for chat, lane in self._lanes.items() if lane.quiet(now)]:
+            del self._lanes[chat]

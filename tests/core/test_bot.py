@@ -1,0 +1,281 @@
+"""End to end through the core: dispatcher → conversations → provider (fake server) → streaming → connector.
+
+Everything is real (SQLite, httpx to a loopback SSE server, the scheduler) except the platform,
+which is the recording connector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from relaybot import AccessDecision, ReplyStatus, hookimpl
+from relaybot.testing import BotHarness, FakeOpenAIServer
+
+
+async def stored_path(bot: BotHarness, chat: str = "chat-1") -> list:
+    app = bot.app
+    conv = await app.store.active_conversation(bot.chat(chat))
+    return list((await app.store.path(conv.leaf_id)).messages)
+
+
+async def test_reply_streams_and_is_stored(make_bot, fake_openai: FakeOpenAIServer) -> None:
+    fake_openai.add_reply("Hello there, how can I help you today?", chunk_size_chars=3)
+    bot = await make_bot()
+    answer = await bot.say("hi")
+    assert answer == "Hello there, how can I help you today?"
+    path = await stored_path(bot)
+    assert [(m.role.value, m.text, m.status) for m in path] == [
+        ("user", "hi", ReplyStatus.COMPLETE),
+        ("assistant", "Hello there, how can I help you today?", ReplyStatus.COMPLETE),
+    ]
+    assert path[1].usage is not None and not path[1].usage.estimated
+    request = fake_openai.requests[-1].json
+    assert request["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert request["messages"][-1]["role"] == "user"
+
+
+async def test_history_is_sent_and_survives_restart(make_bot, fake_openai, recording_connector) -> None:
+    bot = await make_bot()
+    await bot.say("my name is Ada")
+    await bot.stop()
+    bot2 = await make_bot()  # same database file
+    await bot2.say("what is my name?")
+    sent = [m["content"] for m in fake_openai.requests[-1].json["messages"]]
+    assert "my name is Ada" in json.dumps(sent)
+    assert len(await stored_path(bot2)) == 4
+
+
+async def test_conversation_commands(make_bot, fake_openai) -> None:
+    bot = await make_bot()
+    await bot.say("first topic")
+    assert "Started a new conversation “Cooking”" in await bot.say("/new Cooking")
+    await bot.say("how to boil an egg")
+    listing = await bot.say("/list")
+    assert "1. first topic" in listing and "▶ 2. Cooking" in listing
+    assert "Switched to 1" in await bot.say("/switch 1")
+    await bot.say("back to the first")
+    sent = json.dumps(fake_openai.requests[-1].json["messages"])
+    assert "first topic" in sent and "boil an egg" not in sent  # no mixing between conversations
+    assert "Renamed" in await bot.say("/rename Old stuff")
+    assert "1. Old stuff" in await bot.say("/list")
+    history = await bot.say("/history 2")
+    assert history.startswith("user: back to the first") and "assistant:" in history
+    md = await bot.say("/export")
+    assert md.startswith("# Old stuff") and "**User**" in md
+    data = json.loads(await bot.say("/export json"))
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert "Deleted 2. Cooking" in await bot.say("/delete 2")
+    assert "Cooking" not in await bot.say("/list")
+    assert "no conversation 7" in await bot.say("/switch 7")
+    assert "/new [title]" in await bot.say("/help")
+    assert "Unknown command /nope" in await bot.say("/nope")
+
+
+async def test_interrupt_policy_keeps_partial_reply(make_bot, fake_openai, recording_connector) -> None:
+    fake_openai.add_reply("word " * 400, tokens_per_second=40, chunk_size_chars=5)
+    fake_openai.add_reply("Second answer.")
+    bot = await make_bot()
+    first = await bot.send("long story please", wait=False)
+    await asyncio.sleep(0.6)
+    await bot.send("actually, stop")
+    await first
+    path = await stored_path(bot)
+    roles = [(m.role.value, m.status) for m in path]
+    assert roles == [("user", "complete"), ("assistant", "interrupted"), ("user", "complete"),
+                     ("assistant", "complete")]
+    assert 0 < len(path[1].text) < len("word " * 400)
+    assert path[3].text == "Second answer."
+    shown = recording_connector.messages(bot.chat())
+    assert any("interrupted" in text for text in shown)
+
+
+async def test_queue_policy_answers_in_order(make_bot, fake_openai) -> None:
+    fake_openai.add_reply("one " * 30, tokens_per_second=100)
+    fake_openai.add_reply("two")
+    bot = await make_bot(config={"bot": {"busy_policy": "queue"}})
+    first = await bot.send("a", wait=False)
+    second = await bot.send("b", wait=False)
+    await asyncio.gather(first, second)
+    path = await stored_path(bot)
+    assert [m.text.strip() for m in path] == ["a", ("one " * 30).strip(), "b", "two"]
+    assert all(m.status == "complete" for m in path)
+
+
+async def test_stop_command_interrupts(make_bot, fake_openai) -> None:
+    fake_openai.add_reply("slow " * 300, tokens_per_second=30)
+    bot = await make_bot()
+    reply = await bot.send("go", wait=False)
+    await asyncio.sleep(0.5)
+    await bot.send("/stop")
+    await reply
+    path = await stored_path(bot)
+    assert path[-1].status == ReplyStatus.INTERRUPTED and path[-1].text
+
+
+async def test_switch_mid_stream_never_mixes_conversations(make_bot, fake_openai, recording_connector) -> None:
+    bot = await make_bot()
+    await bot.say("topic A")
+    await bot.say("/new B")
+    fake_openai.add_reply("B-text " * 200, tokens_per_second=50)
+    streaming = await bot.send("topic B please", wait=False)
+    await asyncio.sleep(0.4)
+    await bot.say("/switch 1")
+    await streaming
+    fake_openai.add_reply("A continues")
+    await bot.say("more on A")
+    path_a = await stored_path(bot)
+    assert [m.text for m in path_a][-2:] == ["more on A", "A continues"]
+    assert not any("B-text" in m.text for m in path_a)
+    await bot.say("/switch 2")
+    path_b = await stored_path(bot)
+    assert path_b[-1].status == ReplyStatus.INTERRUPTED and path_b[-1].text.startswith("B-text")
+
+
+async def test_concurrent_chats_do_not_block_or_mix(make_bot, fake_openai) -> None:
+    fake_openai.default = lambda body: "echo: " + body["messages"][-1]["content"]
+    bot = await make_bot()
+    tasks = [await bot.send(f"message {i}", chat=f"chat-{i}", wait=False) for i in range(12)]
+    await asyncio.gather(*tasks)
+    for i in range(12):
+        path = await stored_path(bot, f"chat-{i}")
+        assert [m.text for m in path] == [f"message {i}", f"echo: message {i}"]
+
+
+async def test_reply_to_old_message_branches(make_bot, fake_openai, recording_connector) -> None:
+    bot = await make_bot()
+    await bot.say("root question", message_id="u1")
+    await bot.say("follow up", message_id="u2")
+    await bot.say("another angle", message_id="u3", reply_to="u1")
+    path = await stored_path(bot)
+    assert [m.text for m in path if m.role.value == "user"] == ["root question", "another angle"]
+    assert "2." in await bot.say("/list")  # the branch is its own conversation
+
+
+class RecordingPlugin:
+    """A plugin observing every per-message hook."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.replies: list = []
+
+    @hookimpl
+    def check_access(self, message):
+        self.calls.append("check_access")
+        if message.user.id == "mallory":
+            return AccessDecision.deny("You are not on the list.")
+        return None
+
+    @hookimpl
+    def build_context(self, context):
+        self.calls.append("build_context")
+        context.system += " Always be brief."
+
+    @hookimpl
+    def before_provider_request(self, request, provider, message):
+        self.calls.append("before_provider_request")
+        request.options["temperature"] = 0.1
+
+    @hookimpl
+    def after_reply(self, reply):
+        self.calls.append("after_reply")
+        self.replies.append(reply)
+
+
+async def test_hooks_run_for_streamed_replies(make_bot, fake_openai) -> None:
+    fake_openai.add_reply("streamed " * 20, tokens_per_second=200)
+    plugin = RecordingPlugin()
+    bot = await make_bot(plugins=[("observer", plugin)])
+    await bot.say("hello")
+    assert plugin.calls == ["check_access", "build_context", "before_provider_request", "after_reply"]
+    body = fake_openai.requests[-1].json
+    assert body["temperature"] == 0.1
+    assert body["messages"][0]["content"].endswith("Always be brief.")
+    record = plugin.replies[0]
+    assert record.status == ReplyStatus.COMPLETE and record.text == "streamed " * 20
+    assert record.platform_message_ids
+
+
+async def test_denied_user_gets_one_polite_answer(make_bot, fake_openai, recording_connector) -> None:
+    bot = await make_bot(plugins=[("observer", RecordingPlugin())])
+    assert await bot.say("hi", user="mallory") == "You are not on the list."
+    assert await bot.say("hi again", user="mallory") == ""
+    assert fake_openai.requests == []
+
+
+class CrashingPlugin:
+    @hookimpl
+    def build_context(self, context):
+        raise RuntimeError("plugin bug")
+
+    @hookimpl
+    def after_reply(self, reply):
+        raise RuntimeError("another bug")
+
+
+async def test_crashing_plugin_does_not_break_replies(make_bot, fake_openai, caplog) -> None:
+    fake_openai.add_reply("still fine")
+    bot = await make_bot(plugins=[("crashy", CrashingPlugin())])
+    with caplog.at_level(logging.ERROR):
+        assert await bot.say("hi") == "still fine"
+    assert "crashy" in caplog.text and "build_context" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(401, "credentials"), (404, "not found"), (429, "rate limited"), (500, "unavailable")],
+)
+async def test_provider_errors_give_a_clear_message(make_bot, fake_openai, caplog, status, expected) -> None:
+    fake_openai.add_error(status, "server says no", retry_after=1 if status == 429 else None)
+    bot = await make_bot()
+    answer = await bot.say("hi")
+    assert expected in answer.lower()
+    path = await stored_path(bot)
+    assert path[0].text == "hi" and path[1].status == ReplyStatus.FAILED  # the user message is kept
+    assert "sk-test-key" not in caplog.text
+
+
+async def test_stream_cut_midway_keeps_partial_and_says_so(make_bot, fake_openai) -> None:
+    fake_openai.add_reply("The first part arrives and then the line goes dead", drop_after_chars=20)
+    bot = await make_bot()
+    answer = await bot.say("hi")
+    assert "cut off" in answer
+    path = await stored_path(bot)
+    assert path[1].status == ReplyStatus.INTERRUPTED and path[1].text == answer.split("\n")[0][: len(path[1].text)]
+    assert 0 < len(path[1].text) <= 20
+
+
+async def test_storage_writes_per_reply_are_constant(make_bot, fake_openai) -> None:
+    bot = await make_bot(config={"bot": {"checkpoint_interval": 100}})
+    store = bot.app.store
+    calls: list[str] = []
+    for name in ("add_message", "update_message"):
+        original = getattr(store, name)
+
+        def wrap(original=original, name=name):
+            async def counted(*a, **kw):
+                calls.append(name)
+                return await original(*a, **kw)
+            return counted
+
+        setattr(store, name, wrap())
+    for length in (10, 2000):
+        calls.clear()
+        fake_openai.add_reply("x" * length, chunk_size_chars=2)
+        await bot.say("go")
+        # the user message, the reply placeholder, the final reply write
+        assert calls == ["add_message", "add_message", "update_message"], (length, calls)
+
+
+async def test_context_trimming_tells_the_user_once(make_bot, fake_openai) -> None:
+    bot = await make_bot(config={"providers": {"fake": {"context_window": 600, "max_output_tokens": 100}}})
+    notices = 0
+    for i in range(8):
+        answer = await bot.say(f"message {i} " + "padding " * 40)
+        notices += "left out" in answer
+    assert notices == 1
+    sent = fake_openai.requests[-1].json["messages"]
+    assert "message 0 " not in json.dumps(sent) and "message 7 " in json.dumps(sent)
