@@ -84,9 +84,13 @@ class ConversationManager:
                 # the reply below explicitly, so the partial text is always saved first
                 await asyncio.shield(task)
             except asyncio.CancelledError:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                raise
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise
+                # only the reply was cancelled (interrupt, /stop, switch): the message has been
+                # handled — its partial answer is saved and marked — so this is no error
             finally:
                 if state.current is task:
                     state.current = None

@@ -19,7 +19,7 @@ PLUGIN = ROOT / "tests" / "fixtures" / "relaybot-dice"
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
         check=True,
     )
     return next(out.glob("relaybot-*.whl"))
@@ -53,7 +53,7 @@ def test_normal_install_imports_from_site_packages(wheel: Path, tmp_path: Path) 
 def _install_plugin(tmp_path: Path) -> dict[str, str]:
     target = tmp_path / "plugins"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q",
          "--target", str(target), str(PLUGIN)],
         check=True,
     )

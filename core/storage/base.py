@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -107,6 +108,13 @@ class StoreBase:
                     f"{target.sqlite_path}: {exc.strerror or exc}. Create it (writable by "
                     "relaybot) or point [storage] url at another path"
                 ) from exc
+            # Open the file once synchronously first: when aiosqlite fails to connect it
+            # leaves its worker thread behind (aiosqlite#35-style leak), which later crashes
+            # on the closed event loop; sqlite3 fails cleanly and gives the same error.
+            try:
+                await asyncio.to_thread(_probe_sqlite, target.sqlite_path, busy_timeout_ms)
+            except sqlite3.Error as exc:
+                raise translate_error(exc, target) from exc
         engine = create_engine(target, connect_timeout=connect_timeout)
         try:
             await migrate(target, engine)
@@ -193,3 +201,8 @@ class StoreBase:
         assert row_id is not None  # inserted or already present
         conn.info.setdefault(_NEW_CHATS, {})[key] = row_id
         return row_id
+
+
+def _probe_sqlite(path: str, busy_timeout_ms: int) -> None:
+    """Open (creating if missing) and close the SQLite file at ``path``; raises sqlite3.Error."""
+    sqlite3.connect(path, timeout=busy_timeout_ms / 1000).close()

@@ -13,7 +13,8 @@ Concurrency: every method is one short transaction. On SQLite, writes from this 
 queued on an ``asyncio.Lock`` (SQLite has a single writer anyway; queueing in-process avoids
 busy-waiting) and take the write lock at ``BEGIN IMMEDIATE`` so other processes wait up to
 ``busy_timeout``; readers never wait thanks to WAL. On PostgreSQL, writers in different chats
-run in parallel.
+run in parallel, and ``add_message`` locks its conversation row (``FOR UPDATE``) so concurrent
+appends to one conversation still form a single chain.
 
 Errors: every database failure is raised as :class:`~relaybot.core.errors.StorageError` with
 an actionable message (see :func:`relaybot.core.storage.engine.translate_error`); unknown ids
@@ -429,7 +430,9 @@ class Store(StoreBase):
         async with self._write() as conn:
             result = await conn.execute(
                 sa.update(messages)
-                .where(messages.c.status == ReplyStatus.STREAMING.value)
+                # A literal, not a bound parameter: only then can the planner use the
+                # partial index ix_messages_streaming (WHERE status = 'streaming').
+                .where(messages.c.status == sa.literal_column("'streaming'"))
                 .values(status=ReplyStatus.INTERRUPTED.value, updated_at=utcnow())
             )
         if result.rowcount:

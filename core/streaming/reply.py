@@ -99,6 +99,7 @@ class ReplyStream:
     __slots__ = (
         "__weakref__",
         "_chunks",
+        "_counted",
         "_delivered",
         "_draft_text",
         "_errors",
@@ -168,6 +169,7 @@ class ReplyStream:
         self._parts: list[Part] = []  # finalised segments, one per message
         self._version = 0  # bumped per append
         self._framed = 0  # version whose text the platform already shows (or was identical)
+        self._counted = 0  # version of the last frame sent (for the coalescing counter)
         # the message being built (index len(_parts delivered)) in edit mode
         self._msg_id: str | None = None
         self._msg_text: str | None = None
@@ -368,7 +370,8 @@ class ReplyStream:
         self._failures = 0
         if job.version:
             # deltas between the previous frame and this one needed no request of their own
-            self._sched.stats.coalesced += max(0, job.version - max(self._framed, 0) - 1)
+            self._sched.stats.coalesced += max(0, job.version - self._counted - 1)
+            self._counted = job.version
             self._framed = max(self._framed, job.version)
         if job.kind == "draft":
             self._placeholder = False

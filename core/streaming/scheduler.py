@@ -99,14 +99,22 @@ class StreamScheduler:
         """True once :meth:`aclose` was called."""
         return self._closed
 
-    def open(self, chat: ChatKey, *, private: bool, reply_to: str | None = None) -> ReplyStream:
+    def open(
+        self,
+        chat: ChatKey,
+        *,
+        private: bool,
+        reply_to: str | None = None,
+        feedback: bool = True,
+    ) -> ReplyStream:
         """Start a reply in ``chat`` and give immediate feedback.
 
         Feedback: in private chats with native drafts an empty draft ("Thinking…") goes out
         as soon as the chat's budget allows; otherwise a typing indicator goes out at once
         and is refreshed every ``policy.typing_interval`` seconds until text is shown.
-        ``reply_to`` is the platform id the reply's first message answers. Must be called
-        from the running event loop. Raises ``RuntimeError`` after :meth:`aclose`.
+        ``feedback=False`` skips both (for text that is complete already, e.g. a command's
+        answer). ``reply_to`` is the platform id the reply's first message answers. Must be
+        called from the running event loop. Raises ``RuntimeError`` after :meth:`aclose`.
         """
         if self._closed:
             raise RuntimeError("the stream scheduler is closed")
@@ -119,7 +127,9 @@ class StreamScheduler:
         draft_id = (next(self._draft_ids) - 1) % _MAX_DRAFT_ID + 1
         stream = ReplyStream(self, lane, private=private, reply_to=reply_to, draft_id=draft_id)
         lane.join(stream, private=private)
-        if stream.mode is StreamMode.DRAFT:
+        if not feedback:
+            stream._placeholder = False
+        elif stream.mode is StreamMode.DRAFT:
             lane.enqueue(stream)  # the placeholder draft is a paced request
         else:
             stream._start_typing()

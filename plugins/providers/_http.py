@@ -155,12 +155,15 @@ def status_error(
     status: int,
     message: str,
     headers: Mapping[str, str],
+    retry_after: float | None = None,
 ) -> ProviderError:
     """Map an HTTP error status to the matching :class:`ProviderError` subclass.
 
     ``where`` is a safe description of the request (``"POST https://…"``), ``message`` the
     server's own explanation (already redacted). Provider-specific refinements (e.g. OpenAI's
-    ``context_length_exceeded``) are the caller's job, before calling this.
+    ``context_length_exceeded``) are the caller's job, before calling this. ``retry_after``
+    is for providers that send the wait in the body (Gemini); otherwise the ``retry-after``
+    headers are read.
     """
     text = f"{provider}: {where} failed with HTTP {status}: {message}"
     if status in (401, 403):
@@ -170,7 +173,8 @@ def status_error(
     if status == 404:
         return ProviderNotFoundError(text + " (check model and base_url)", provider=provider, status=status)
     if status == 429:
-        retry_after = parse_retry_after(headers)
+        if retry_after is None:
+            retry_after = parse_retry_after(headers)
         if retry_after is not None:
             text += f" (retry after {retry_after:g}s)"
         return ProviderRateLimitError(text, retry_after=retry_after, provider=provider, status=status)
@@ -229,3 +233,55 @@ _CONTEXT_OVERFLOW = re.compile(
 def looks_like_context_overflow(message: str, code: str | None) -> bool:
     """Whether a 400 error means "prompt too long", across OpenAI-compatible servers."""
     return code == "context_length_exceeded" or bool(_CONTEXT_OVERFLOW.search(message))
+
+
+async def read_error_body(response: httpx.Response) -> bytes:
+    """Read at most :data:`MAX_ERROR_BODY_BYTES` of an error response (a streamed one too)."""
+    body = bytearray()
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) >= MAX_ERROR_BODY_BYTES:
+            break
+    return bytes(body)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*s\s*$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds of a protobuf JSON ``Duration`` (``"37s"``, ``"0.5s"``), else ``None``."""
+    if not isinstance(value, str):
+        return None
+    match = _DURATION.match(value)
+    return float(match.group(1)) if match else None
+
+
+def google_retry_delay(details: Any) -> float | None:
+    """The ``RetryInfo.retryDelay`` in seconds from a Google API error's ``details`` list.
+
+    Google APIs (Gemini) put the wait into the body instead of a ``retry-after`` header:
+    ``{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}``.
+    """
+    if not isinstance(details, list):
+        return None
+    for item in details:
+        if isinstance(item, dict) and "retryDelay" in item:
+            delay = parse_duration(item["retryDelay"])
+            if delay is not None:
+                return delay
+    return None
+
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)$", re.DOTALL)
+
+
+def split_data_url(uri: str) -> tuple[str | None, str] | None:
+    """``(mime type or None, base64 payload)`` of a base64 ``data:`` URL, else ``None``.
+
+    APIs that take images as separate ``media_type`` + ``data`` fields (Anthropic, Gemini)
+    need the two apart; a ``data:`` URL that is not base64 cannot be sent as is.
+    """
+    match = _DATA_URL.match(uri)
+    if match is None:
+        return None
+    return match.group("mime"), match.group("data").strip()

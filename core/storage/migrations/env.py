@@ -42,12 +42,16 @@ def _run(connection: sa.Connection) -> None:
 
 
 async def _run_cli(url: str) -> None:
-    from relaybot.core.storage.engine import create_engine, parse_url
+    from relaybot.core.storage.engine import SQLITE_IMMEDIATE, create_engine, parse_url
 
-    engine = create_engine(parse_url(url))
+    # Same conditions as relaybot's own migrate(): SQLite foreign keys off (table rebuilds
+    # must not fire ON DELETE actions) and the write lock taken up front.
+    engine = create_engine(parse_url(url), foreign_keys=False, pooled=False)
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_run)
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(**{SQLITE_IMMEDIATE: True})
+            async with conn.begin():
+                await conn.run_sync(_run)
     finally:
         await engine.dispose()
 

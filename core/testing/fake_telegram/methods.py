@@ -172,9 +172,9 @@ class BotApi:
         self, params: Params, name: str, *, entities_name: str, limit: int, empty: str | None,
         too_long: str, parse_mode_name: str = "parse_mode",
     ) -> tuple[str, list[Entity]]:  # fmt: skip
-        raw = params.str(name) or ""
+        raw = params.get_str(name) or ""
         visible, entities = format_text(
-            raw, params.str(parse_mode_name), params.json(entities_name), auto=self.auto_entities
+            raw, params.get_str(parse_mode_name), params.get_json(entities_name), auto=self.auto_entities
         )
         if not visible and empty is not None:
             raise bad_request(empty)
@@ -183,18 +183,18 @@ class BotApi:
         return visible, entities
 
     def _reply_markup(self, params: Params) -> Any:
-        markup = params.json("reply_markup")
+        markup = params.get_json("reply_markup")
         if markup is not None and not isinstance(markup, dict):
             raise bad_request("can't parse reply keyboard markup JSON object")
         return markup
 
     def _reply_to(self, params: Params, chat: ChatInfo) -> dict[str, Any] | None:
-        reply = params.json("reply_parameters")
+        reply = params.get_json("reply_parameters")
         if isinstance(reply, dict):
             message_id, allow = reply.get("message_id"), bool(reply.get("allow_sending_without_reply"))
         else:
-            message_id = params.int("reply_to_message_id")
-            allow = params.bool("allow_sending_without_reply")
+            message_id = params.get_int("reply_to_message_id")
+            allow = params.get_bool("allow_sending_without_reply")
         if message_id is None:
             return None
         target = self.store.messages.get((chat.id, message_id))
@@ -225,9 +225,9 @@ class BotApi:
     def _store_sent(
         self, chat: ChatInfo, params: Params, call: CallInfo, *, kind: str, text: str,
         entities: list[Entity], body: dict[str, Any], reply_to: dict[str, Any] | None,
+        markup: Any,
     ) -> dict[str, Any]:  # fmt: skip
-        markup = self._reply_markup(params)
-        thread_id = params.int("message_thread_id")
+        thread_id = params.get_int("message_thread_id")
         message_id = self.store.new_message_id(chat.id)
         if markup and "inline_keyboard" in markup:
             body = {**body, "reply_markup": markup}
@@ -251,31 +251,31 @@ class BotApi:
         }  # fmt: skip
 
     async def _getUpdates(self, params: Params, call: CallInfo) -> Any:
-        limit = params.int("limit") or 100
-        timeout = params.int("timeout") or 0
-        allowed = params.json("allowed_updates")
+        limit = params.get_int("limit") or 100
+        timeout = params.get_int("timeout") or 0
+        allowed = params.get_json("allowed_updates")
         updates = await self.updates.get_updates(
-            params.int("offset"), max(1, min(limit, 100)), float(timeout),
+            params.get_int("offset"), max(1, min(limit, 100)), float(timeout),
             allowed if isinstance(allowed, list) else None,
         )  # fmt: skip
         call.extra["count"] = len(updates)
         return updates
 
     async def _setWebhook(self, params: Params, call: CallInfo) -> Any:
-        allowed = params.json("allowed_updates")
-        url = params.str("url") or ""
+        allowed = params.get_json("allowed_updates")
+        url = params.get_str("url") or ""
         self.updates.set_webhook(
             url,
-            secret=params.str("secret_token") or None,
+            secret=params.get_str("secret_token") or None,
             allowed=allowed if isinstance(allowed, list) else None,
-            drop_pending=params.bool("drop_pending_updates"),
-            max_connections=params.int("max_connections"),
+            drop_pending=params.get_bool("drop_pending_updates"),
+            max_connections=params.get_int("max_connections"),
         )
         call.extra["url"] = url
         return True
 
     async def _deleteWebhook(self, params: Params, call: CallInfo) -> Any:
-        if params.bool("drop_pending_updates"):
+        if params.get_bool("drop_pending_updates"):
             self.updates.drop_pending()
         if self.updates.webhook_url:
             self.updates.set_webhook(
@@ -295,20 +295,21 @@ class BotApi:
             empty="message text is empty", too_long="message is too long",
         )  # fmt: skip
         reply_to = self._reply_to(params, chat)
+        markup = self._reply_markup(params)
         self._throttle(chat, call)
         body: dict[str, Any] = {"text": text}
         if entities:
             body["entities"] = entities
         return self._store_sent(
             chat, params, call, kind="text", text=text, entities=entities, body=body,
-            reply_to=reply_to,
+            reply_to=reply_to, markup=markup,
         )  # fmt: skip
 
     async def _editMessageText(self, params: Params, call: CallInfo) -> Any:
-        if params.str("inline_message_id"):
+        if params.get_str("inline_message_id"):
             raise bad_request("MESSAGE_ID_INVALID")  # inline messages are not simulated
         chat = self.chat(params, call)
-        message_id = params.int("message_id", required=True,
+        message_id = params.get_int("message_id", required=True,
                                 empty="message identifier is not specified")  # fmt: skip
         call.message_id = message_id
         text, entities = self._text(
@@ -343,7 +344,7 @@ class BotApi:
 
     async def _sendMessageDraft(self, params: Params, call: CallInfo) -> Any:
         chat = self.chat(params, call)
-        draft_id = params.int("draft_id", required=True, empty="TEXTDRAFT_ID_INVALID")
+        draft_id = params.get_int("draft_id", required=True, empty="TEXTDRAFT_ID_INVALID")
         if chat.type != "private":
             raise bad_request("TEXTDRAFT_PEER_INVALID")
         if draft_id == 0:
@@ -352,7 +353,7 @@ class BotApi:
             params, "text", entities_name="entities", limit=MAX_TEXT, empty=None,
             too_long="message is too long",
         )  # fmt: skip
-        thread_id = params.int("message_thread_id")
+        thread_id = params.get_int("message_thread_id")
         self._throttle(chat, call)
         self.store.drafts[chat.id].append(
             DraftRecord(self._clock(), draft_id, text, entities, thread_id)  # type: ignore[arg-type]
@@ -362,19 +363,19 @@ class BotApi:
         return True
 
     async def _sendChatAction(self, params: Params, call: CallInfo) -> Any:
-        chat = self.chat(params, call)
-        action = params.str("action") or ""
+        self.chat(params, call)  # 400/403 for unknown or kicked chats, like any call
+        action = params.get_str("action") or ""
         call.extra["action"] = action
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
-        if params.int("message_thread_id") is not None:
-            call.extra["thread_id"] = params.int("message_thread_id")
-        del chat
+        thread_id = params.get_int("message_thread_id")
+        if thread_id is not None:
+            call.extra["thread_id"] = thread_id
         return True
 
     async def _deleteMessage(self, params: Params, call: CallInfo) -> Any:
         chat = self.chat(params, call)
-        message_id = params.int("message_id", required=True,
+        message_id = params.get_int("message_id", required=True,
                                 empty="message identifier is not specified")  # fmt: skip
         call.message_id = message_id
         stored = self.store.messages.get((chat.id, message_id))  # type: ignore[arg-type]
@@ -412,7 +413,7 @@ class BotApi:
         }]  # fmt: skip
 
     def _input_file(self, params: Params, name: str, limit: int, folder: str) -> StoredFile:
-        value = params.file(name)
+        value = params.get_file(name)
         if isinstance(value, Upload):
             if len(value.data) > limit:
                 raise ApiError(413, "Request Entity Too Large")
@@ -434,6 +435,7 @@ class BotApi:
             too_long="message caption is too long",
         )  # fmt: skip
         reply_to = self._reply_to(params, chat)
+        markup = self._reply_markup(params)
         stored = self._input_file(params, name, limit, folder)
         body: dict[str, Any]
         if name == "photo":
@@ -452,7 +454,7 @@ class BotApi:
         call.extra.update(file_id=stored.file_id, size=len(stored.data))
         return self._store_sent(
             chat, params, call, kind=name, text=caption, entities=entities, body=body,
-            reply_to=reply_to,
+            reply_to=reply_to, markup=markup,
         )  # fmt: skip
 
     async def _sendPhoto(self, params: Params, call: CallInfo) -> Any:
@@ -466,7 +468,7 @@ class BotApi:
         )
 
     async def _getFile(self, params: Params, call: CallInfo) -> Any:
-        file_id = params.str("file_id") or ""
+        file_id = params.get_str("file_id") or ""
         call.extra["file_id"] = file_id
         stored = self.store.files.get(file_id)
         if stored is None:
@@ -481,11 +483,11 @@ class BotApi:
     # -- commands, callbacks, chats --------------------------------------------------------
 
     def _commands_key(self, params: Params) -> str:
-        scope = params.json("scope") or {"type": "default"}
-        return f"{json.dumps(scope, sort_keys=True)}|{params.str('language_code') or ''}"
+        scope = params.get_json("scope") or {"type": "default"}
+        return f"{json.dumps(scope, sort_keys=True)}|{params.get_str('language_code') or ''}"
 
     async def _setMyCommands(self, params: Params, call: CallInfo) -> Any:
-        commands = params.json("commands")
+        commands = params.get_json("commands")
         if not isinstance(commands, list):
             raise bad_request("can't parse commands JSON object")
         if len(commands) > 100:
@@ -513,15 +515,15 @@ class BotApi:
         return True
 
     async def _answerCallbackQuery(self, params: Params, call: CallInfo) -> Any:
-        query_id = params.str("callback_query_id") or ""
+        query_id = params.get_str("callback_query_id") or ""
         query = self.store.callback_queries.get(query_id)
         if query is None:
             raise bad_request(
                 "query is too old and response timeout expired or query ID is invalid"
             )
         query["answered"] = True
-        query["answer_text"] = params.str("text")
-        call.extra.update(callback_query_id=query_id, answer_text=params.str("text"))
+        query["answer_text"] = params.get_str("text")
+        call.extra.update(callback_query_id=query_id, answer_text=params.get_str("text"))
         return True
 
     async def _getChat(self, params: Params, call: CallInfo) -> Any:

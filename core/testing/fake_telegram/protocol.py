@@ -68,14 +68,14 @@ class Params:
         """The value as received (str from forms, any JSON type from JSON bodies), or None."""
         return self._values.get(name)
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def get_str(self, name: str, default: str | None = None) -> str | None:
         """A string parameter (numbers from JSON bodies are converted)."""
         value = self._values.get(name)
         if value is None:
             return default
         return value if isinstance(value, str) else json.dumps(value)
 
-    def int(self, name: str, *, required: bool = False, empty: str | None = None) -> int | None:
+    def get_int(self, name: str, *, required: bool = False, empty: str | None = None) -> int | None:
         """An integer parameter; ``required`` raises 400 ``<empty or "<name> is empty">``."""
         value = self._values.get(name)
         if value is None or value == "":
@@ -98,9 +98,9 @@ class Params:
             raise bad_request("chat_id is empty")
         if isinstance(value, str) and value.startswith("@"):
             return value
-        return self.int("chat_id", required=True)  # type: ignore[return-value]
+        return self.get_int("chat_id", required=True)  # type: ignore[return-value]
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def get_bool(self, name: str, default: bool = False) -> bool:
         """A boolean parameter (``true``/``false``/``1``/``0`` in forms)."""
         value = self._values.get(name)
         if value is None:
@@ -109,7 +109,7 @@ class Params:
             return value
         return str(value).strip().lower() in ("true", "1")
 
-    def json(self, name: str) -> Any:
+    def get_json(self, name: str) -> Any:
         """A structured parameter (arrays/objects arrive JSON-encoded in forms)."""
         value = self._values.get(name)
         if not isinstance(value, str):
@@ -119,11 +119,11 @@ class Params:
         except ValueError:
             raise bad_request(f"can't parse {name} JSON object") from None
 
-    def file(self, name: str) -> Upload | str | None:
+    def get_file(self, name: str) -> Upload | str | None:
         """An uploaded file, or the string (file_id / URL / ``attach://x``) sent instead."""
         if name in self._files:
             return self._files[name]
-        value = self.str(name)
+        value = self.get_str(name)
         if value and value.startswith("attach://"):
             attached = self._files.get(value.removeprefix("attach://"))
             if attached is None:

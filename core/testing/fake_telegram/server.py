@@ -150,6 +150,10 @@ class FakeTelegramServer:
         except ApiError as exc:
             status = exc.status
             call.extra["description"] = exc.description
+            if status == 409 and await request.is_disconnected():
+                # e.g. PTB cancels its long poll on shutdown, then polls once more: the old
+                # request ends with 409 but nobody sees it; say so for timeline assertions
+                call.extra["client_disconnected"] = True
             response = _error(exc)
         except HTTPException as exc:  # malformed multipart/form body
             status = 400

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from relaybot.core.storage import Store
+from sqlalchemy.engine import make_url
 
 PG_ADMIN_DSN = os.environ.get("RELAYBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -42,7 +43,8 @@ async def pg_url() -> AsyncIterator[str]:
     try:
         admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        require_service(f"PostgreSQL at {PG_ADMIN_DSN}", exc)
+        shown = make_url(PG_ADMIN_DSN).render_as_string(hide_password=True)
+        require_service(f"PostgreSQL at {shown}", exc)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         yield _async_url(PG_ADMIN_DSN, name)

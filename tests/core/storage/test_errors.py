@@ -112,6 +112,9 @@ async def test_vanished_database_file_is_a_storage_error(tmp_path: Path) -> None
     (tmp_path / "bot.db-wal").unlink(missing_ok=True)
     (tmp_path / "bot.db-shm").unlink(missing_ok=True)
     # the database vanished: the store reconnects, finds no tables, and says so
-    with pytest.raises(StorageError) as info:
-        await store.add_message(conv.id, role=Role.USER, parts=[TextPart("x")])
-    assert str(db) in str(info.value)
+    try:
+        with pytest.raises(StorageError) as info:
+            await store.add_message(conv.id, role=Role.USER, parts=[TextPart("x")])
+        assert str(db) in str(info.value)
+    finally:
+        await store.close()  # the failed call opened a new pooled connection

@@ -242,3 +242,12 @@ async def test_context_manager_finishes_and_marks_errors_interrupted(rig):
         pass
     await rig.wait_until(lambda: broken.done)
     assert conn.messages(GROUP) == [f"half\n\n{INTERRUPTED_MARKER}"]
+
+
+async def test_no_feedback_for_complete_text(rig):
+    conn, sched = rig(rig.policy(native_draft=True, typing_interval=0.05))
+    stream = sched.open(DM, private=True, feedback=False)
+    stream.append("A complete answer.")
+    await stream.finish()
+    assert [op.op for op in conn.timeline] == ["send"]
+    assert conn.messages(DM) == ["A complete answer."]

@@ -13,13 +13,6 @@ import httpx
 import pytest
 import telegram
 from PIL import Image
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, MessageHandler, filters
-
 from relaybot.core.testing.fake_telegram import (
     EntityParseError,
     FakeTelegramServer,
@@ -28,8 +21,20 @@ from relaybot.core.testing.fake_telegram import (
     parse_markdown_v2,
 )
 from relaybot.core.testing.server import LoopbackServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
+from telegram.ext import Application, ApplicationBuilder, CommandHandler, MessageHandler, filters
 
 TOKEN = "123:ABC"
+
+
+@pytest.fixture(autouse=True)
+def _timedelta_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opt in to PTB 23 behaviour (`RetryAfter.retry_after` is a timedelta): no warnings."""
+    monkeypatch.setenv("PTB_TIMEDELTA", "1")
 PRIVATE = 42
 GROUP = -100555
 
@@ -82,7 +87,7 @@ def png_bytes(width: int = 3, height: int = 2) -> bytes:
 async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``condition`` (generous timeout: this is about correctness, not speed)."""
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polls the fake's state, no event to await
             await asyncio.sleep(0.01)
 
 
@@ -124,7 +129,7 @@ async def test_send_edit_and_identical_edit_is_not_modified(
     edited = await bot.edit_message_text("Hello, world", chat_id=PRIVATE, message_id=sent.message_id)
     assert isinstance(edited, telegram.Message) and edited.edit_date is not None
 
-    with pytest.raises(BadRequest, match="(?i)message is not modified"):
+    with pytest.raises(BadRequest, match=r"(?i)message is not modified"):
         await bot.edit_message_text("Hello, world", chat_id=PRIVATE, message_id=sent.message_id)
     # same visible text with new formatting is a real change
     await bot.edit_message_text(
@@ -152,13 +157,13 @@ async def test_edit_deleted_or_unknown_message_and_reply_to(
     assert reply.reply_to_message.text == "question"
     assert await bot.delete_message(PRIVATE, reply.message_id)
     assert tg.messages(PRIVATE) == []
-    with pytest.raises(BadRequest, match="(?i)message to edit not found"):
+    with pytest.raises(BadRequest, match=r"(?i)message to edit not found"):
         await bot.edit_message_text("x", chat_id=PRIVATE, message_id=reply.message_id)
-    with pytest.raises(BadRequest, match="(?i)message to edit not found"):
+    with pytest.raises(BadRequest, match=r"(?i)message to edit not found"):
         await bot.edit_message_text("x", chat_id=PRIVATE, message_id=9999)
-    with pytest.raises(BadRequest, match="(?i)message can't be edited"):
+    with pytest.raises(BadRequest, match=r"(?i)message can't be edited"):
         await bot.edit_message_text("x", chat_id=PRIVATE, message_id=user_message["message_id"])
-    with pytest.raises(BadRequest, match="(?i)chat not found"):
+    with pytest.raises(BadRequest, match=r"(?i)chat not found"):
         await bot.send_message(777, "nobody here")
 
 
@@ -173,7 +178,7 @@ async def test_drafts_only_in_private_chats(tg: FakeTelegramServer, bot: telegra
         (7, "Thinking about *it*"), (7, "Thinking about it"), (7, ""),
     ]  # fmt: skip
     assert drafts[1].entities == [{"type": "bold", "offset": 15, "length": 2}]
-    with pytest.raises(BadRequest, match="(?i)textdraft_peer_invalid"):
+    with pytest.raises(BadRequest, match=r"(?i)textdraft_peer_invalid"):
         await bot.send_message_draft(GROUP, draft_id=7, text="hi")
     assert tg.drafts(GROUP) == []
     assert tg.messages(PRIVATE) == []  # a draft is not a message
@@ -274,9 +279,9 @@ async def test_markdown_v2_and_html_formatting(tg: FakeTelegramServer, bot: tele
         await bot.send_message(PRIVATE, "Done.", parse_mode="MarkdownV2")
     with pytest.raises(BadRequest, match=r"(?i)can't find end of bold entity at byte offset 4"):
         await bot.send_message(PRIVATE, "two *half", parse_mode="MarkdownV2")
-    with pytest.raises(BadRequest, match="(?i)can't find end of pre entity"):
+    with pytest.raises(BadRequest, match=r"(?i)can't find end of pre entity"):
         await bot.send_message(PRIVATE, "```python\nprint(1)", parse_mode="MarkdownV2")
-    with pytest.raises(BadRequest, match="(?i)can't parse entities: unsupported start tag"):
+    with pytest.raises(BadRequest, match=r"(?i)can't parse entities: unsupported start tag"):
         await bot.send_message(PRIVATE, "a <br> b", parse_mode="HTML")
     assert len(tg.messages(PRIVATE)) == 2
 
@@ -286,7 +291,7 @@ async def test_explicit_entities_are_validated(tg: FakeTelegramServer, bot: tele
     sent = await bot.send_message(PRIVATE, "😀ab", entities=[bold])  # emoji = 2 UTF-16 units
     assert sent.entities == (bold,)
     assert sent.parse_entity(bold) == "ab"
-    with pytest.raises(BadRequest, match="(?i)can't parse entities"):
+    with pytest.raises(BadRequest, match=r"(?i)can't parse entities"):
         await bot.send_message(PRIVATE, "😀ab", entities=[telegram.MessageEntity("bold", 3, 2)])
 
 
@@ -296,11 +301,11 @@ async def test_length_is_counted_in_utf16_after_parsing(
     await bot.send_message(PRIVATE, "a" * 4096)
     await bot.send_message(PRIVATE, "😀" * 2048)  # 4096 units
     await bot.send_message(PRIVATE, "*" + "a" * 4096 + "*", parse_mode="MarkdownV2")
-    with pytest.raises(BadRequest, match="(?i)message is too long"):
+    with pytest.raises(BadRequest, match=r"(?i)message is too long"):
         await bot.send_message(PRIVATE, "😀" * 2049)  # 4098 units, 2049 characters
-    with pytest.raises(BadRequest, match="(?i)message is too long"):
+    with pytest.raises(BadRequest, match=r"(?i)message is too long"):
         await bot.send_message(PRIVATE, "a" * 4097)
-    with pytest.raises(BadRequest, match="(?i)message text is empty"):
+    with pytest.raises(BadRequest, match=r"(?i)message text is empty"):
         await bot.send_message(PRIVATE, "   ")
     assert len(tg.messages(PRIVATE)) == 3
 
@@ -344,7 +349,7 @@ async def test_photo_and_document_upload_download_round_trip(
     assert bytes(downloaded) == b"report,1\n"
     assert tg.file_bytes(doc.document.file_id) == b"report,1\n"
 
-    with pytest.raises(BadRequest, match="(?i)image_process_failed"):
+    with pytest.raises(BadRequest, match=r"(?i)image_process_failed"):
         await bot.send_photo(PRIVATE, photo=b"not an image")
 
 
@@ -357,7 +362,7 @@ async def test_user_files_and_the_download_limit(tg: FakeTelegramServer, bot: te
     big = tg.send_user_message(
         PRIVATE, document=(b"\0" * (20 * 1024 * 1024 + 1), "big.bin", "application/octet-stream")
     )
-    with pytest.raises(BadRequest, match="(?i)file is too big"):
+    with pytest.raises(BadRequest, match=r"(?i)file is too big"):
         await bot.get_file(big["document"]["file_id"])
 
 
@@ -463,7 +468,7 @@ async def test_commands_callbacks_chat_info_and_actions(
 ) -> None:
     assert await bot.set_my_commands([("new", "Start a new conversation"), ("stop", "Stop")])
     assert [c.command for c in await bot.get_my_commands()] == ["new", "stop"]
-    with pytest.raises(BadRequest, match="(?i)bot_command_invalid"):
+    with pytest.raises(BadRequest, match=r"(?i)bot_command_invalid"):
         await bot.set_my_commands([("Bad Command!", "x")])
 
     keyboard = telegram.InlineKeyboardMarkup([[telegram.InlineKeyboardButton("Go", callback_data="go")]])
@@ -471,13 +476,13 @@ async def test_commands_callbacks_chat_info_and_actions(
     assert sent.reply_markup == keyboard
     query = tg.press_button(PRIVATE, sent.message_id, "go")
     assert await bot.answer_callback_query(query["id"], text="ok")
-    with pytest.raises(BadRequest, match="(?i)query is too old"):
+    with pytest.raises(BadRequest, match=r"(?i)query is too old"):
         await bot.answer_callback_query("nope")
 
     chat = await bot.get_chat(GROUP)
     assert (chat.id, chat.type, chat.title) == (GROUP, "supergroup", "Team")
     assert await bot.send_chat_action(PRIVATE, "typing")
-    with pytest.raises(BadRequest, match="(?i)wrong parameter action"):
+    with pytest.raises(BadRequest, match=r"(?i)wrong parameter action"):
         await bot.send_chat_action(PRIVATE, "dancing")
     assert [r.extra["action"] for r in tg.calls("sendChatAction")] == ["typing", "dancing"]
 
@@ -496,3 +501,41 @@ async def test_hundreds_of_concurrent_chats(tg: FakeTelegramServer, bot: telegra
     assert all(tg.messages(c)[0].text == f"answer {c}" for c in chats)
     assert len(tg.calls("editMessageText")) == 200
     assert tg.count_429 == 0
+
+
+async def test_raw_updates_and_allowed_updates_filter(
+    tg: FakeTelegramServer, bot: telegram.Bot
+) -> None:
+    tg.inject_update({"callback_query": {"id": "1", "from": tg.user(5), "chat_instance": "5",
+                                         "data": "x"}})  # fmt: skip
+    edited = tg.send_user_message(PRIVATE, "before")
+    tg.inject_update({"edited_message": {**edited, "text": "after", "edit_date": 1}})
+    updates = await bot.get_updates(timeout=0, allowed_updates=["message", "edited_message"])
+    assert [u.effective_message.text for u in updates] == ["before", "after"]  # type: ignore[union-attr]
+    assert updates[1].edited_message is not None
+
+
+def test_flood_escalation_resets_after_a_quiet_window() -> None:
+    from relaybot.core.testing.fake_telegram.flood import FloodControl
+
+    clock = ManualClock()
+    flood = FloodControl(
+        FloodLimits(per_chat_interval=1.0, burst=1, group_per_minute=None,
+                    global_per_second=None, escalation_window=60.0),
+        clock,
+    )  # fmt: skip
+    assert flood.check(PRIVATE) is None
+    assert [flood.check(PRIVATE) for _ in range(3)] == [1, 2, 4]
+    assert flood.check(PRIVATE + 1) is None  # other chats are unaffected
+    clock.advance(61)  # quiet for longer than the window: back to the honest wait
+    assert flood.check(PRIVATE) is None
+    assert flood.check(PRIVATE) == 1
+
+
+async def test_timeline_records_unpack_as_tuples(tg: FakeTelegramServer, bot: telegram.Bot) -> None:
+    sent = await bot.send_message(PRIVATE, "Hi <b>there</b>", parse_mode="HTML")
+    t, method, chat_id, message_id, text, status, extra = tg.timeline[-1]
+    assert (method, chat_id, message_id, text, status) == (
+        "sendMessage", PRIVATE, sent.message_id, "Hi there", 200,
+    )  # fmt: skip
+    assert isinstance(t, float) and extra == {}
