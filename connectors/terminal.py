@@ -173,7 +173,7 @@ class TerminalConnector(BaseConnector):
                 self._printed.pop(message_id, None)
             return
         if text.startswith(printed):
-            self._write(text[len(printed):])
+            self._write(text[len(printed) :])
         else:  # the text changed in the middle (rare): show the new version whole
             self._write("\n" + text)
         self._printed[message_id] = text

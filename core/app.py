@@ -20,6 +20,7 @@ from .connector import BaseConnector
 from .conversations import ConversationManager
 from .dispatcher import Dispatcher
 from .errors import CapabilityError, ConfigError, PluginError
+from .media import MediaStore
 from .models import IncomingMessage
 from .plugins import PluginHost, Registrations
 from .provider import BaseProvider
@@ -62,6 +63,8 @@ class Relaybot:
         self._schedulers: dict[str, StreamScheduler] = {}
         self._counters: dict[str, TokenCounter] = {}
         self.store: Any = None
+        #: images sent and generated (``media:`` references in messages)
+        self.media = MediaStore(config.storage.media_path())
         self.started = False
 
     # ── building ────────────────────────────────────────────────────────────────────────────
@@ -78,7 +81,8 @@ class Relaybot:
             raise ConfigError(
                 f"unknown provider type {type_name!r} (installed provider types: {known}); "
                 f"fix `type` or install the plugin that provides it",
-                path=cfg.source, key=f"providers.{name}.type",
+                path=cfg.source,
+                key=f"providers.{name}.type",
             )
         provider_type = entry[0]
         settings = cfg.provider_config(name, provider_type.config_model)
@@ -95,7 +99,8 @@ class Relaybot:
             raise ConfigError(
                 f"unknown connector type {type_name!r} (installed connector types: {known}); "
                 f"install its extra, e.g. pip install 'relaybot[{type_name}]'",
-                path=cfg.source, key=f"connectors.{name}",
+                path=cfg.source,
+                key=f"connectors.{name}",
             )
         settings = cfg.connector_config(name, entry[0].config_model)
         if not getattr(settings, "enabled", True):
@@ -126,8 +131,9 @@ class Relaybot:
 
     # ── running ─────────────────────────────────────────────────────────────────────────────
 
-    async def start(self, *, connectors: Iterable[BaseConnector] | None = None,
-                    start_configured: bool = True) -> None:
+    async def start(
+        self, *, connectors: Iterable[BaseConnector] | None = None, start_configured: bool = True
+    ) -> None:
         """Open storage, build providers and start connectors.
 
         ``connectors`` adds ready-made connector objects (the terminal chat, tests);
@@ -154,6 +160,7 @@ class Relaybot:
                 raise PluginError(f"two connectors are named {connector.name!r}")
             self.connectors[connector.name] = connector
         for connector in wanted:
+            connector.app = self
             await connector.start(self.dispatcher.handle)
             log.info("connector %r started", connector.name)
         self.started = True

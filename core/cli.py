@@ -25,7 +25,10 @@ from .redact import install_log_redaction, redact
 log = logging.getLogger("relaybot")
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="Config file (default: $RELAYBOT_CONFIG or ./relaybot.toml, else built-in defaults).",
 )
 
@@ -57,8 +60,12 @@ def _load(config_path: str | None) -> RelaybotConfig:
 
 
 @click.group()
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @click.version_option(package_name="relaybot")
 def main(log_level: str) -> None:
     """relaybot — AI assistants in the chats people already use."""
@@ -170,12 +177,18 @@ def plugins(config_path: str | None) -> None:
 
 @main.command()
 @config_option
-@click.option("--chat", "chat_spec", default="",
-              help="platform:chat[:thread] (default: this user's terminal chat).")
+@click.option(
+    "--chat", "chat_spec", default="", help="platform:chat[:thread] (default: this user's terminal chat)."
+)
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
 @click.option("--all", "export_all", is_flag=True, help="Export every conversation of the chat.")
-@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
-              help="Write one file per conversation into this folder (default: stdout).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write one file per conversation into this folder (default: stdout).",
+)
 def export(config_path: str | None, chat_spec: str, fmt: str, export_all: bool, output: str | None) -> None:
     """Export conversations as Markdown or JSON."""
     with _errors():
@@ -183,8 +196,9 @@ def export(config_path: str | None, chat_spec: str, fmt: str, export_all: bool, 
         asyncio.run(_export(config, chat_spec, fmt, export_all, output))
 
 
-async def _export(config: RelaybotConfig, chat_spec: str, fmt: str, export_all: bool,
-                  output: str | None) -> None:
+async def _export(
+    config: RelaybotConfig, chat_spec: str, fmt: str, export_all: bool, output: str | None
+) -> None:
     from relaybot.connectors.terminal import _login_name
 
     from .conversations import ConversationManager, ConversationService
@@ -209,13 +223,15 @@ async def _export(config: RelaybotConfig, chat_spec: str, fmt: str, export_all: 
         for conv in chosen or conversations[-1:]:
             text = await service.export(fmt, conv.number)
             if output:
-                folder = Path(output)
-                folder.mkdir(parents=True, exist_ok=True)
-                path = folder / f"conversation-{conv.number}.{fmt}"
-                path.write_text(text, encoding="utf-8")  # noqa: ASYNC240 - a one-off CLI write
+                path = Path(output) / f"conversation-{conv.number}.{fmt}"
+                await asyncio.to_thread(_write_file, path, text)
                 click.echo(str(path), err=True)
             else:
                 click.echo(text)
     finally:
         await store.close()
 
+
+def _write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

@@ -56,6 +56,18 @@ class StorageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = "sqlite+aiosqlite:///relaybot.db"
+    #: folder for images (content-addressed files); empty = ``relaybot-media`` beside the
+    #: SQLite file, or in the working directory for other databases
+    media_dir: str = ""
+
+    def media_path(self) -> str:
+        """The folder images are stored in (see ``media_dir``)."""
+        if self.media_dir:
+            return self.media_dir
+        prefix, sep, path = self.url.partition(":///")
+        if sep and prefix.startswith("sqlite") and path:
+            return os.path.join(os.path.dirname(path) or ".", "relaybot-media")
+        return "relaybot-media"
 
 
 class PluginsConfig(BaseModel):

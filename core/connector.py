@@ -77,6 +77,10 @@ class BaseConnector(abc.ABC):
     #: the config name (``[connectors.NAME]``); also the ``platform`` of its ChatKeys
     name: str
     policy: StreamPolicy = StreamPolicy()
+    #: the running :class:`~relaybot.core.app.Relaybot`, set before :meth:`start`. Connectors with
+    #: their own UI for conversations (the web chat) use ``app.dispatcher.conversations(chat)``,
+    #: ``app.media`` for uploads and ``app.plugins`` to register per-instance hook objects.
+    app: Any = None
 
     @abc.abstractmethod
     async def start(self, handler: MessageHandler) -> None:

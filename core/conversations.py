@@ -111,8 +111,13 @@ def conversation_title(conv: Conversation) -> str:
 class ConversationService:
     """The conversations of one chat, as commands see them (``ctx.conversations``)."""
 
-    def __init__(self, store: Store, manager: ConversationManager, chat: ChatKey,
-                 message: IncomingMessage | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        manager: ConversationManager,
+        chat: ChatKey,
+        message: IncomingMessage | None = None,
+    ) -> None:
         self.store = store
         self.manager = manager
         self.chat = chat

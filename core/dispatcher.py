@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .commands import CommandContext, parse_command
 from .conversations import ConversationService
 from .errors import CommandError, RelaybotError
-from .models import ChatKey, IncomingMessage
+from .models import ChatKey, IncomingMessage, User
 from .redact import redact
 from .replies import ReplyRunner
 
@@ -80,15 +80,17 @@ class Dispatcher:
             log.debug("denied again (silently) %s in %s", message.user.id, message.chat)
             return
         self._denied[key] = now
-        await self.send(message.chat, reason or "Sorry, you are not allowed to use this bot.",
-                        private=message.is_private)
+        await self.send(
+            message.chat, reason or "Sorry, you are not allowed to use this bot.", private=message.is_private
+        )
 
     async def _command(self, message: IncomingMessage, name: str, args: str) -> None:
         registry = self.app.registrations.commands
         command = registry.get(name)
         if command is None:
-            await self.send(message.chat, f"Unknown command /{name}. Send /help for the list.",
-                            private=message.is_private)
+            await self.send(
+                message.chat, f"Unknown command /{name}. Send /help for the list.", private=message.is_private
+            )
             return
         if command.admin_only and not self.app.is_admin(message):
             await self.send(message.chat, f"/{name} is for admins only.", private=message.is_private)
@@ -98,20 +100,52 @@ class Dispatcher:
             return await self.send(message.chat, text, private=message.is_private)
 
         ctx = CommandContext(
-            message=message, command=name, args=args, reply=reply,
+            message=message,
+            command=name,
+            args=args,
+            reply=reply,
             conversations=self.conversations(message.chat, message),
-            registry=registry, app=self.app,
+            registry=registry,
+            app=self.app,
         )
         await command.handler(ctx)
 
-    async def _reply(self, message: IncomingMessage) -> None:
+    async def _reply(self, message: IncomingMessage, *, regenerate: bool = False) -> None:
         scheduler = self.app.scheduler(message.chat.platform)
         # open first: the typing indicator / draft placeholder goes out before any storage work
         stream = scheduler.open(
             message.chat, private=message.is_private, reply_to=message.platform_message_id
         )
-        runner = ReplyRunner(self.app, message, stream)
+        runner = ReplyRunner(self.app, message, stream, regenerate=regenerate)
         await self.app.conversations.run_exclusive(message.chat, runner.run)
+
+    async def regenerate(self, chat: ChatKey, user: User, *, private: bool = True) -> asyncio.Task[None]:
+        """Answer the last user message of the active conversation again, as a new branch.
+
+        The previous answer stays in the message tree; the conversation continues from the new
+        one. Returns at once with a task, like :meth:`handle`.
+        """
+        message = IncomingMessage(chat=chat, user=user, text="", is_private=private)
+
+        async def run() -> None:
+            try:
+                decision = self.app.plugins.hook.check_access(message=message)
+                if decision is not None and not decision.allowed:
+                    await self._deny(message, decision.reason)
+                    return
+                await self._reply(message, regenerate=True)
+            except asyncio.CancelledError:
+                raise
+            except CommandError as exc:
+                await self.send(chat, str(exc), private=private)
+            except Exception as exc:
+                log.error("regenerating in %s failed: %s", chat, redact(repr(exc)), exc_info=exc)
+                self.app.plugins.notify("on_error", error=exc, message=message)
+
+        task = asyncio.create_task(run(), name=f"relaybot:regenerate:{chat}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def conversations(self, chat: ChatKey, message: IncomingMessage | None = None) -> ConversationService:
         """The conversation API for ``chat``."""

@@ -73,7 +73,7 @@ class BaseProvider(abc.ABC):
           network connection promptly.
         """
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional: most providers have nothing to close
         """Release clients and connections. Called once at shutdown."""
 
 

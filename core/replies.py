@@ -18,14 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .context import build_context, input_budget, truncation_notice
-from .errors import ProviderError, RelaybotError
+from .errors import CommandError, ProviderError, RelaybotError
 from .hooktypes import ReplyRecord
+from .media import MediaError
 from .models import (
     ChatMessage,
+    ContentPart,
     Finish,
+    ImagePart,
     IncomingMessage,
     ProviderRequest,
     ReplyStatus,
@@ -52,9 +56,12 @@ _FINISH_NOTES = {
 class ReplyRunner:
     """Runs the reply pipeline for one incoming message (one instance per message)."""
 
-    def __init__(self, app: Relaybot, message: IncomingMessage, stream: Any) -> None:
+    def __init__(
+        self, app: Relaybot, message: IncomingMessage, stream: Any, *, regenerate: bool = False
+    ) -> None:
         self.app = app
         self.message = message
+        self.regenerate = regenerate
         self.stream = stream  # ReplyStream, opened by the dispatcher for instant feedback
         self.chat = message.chat
         self.text_parts: list[str] = []
@@ -71,30 +78,38 @@ class ReplyRunner:
         counter = app.token_counter(provider_name)
         caps = provider.capabilities
 
-        conversation = await self._conversation()
-        user_parts = self.message.parts
-        user_tokens = counter.count_message(ChatMessage(Role.USER, list(user_parts)))
-        user_row = await store.add_message(
-            conversation.id,
-            role=Role.USER,
-            parts=list(user_parts),
-            parent_id=self._parent_id,
-            token_count=user_tokens,
-            token_estimated=not counter.exact,
-            user_id=self.message.user.id,
-        )
-        if self.message.platform_message_id:
-            await store.link_platform_message(self.chat, self.message.platform_message_id, user_row.id)
-        if not conversation.title and self.message.text:
-            await store.rename_conversation(conversation.id, _auto_title(self.message.text))
+        if self.regenerate:
+            conversation, user_row = await self._last_user_turn()
+        else:
+            conversation = await self._conversation()
+            user_parts = self.message.parts
+            user_tokens = counter.count_message(ChatMessage(Role.USER, list(user_parts)))
+            user_row = await store.add_message(
+                conversation.id,
+                role=Role.USER,
+                parts=list(user_parts),
+                parent_id=self._parent_id,
+                token_count=user_tokens,
+                token_estimated=not counter.exact,
+                user_id=self.message.user.id,
+            )
+            if self.message.platform_message_id:
+                await store.link_platform_message(self.chat, self.message.platform_message_id, user_row.id)
+            if not conversation.title and self.message.text:
+                await store.rename_conversation(conversation.id, _auto_title(self.message.text))
 
         max_out = provider.capabilities.max_output_tokens
         budget = input_budget(caps.context_window, max_out)
         system = app.config.bot.system_prompt
         path = await store.path(user_row.id, token_budget=budget)
         draft = build_context(
-            self.chat, self.message, system, path.messages, counter=counter,
-            context_window=caps.context_window, max_output_tokens=max_out,
+            self.chat,
+            self.message,
+            system,
+            path.messages,
+            counter=counter,
+            context_window=caps.context_window,
+            max_output_tokens=max_out,
         )
         if path.truncated and not draft.dropped:
             draft.dropped = 1  # storage already left older turns out
@@ -105,6 +120,7 @@ class ReplyRunner:
             noticed.add(conversation.id)
             notes.append(truncation_notice(draft.dropped))
 
+        notes.extend(await self._resolve_images(draft.messages, vision=caps.vision))
         request = ProviderRequest(
             system=draft.system, messages=draft.messages, max_output_tokens=max_out, model=provider.model
         )
@@ -158,9 +174,16 @@ class ReplyRunner:
         app.plugins.notify(
             "after_reply",
             reply=ReplyRecord(
-                chat=self.chat, conversation_id=conversation.id, message_id=reply_row.id, text=text,
-                status=status, usage=self.usage, provider=provider_name, model=provider.model,
-                platform_message_ids=delivered, error=error_text,
+                chat=self.chat,
+                conversation_id=conversation.id,
+                message_id=reply_row.id,
+                text=text,
+                status=status,
+                usage=self.usage,
+                provider=provider_name,
+                model=provider.model,
+                platform_message_ids=delivered,
+                error=error_text,
             ),
         )
         if cancelled:
@@ -189,6 +212,50 @@ class ReplyRunner:
         if active is None:
             active = await store.create_conversation(self.chat, "", activate=True)
         return active
+
+    async def _last_user_turn(self) -> tuple[Conversation, Any]:
+        """For regenerate: the active conversation and the user message to answer again."""
+        store = self.app.store
+        conversation = await store.active_conversation(self.chat)
+        leaf = None
+        if conversation is not None and conversation.leaf_id is not None:
+            leaf = await store.get_message(conversation.leaf_id)
+        if leaf is not None and leaf.role == Role.ASSISTANT and leaf.parent_id is not None:
+            leaf = await store.get_message(leaf.parent_id)
+        if conversation is None or leaf is None or leaf.role != Role.USER:
+            raise CommandError("There is no message to answer again yet.")
+        return conversation, leaf
+
+    async def _resolve_images(self, messages: list[ChatMessage], *, vision: bool) -> list[str]:
+        """Turn stored ``media:`` images into ``data:`` URLs for the provider (in place).
+
+        A model without vision gets a short text note instead of each image, and the user is
+        told once per reply. Returns the notes to show.
+        """
+        notes: list[str] = []
+        for message in messages:
+            if not any(isinstance(p, ImagePart) for p in message.parts):
+                continue
+            parts: list[ContentPart] = []
+            for part in message.parts:
+                if not isinstance(part, ImagePart):
+                    parts.append(part)
+                elif not vision:
+                    parts.append(TextPart("[an image was attached here, but this model cannot see images]"))
+                    note = "(This model cannot see images, so I answered from the text only.)"
+                    if note not in notes:
+                        notes.append(note)
+                elif part.image.uri.startswith("media:"):
+                    try:
+                        url = await self.app.media.data_url(part.image)
+                    except MediaError as exc:
+                        parts.append(TextPart(f"[image unavailable: {exc.user_message}]"))
+                        continue
+                    parts.append(ImagePart(replace(part.image, uri=url)))
+                else:
+                    parts.append(part)
+            message.parts = parts
+        return notes
 
     async def _stream_from(self, provider: Any, request: ProviderRequest, reply_id: int) -> None:
         """Pump provider events into the ReplyStream, checkpointing now and then."""
@@ -239,7 +306,11 @@ class ReplyRunner:
             tokens = usage.output_tokens or tokens
         await asyncio.shield(
             self.app.store.update_message(
-                reply_id, text=text, status=status, usage=usage, token_count=tokens,
+                reply_id,
+                text=text,
+                status=status,
+                usage=usage,
+                token_count=tokens,
                 token_estimated=usage is None and not counter.exact,
             )
         )

@@ -4,6 +4,8 @@ Plugin authors use these too; the pytest fixtures (``fake_openai``, ``recording_
 ``make_bot``) are registered automatically when relaybot is installed.
 """
 
+from relaybot.core.testing.fake_anthropic import FakeAnthropicServer
+from relaybot.core.testing.fake_gemini import FakeGeminiServer
 from relaybot.core.testing.fake_openai import FakeOpenAIServer
 from relaybot.core.testing.harness import BotHarness
 from relaybot.core.testing.pytest_plugin import FAST_POLICY, require_service
@@ -13,6 +15,8 @@ from relaybot.core.testing.server import LoopbackServer
 __all__ = [
     "FAST_POLICY",
     "BotHarness",
+    "FakeAnthropicServer",
+    "FakeGeminiServer",
     "FakeOpenAIServer",
     "LoopbackServer",
     "RecordingConnector",

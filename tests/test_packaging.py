@@ -44,8 +44,12 @@ def test_normal_install_imports_from_site_packages(wheel: Path, tmp_path: Path) 
     )
     code = "import relaybot.core.app, relaybot.plugins.providers.openai as o; print(o.__file__)"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out.strip().startswith(str(target))
 
@@ -53,8 +57,7 @@ def test_normal_install_imports_from_site_packages(wheel: Path, tmp_path: Path) 
 def _install_plugin(tmp_path: Path) -> dict[str, str]:
     target = tmp_path / "plugins"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q",
-         "--target", str(target), str(PLUGIN)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(PLUGIN)],
         check=True,
     )
     return {**os.environ, "PYTHONPATH": str(target)}
@@ -63,7 +66,11 @@ def _install_plugin(tmp_path: Path) -> dict[str, str]:
 def test_third_party_plugin_is_listed_and_its_command_works(tmp_path: Path, fake_openai_url: str) -> None:
     env = _install_plugin(tmp_path)
     listing = subprocess.run(
-        [sys.executable, "-m", "relaybot.core", "plugins"], env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "relaybot.core", "plugins"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=tmp_path,
     ).stdout
     assert "dice" in listing and "registers command /roll" in listing and "check_access" in listing
@@ -75,7 +82,12 @@ def test_third_party_plugin_is_listed_and_its_command_works(tmp_path: Path, fake
     )
     result = subprocess.run(
         [sys.executable, "-m", "relaybot.core", "chat", "--config", str(config)],
-        input="/roll 20\nsay forbidden-word\n", env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        input="/roll 20\nsay forbidden-word\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -89,7 +101,10 @@ def test_disabled_plugin_is_not_loaded(tmp_path: Path) -> None:
     config = tmp_path / "relaybot.toml"
     config.write_text('[plugins]\ndisabled = ["dice"]\n')
     listing = subprocess.run(
-        [sys.executable, "-m", "relaybot.core", "plugins", "--config", str(config)], env=env,
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "relaybot.core", "plugins", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "/roll" not in listing and "disabled by config" in listing

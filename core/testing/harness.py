@@ -29,13 +29,26 @@ class BotHarness:
     answered, with the texts the connector delivered for it.
     """
 
-    def __init__(self, *, base_url: str, connector: RecordingConnector, database: str,
-                 plugins: list[tuple[str, Any]], overrides: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        connector: RecordingConnector,
+        database: str,
+        plugins: list[tuple[str, Any]],
+        overrides: dict[str, Any],
+    ) -> None:
         raw = {
             "bot": {"default_provider": "fake", "checkpoint_interval": 0.2},
             "storage": {"url": database},
-            "providers": {"fake": {"type": "openai", "base_url": base_url, "api_key": "sk-test-key",
-                                   "model": "gpt-4o-mini"}},
+            "providers": {
+                "fake": {
+                    "type": "openai",
+                    "base_url": base_url,
+                    "api_key": "sk-test-key",
+                    "model": "gpt-4o-mini",
+                }
+            },
         }
         self.config = parse_config(_merge(raw, overrides), "<test>")
         self.connector = connector
@@ -56,13 +69,27 @@ class BotHarness:
         """The ChatKey of a chat on the recording connector."""
         return ChatKey(self.connector.name, chat, thread)
 
-    async def send(self, text: str, *, chat: str = "chat-1", user: str = "user-1", private: bool = True,
-                   reply_to: str | None = None, message_id: str | None = None, wait: bool = True,
-                   **extra: Any) -> Any:
+    async def send(
+        self,
+        text: str,
+        *,
+        chat: str = "chat-1",
+        user: str = "user-1",
+        private: bool = True,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+        wait: bool = True,
+        **extra: Any,
+    ) -> Any:
         """Deliver a user message; with ``wait`` return after it has been fully answered."""
         message = IncomingMessage(
-            chat=self.chat(chat), user=User(user, user), text=text, is_private=private,
-            reply_to=reply_to, platform_message_id=message_id, **extra,
+            chat=self.chat(chat),
+            user=User(user, user),
+            text=text,
+            is_private=private,
+            reply_to=reply_to,
+            platform_message_id=message_id,
+            **extra,
         )
         assert self.app is not None, "start() first"
         task = await self.app.dispatcher.handle(message)

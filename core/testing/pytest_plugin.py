@@ -72,8 +72,13 @@ async def make_bot(
 
     harnesses: list[BotHarness] = []
 
-    async def factory(*, plugins: list[tuple[str, Any]] | None = None, config: dict[str, Any] | None = None,
-                      connector: Any = None, database: str | None = None) -> BotHarness:
+    async def factory(
+        *,
+        plugins: list[tuple[str, Any]] | None = None,
+        config: dict[str, Any] | None = None,
+        connector: Any = None,
+        database: str | None = None,
+    ) -> BotHarness:
         harness = BotHarness(
             base_url=fake_openai.base_url,
             connector=connector or recording_connector,

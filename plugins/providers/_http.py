@@ -272,7 +272,9 @@ def google_retry_delay(details: Any) -> float | None:
     return None
 
 
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)$", re.DOTALL)
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*?);base64,(?P<data>.*)$", re.DOTALL
+)
 
 
 def split_data_url(uri: str) -> tuple[str | None, str] | None:

@@ -477,13 +477,15 @@ class GeminiProvider(BaseProvider):
             message += f" ({rpc_status})"
         text = _http.redact(f"{self.name}: {where} {what}: {message}", self._secrets)
         details = error.get("details")
-        reasons = {d.get("reason") for d in details if isinstance(d, dict)} if isinstance(details, list) else set()
+        items = details if isinstance(details, list) else []
+        reasons = {d.get("reason") for d in items if isinstance(d, dict)}
         if "API_KEY_INVALID" in reasons or "API key not valid" in message:
             # Gemini answers a wrong key with 400 INVALID_ARGUMENT, not 401.
             return ProviderAuthError(
                 text + " (check the api_key for this provider)", provider=self.name, status=status
             )
-        if status == 400 and (_TOKEN_OVERFLOW.search(message) or _http.looks_like_context_overflow(message, None)):
+        overflow = _TOKEN_OVERFLOW.search(message) or _http.looks_like_context_overflow(message, None)
+        if status == 400 and overflow:
             return ContextTooLongError(text, provider=self.name, status=status)
         retry_after = _http.google_retry_delay(details)
         if response is not None:

@@ -85,8 +85,12 @@ async def test_interrupt_policy_keeps_partial_reply(make_bot, fake_openai, recor
     await first
     path = await stored_path(bot)
     roles = [(m.role.value, m.status) for m in path]
-    assert roles == [("user", "complete"), ("assistant", "interrupted"), ("user", "complete"),
-                     ("assistant", "complete")]
+    assert roles == [
+        ("user", "complete"),
+        ("assistant", "interrupted"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
     assert 0 < len(path[1].text) < len("word " * 400)
     assert path[3].text == "Second answer."
     shown = recording_connector.messages(bot.chat())
@@ -116,7 +120,9 @@ async def test_stop_command_interrupts(make_bot, fake_openai) -> None:
     assert path[-1].status == ReplyStatus.INTERRUPTED and path[-1].text
 
 
-async def test_switch_mid_stream_never_mixes_conversations(make_bot, fake_openai, recording_connector) -> None:
+async def test_switch_mid_stream_never_mixes_conversations(
+    make_bot, fake_openai, recording_connector
+) -> None:
     bot = await make_bot()
     await bot.say("topic A")
     await bot.say("/new B")
@@ -244,7 +250,10 @@ async def test_stream_cut_midway_keeps_partial_and_says_so(make_bot, fake_openai
     answer = await bot.say("hi")
     assert "cut off" in answer
     path = await stored_path(bot)
-    assert path[1].status == ReplyStatus.INTERRUPTED and path[1].text == answer.split("\n")[0][: len(path[1].text)]
+    assert (
+        path[1].status == ReplyStatus.INTERRUPTED
+        and path[1].text == answer.split("\n")[0][: len(path[1].text)]
+    )
     assert 0 < len(path[1].text) <= 20
 
 
@@ -259,6 +268,7 @@ async def test_storage_writes_per_reply_are_constant(make_bot, fake_openai) -> N
             async def counted(*a, **kw):
                 calls.append(name)
                 return await original(*a, **kw)
+
             return counted
 
         setattr(store, name, wrap())
@@ -279,3 +289,46 @@ async def test_context_trimming_tells_the_user_once(make_bot, fake_openai) -> No
     assert notices == 1
     sent = fake_openai.requests[-1].json["messages"]
     assert "message 0 " not in json.dumps(sent) and "message 7 " in json.dumps(sent)
+
+
+async def test_regenerate_answers_again_as_a_branch(make_bot, fake_openai) -> None:
+    fake_openai.add_reply("first try")
+    fake_openai.add_reply("second try")
+    bot = await make_bot()
+    await bot.say("question")
+    task = await bot.app.dispatcher.regenerate(bot.chat(), bot_user())
+    await task
+    path = await stored_path(bot)
+    assert [m.text for m in path] == ["question", "second try"]
+    assert len([r for r in fake_openai.requests if r.json["messages"][-1]["content"] == "question"]) == 2
+
+
+async def test_images_reach_a_vision_model_as_data_urls(make_bot, fake_openai) -> None:
+    from tests.core.test_media import png
+
+    bot = await make_bot()
+    ref = await bot.app.media.save(png())
+    await bot.say("what is this?", attachments=(ref,))
+    content = fake_openai.requests[-1].json["messages"][-1]["content"]
+    kinds = [part["type"] for part in content]
+    assert kinds == ["text", "image_url"]
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    stored = (await stored_path(bot))[0]
+    assert stored.parts[1].image.uri == ref.uri  # storage keeps the reference, not the bytes
+
+
+async def test_model_without_vision_gets_a_note_and_the_user_is_told(make_bot, fake_openai) -> None:
+    from tests.core.test_media import png
+
+    bot = await make_bot(config={"providers": {"fake": {"vision": False}}})
+    ref = await bot.app.media.save(png())
+    answer = await bot.say("what is this?", attachments=(ref,))
+    assert "cannot see images" in answer
+    sent = json.dumps(fake_openai.requests[-1].json["messages"][-1])
+    assert "data:image" not in sent and "cannot see images" in sent
+
+
+def bot_user():
+    from relaybot import User
+
+    return User("user-1", "user-1")
