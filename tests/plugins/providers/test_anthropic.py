@@ -364,7 +364,7 @@ async def test_roles_alternate_and_start_with_user(fake: FakeAnthropicServer, ma
             ChatMessage.text(Role.ASSISTANT, "Prefill "),
         ],
     )
-    assert text_of(await collect(make(), request)) == "You said: one" + "two"
+    assert text_of(await collect(make(), request)) == "You said: three"
     sent = fake.requests[-1].json
     assert sent["system"] == "Base prompt.\n\nExtra instructions."
     assert sent["messages"] == [
@@ -542,8 +542,6 @@ async def test_malformed_bodies_are_response_errors(fake, make, body, content_ty
 @pytest.mark.parametrize("stall", ["first_byte", "between_chunks"])
 async def test_chunk_timeout(fake: FakeAnthropicServer, make, stall: str):
     if stall == "first_byte":
-        fake.add_raw(b"", split_at=[], chunk_delay=0)  # placeholder replaced below
-        fake._queue.clear()
         fake.add_reply("late", first_token_delay=3)
     else:
         fake.add_reply("one two three", chunk_size_chars=4, tokens_per_second=0.3)
