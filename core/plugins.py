@@ -102,7 +102,8 @@ class PluginHost:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from None
+            name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
+            raise PluginError(f"plugin {name!r}: {exc} (a misspelled hook name?)") from None
 
     def collect(self) -> Registrations:
         """Call every ``register_*`` hook, plugin by plugin, and return what was registered.

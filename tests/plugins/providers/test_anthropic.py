@@ -214,15 +214,18 @@ async def test_usage_is_cumulative_not_summed(fake: FakeAnthropicServer, make):
 
 
 async def test_later_message_delta_totals_replace_earlier_ones():
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 10, "output_tokens": 1}}}
+    text = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a"}}
+    partial = {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 3}}
+    final_usage = {"output_tokens": 5, "input_tokens": 10, "cache_read_input_tokens": 90}
+    final = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": final_usage}
     events = [
-        ("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 10, "output_tokens": 1}}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "a"}}),
-        ("message_delta", {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 3}}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                           "usage": {"output_tokens": 5, "input_tokens": 10, "cache_read_input_tokens": 90}}),
+        ("message_start", start),
+        ("content_block_delta", text),
+        ("message_delta", partial),
+        ("message_delta", final),
         ("message_stop", {"type": "message_stop"}),
-    ]  # fmt: skip
+    ]
     body = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events).encode()
     provider = mock_provider([body])
     events_out = await collect(provider)
@@ -331,7 +334,10 @@ async def test_request_body_and_headers(fake: FakeAnthropicServer, make):
             "role": "user",
             "content": [
                 {"type": "text", "text": "what is this?"},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+                },
             ],
         },
     ]
@@ -527,7 +533,11 @@ async def test_truncated_recording_is_unavailable(fake: FakeAnthropicServer, mak
     [
         (b"hello world\nthis is not sse at all\n\n", "text/event-stream", "no Messages API events"),
         (b"<html>502 Bad Gateway</html>", "text/html", "expected an event stream"),
-        (b'event: message_start\ndata: {"type": "message_start", \n\n', "text/event-stream", "not valid JSON"),
+        (
+            b'event: message_start\ndata: {"type": "message_start", \n\n',
+            "text/event-stream",
+            "not valid JSON",
+        ),
         (b"event: ping\ndata: [1, 2]\n\n", "text/event-stream", "not a JSON object"),
     ],
 )
@@ -592,7 +602,9 @@ async def test_api_key_never_in_errors_or_logs(fake: FakeAnthropicServer, make, 
     provider = make()
     await collect(provider)
     fake.add_error(401, f"invalid x-api-key {KEY}")  # a server (or proxy) echoing the key
-    fake.add_raw(f'event: error\ndata: {{"type":"error","error":{{"type":"x","message":"{KEY}"}}}}\n\n'.encode())
+    fake.add_raw(
+        f'event: error\ndata: {{"type":"error","error":{{"type":"x","message":"{KEY}"}}}}\n\n'.encode()
+    )
     fake.add_raw(f"event: message_start\ndata: {{not json {KEY}\n\n".encode())
     errors = [(await failure(provider))[1] for _ in range(3)]
     assert [type(e) for e in errors] == [ProviderAuthError, ProviderResponseError, ProviderResponseError]
