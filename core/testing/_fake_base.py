@@ -254,24 +254,26 @@ class FakeStreamingServer(abc.ABC):
             yield reply.raw[start:end]
 
     @staticmethod
-    async def _paced(reply: ScriptedReply, cut_after_chars: int | None) -> AsyncIterator[str]:
-        """The reply's text pieces, after ``first_token_delay`` and at ``tokens_per_second``.
+    async def _paced(reply: ScriptedReply, cut_after_chars: int | None) -> AsyncIterator[tuple[str, bool]]:
+        """``(piece, is_last)`` for the reply's text, after ``first_token_delay``, at ``tokens_per_second``.
 
         With ``cut_after_chars`` it stops once that many characters were yielded (the last
-        piece shortened to fit).
+        piece shortened to fit). ``is_last`` lets a fake put its end marker on the last piece
+        (Gemini does) without holding that piece back.
         """
         if reply.first_token_delay:
             await asyncio.sleep(reply.first_token_delay)
         interval = 1.0 / reply.tokens_per_second if reply.tokens_per_second else 0.0
         sent = 0
+        count = len(reply.chunks)
         for n, piece in enumerate(reply.chunks):
             if n and interval:
                 await asyncio.sleep(interval)
             if cut_after_chars is not None and sent + len(piece) >= cut_after_chars:
                 rest = piece[: cut_after_chars - sent]
                 if rest:
-                    yield rest
+                    yield rest, True
                 return
             if piece:
-                yield piece
+                yield piece, n == count - 1
             sent += len(piece)

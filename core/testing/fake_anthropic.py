@@ -308,7 +308,7 @@ class FakeAnthropicServer(FakeStreamingServer):
         yield _sse("ping", {"type": "ping"})
         cut = reply.error_after_chars if reply.error_after_chars is not None else reply.drop_after_chars
         n = 0
-        async for piece in self._paced(reply, cut):
+        async for piece, _last in self._paced(reply, cut):
             delta = {"type": "text_delta", "text": piece}
             yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
             n += 1

@@ -330,23 +330,20 @@ class FakeGeminiServer(FakeStreamingServer):
             thought = {"content": {"parts": [{"text": reply.thoughts, "thought": True}], "role": "model"}}
             yield frame({**thought, "index": 0}, running)
         cut = reply.error_after_chars if reply.error_after_chars is not None else reply.drop_after_chars
-        pending: str | None = None  # held back one frame so the last text carries finishReason
-        async for piece in self._paced(reply, cut):
-            if pending is not None:
-                yield frame({"content": {"parts": [{"text": pending}], "role": "model"}, "index": 0}, running)
-            pending = piece
-        if reply.error_after_chars is not None or reply.drop_after_chars is not None:
-            if pending is not None:
-                yield frame({"content": {"parts": [{"text": pending}], "role": "model"}, "index": 0}, running)
-            if reply.error_after_chars is not None:
-                yield _error_body(reply.error_status, reply.error_message)
-            return  # the body ends here: no finishReason
+        ends = cut is None  # a cut body has no final frame
+        # A filtered answer's last frame has no content, only the verdict.
+        filtered = reply.finish_reason in ("SAFETY", "PROHIBITED_CONTENT", "SPII", "BLOCKLIST")
         final: dict[str, Any] = {"finishReason": reply.finish_reason, "index": 0}
-        if pending and reply.finish_reason not in ("SAFETY", "PROHIBITED_CONTENT", "SPII", "BLOCKLIST"):
-            final["content"] = {"parts": [{"text": pending}], "role": "model"}
-        elif pending:
-            # A filtered answer's last frame has no content, only the verdict.
-            yield frame({"content": {"parts": [{"text": pending}], "role": "model"}, "index": 0}, running)
+        async for piece, last in self._paced(reply, cut):
+            content = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+            if last and ends and not filtered:
+                final.update(content)  # the last text frame carries finishReason, as Gemini's does
+            else:
+                yield frame(content, running)
+        if reply.error_after_chars is not None:
+            yield _error_body(reply.error_status, reply.error_message)
+        if not ends:
+            return  # the body ends here: no finishReason
         if reply.finish_reason == "SAFETY":
             final["safetyRatings"] = _ratings(reply.safety_category)
         usage = {

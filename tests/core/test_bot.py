@@ -332,3 +332,22 @@ def bot_user():
     from relaybot import User
 
     return User("user-1", "user-1")
+
+
+async def test_whole_bot_on_postgresql(make_bot, fake_openai, pg_url) -> None:
+    """The same flow on PostgreSQL: replies, interruption, commands, restart."""
+    fake_openai.add_reply("pg " * 200, tokens_per_second=60)
+    bot = await make_bot(database=pg_url)
+    slow = await bot.send("tell me a long story", wait=False)
+    await asyncio.sleep(0.4)
+    await bot.send("/stop")
+    await slow
+    await bot.say("/new Second")
+    await bot.say("hello postgres")
+    await bot.stop()
+    bot2 = await make_bot(database=pg_url)
+    listing = await bot2.say("/list")
+    assert "1. tell me a long story" in listing and "▶ 2. Second" in listing
+    await bot2.say("/switch 1")
+    path = await stored_path(bot2)
+    assert path[1].status == ReplyStatus.INTERRUPTED and path[1].text.startswith("pg")
