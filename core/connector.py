@@ -13,6 +13,7 @@ when to call them for a streamed reply: the core's streaming scheduler does, wit
 from __future__ import annotations
 
 import abc
+import builtins
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -134,6 +135,6 @@ class ConnectorType:
     """A kind of connector a plugin offers, selected by the ``[connectors.NAME]`` table."""
 
     type: str
-    config_model: type[BaseConnectorConfig]
+    config_model: builtins.type[BaseConnectorConfig]
     factory: ConnectorFactory
     description: str = ""

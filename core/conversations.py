@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import builtins
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,7 @@ class ConversationManager:
         await asyncio.gather(task, return_exceptions=True)
         return True
 
-    async def run_exclusive(self, chat: ChatKey, reply: Callable[[], Awaitable[None]]) -> None:
+    async def run_exclusive(self, chat: ChatKey, reply: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``reply`` as the chat's only writer, applying the busy policy first."""
         state = self.state(chat)
         if self.busy_policy == "interrupt" and self.is_streaming(chat):
@@ -170,7 +171,7 @@ class ConversationService:
         await self.store.delete_conversation(conv.id)
         return conv
 
-    async def history(self, count: int = 10) -> list[StoredMessage]:
+    async def history(self, count: int = 10) -> builtins.list[StoredMessage]:
         """The last ``count`` messages of the active conversation, oldest first."""
         conv = await self.active()
         if conv is None or conv.leaf_id is None:

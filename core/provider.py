@@ -8,6 +8,7 @@ factory) through the ``register_providers`` hook. For every ``[providers.NAME]``
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,6 @@ class ProviderType:
     """A kind of provider a plugin offers, selected by ``type = "..."`` in config."""
 
     type: str
-    config_model: type[BaseProviderConfig]
+    config_model: builtins.type[BaseProviderConfig]
     factory: ProviderFactory
     description: str = ""

@@ -25,7 +25,7 @@ import pytest
 try:  # async fixtures must work for plugin authors who don't use asyncio_mode=auto
     from pytest_asyncio import fixture as async_fixture
 except ImportError:  # pragma: no cover - the testing extra installs pytest-asyncio
-    async_fixture = pytest.fixture
+    async_fixture = pytest.fixture  # type: ignore[assignment]
 
 from relaybot.core.connector import StreamPolicy
 
