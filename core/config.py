@@ -28,8 +28,9 @@ from .redact import register_secret
 
 #: the file used when neither ``--config`` nor ``RELAYBOT_CONFIG`` names one
 DEFAULT_CONFIG_NAME = "relaybot.toml"
-#: provider configured when the config has no ``[providers]`` at all: the bundled offline model
-EMBEDDED_PROVIDER = {"local": {"type": "llama_cpp"}}
+#: provider configured when the config has no ``[providers]`` at all: the bundled offline model.
+#: Greedy decoding with a mild repeat penalty: a 135M-parameter model rambles when sampled.
+EMBEDDED_PROVIDER = {"local": {"type": "llama_cpp", "options": {"temperature": 0.0, "repeat_penalty": 1.15}}}
 
 _ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 

@@ -269,7 +269,7 @@ class FakeAnthropicServer(FakeStreamingServer):
 
     async def _events(self, reply: FakeAnthropicReply, body: dict[str, Any]) -> AsyncIterator[bytes]:
         prompt, completion = self._usage(reply, body)
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_" + uuid.uuid4().hex[:24],
             "type": "message",
             "role": "assistant",

@@ -112,7 +112,7 @@ def _error_body(
 
 
 def _ratings(blocked: str | None) -> list[dict[str, Any]]:
-    ratings = [{"category": c, "probability": "NEGLIGIBLE"} for c in _RATINGS]
+    ratings: list[dict[str, Any]] = [{"category": c, "probability": "NEGLIGIBLE"} for c in _RATINGS]
     for rating in ratings:
         if rating["category"] == blocked:
             rating.update(probability="HIGH", blocked=True)

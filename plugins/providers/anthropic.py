@@ -121,7 +121,7 @@ _SECRET_HEADER = re.compile(r"auth|key|token|secret", re.IGNORECASE)
 
 def _guess_vision(model: str) -> bool:
     match = _GENERATION.search(model.rsplit("/", 1)[-1])
-    return bool(match) and int(match.group(1)) >= 3
+    return match is not None and int(match.group(1)) >= 3
 
 
 def _int(value: Any) -> int:

@@ -19,7 +19,7 @@ def write(tmp_path, text: str):
 
 def test_defaults_use_the_embedded_local_model() -> None:
     config = parse_config({}, "<defaults>")
-    assert config.providers == {"local": {"type": "llama_cpp"}}
+    assert config.providers["local"]["type"] == "llama_cpp"
     assert config.default_provider == "local"
     assert config.bot.busy_policy == "interrupt"
     assert config.storage.url.startswith("sqlite+aiosqlite:///")
