@@ -13,8 +13,8 @@ when to call them for a streamed reply: the core's streaming scheduler does, wit
 from __future__ import annotations
 
 import abc
-import builtins
 import asyncio
+import builtins
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal

@@ -13,9 +13,9 @@ list, switch, rename, delete, history, export, stop — always for one chat.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
-import builtins
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
 from relaybot.core.errors import StorageError
 from relaybot.core.models import ChatKey
 from relaybot.core.storage import queries as q
@@ -31,7 +33,6 @@ from relaybot.core.storage.engine import (
     translate_error,
 )
 from relaybot.core.storage.schema import chats, utcnow
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from relaybot.core.errors import StorageError
-from relaybot.core.redact import register_secret
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
+
+from relaybot.core.errors import StorageError
+from relaybot.core.redact import register_secret
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
 from relaybot.core.models import ChatKey, ReplyStatus, Role, Usage
 from relaybot.core.storage.records import Conversation, StoredMessage, parts_from_json
 from relaybot.core.storage.schema import chats, conversations, messages
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
 
 # Type of bound message ids (BIGINT on PostgreSQL, so comparisons need no cast).
 ID_TYPE = sa.BigInteger()

@@ -29,6 +29,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import StoreBase, translated
@@ -46,7 +48,6 @@ from relaybot.core.storage.records import (
     replace_text,
 )
 from relaybot.core.storage.schema import chats, conversations, messages, platform_messages, utcnow
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 

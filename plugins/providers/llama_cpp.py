@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
+
 from relaybot.core.errors import ConfigError, ProviderError, ProviderUnavailableError
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.models import (

@@ -31,6 +31,7 @@ import httpx
 import pydantic
 from httpx_sse import EventSource, ServerSentEvent
 from pydantic import Field
+
 from relaybot.core.errors import (
     CapabilityError,
     ContextTooLongError,

@@ -91,12 +91,12 @@ def test_provider_section_is_validated_by_its_plugin(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"\[providers\.p\.modle\] is not a known key"):
         Relaybot(load_config(path)).build_provider("p")
     path = write(tmp_path, '[providers.p]\ntype = "openia"\n')
-    with pytest.raises(ConfigError, match="unknown provider type 'openia'.*openai"):
+    with pytest.raises(ConfigError, match=r"unknown provider type 'openia'.*openai"):
         Relaybot(load_config(path)).build_provider("p")
 
 
 def test_missing_file_says_what_to_do(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="file not found; create it from config.example.toml"):
+    with pytest.raises(ConfigError, match=r"file not found; create it from config\.example\.toml"):
         load_config(tmp_path / "nope.toml")
 
 

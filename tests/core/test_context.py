@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from relaybot.core import context as ctx
 from relaybot.core.context import (
     ESTIMATE_HEADROOM,

@@ -6,6 +6,7 @@ import io
 
 import pytest
 from PIL import Image
+
 from relaybot.core.media import MediaError, MediaStore
 
 

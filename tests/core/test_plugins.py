@@ -57,7 +57,7 @@ def test_strict_mode_re_raises(monkeypatch) -> None:
 def test_misspelled_hook_is_a_start_up_error() -> None:
     host = PluginHost()
     host.register(plugin(register_comands=lambda register: None), "typo")
-    with pytest.raises(PluginError, match="typo.*register_comands"):
+    with pytest.raises(PluginError, match=r"typo.*register_comands"):
         host.check()
 
 

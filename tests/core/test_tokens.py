@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import tiktoken
+
 from relaybot.core import tokens
 from relaybot.core.models import ChatMessage, ImagePart, ImageRef, Role, TextPart
 from relaybot.core.tokens import (

@@ -17,6 +17,7 @@ from logging.config import fileConfig
 
 import sqlalchemy as sa
 from alembic import context
+
 from relaybot.core.storage.schema import metadata
 
 config = context.config

@@ -9,6 +9,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from relaybot.core.testing.fake_telegram.entities import Entity, detect_entities
 from relaybot.core.testing.fake_telegram.flood import FloodControl, FloodLimits
 from relaybot.core.testing.fake_telegram.methods import BotApi, CallInfo
@@ -22,11 +28,6 @@ from relaybot.core.testing.fake_telegram.store import (
 )
 from relaybot.core.testing.fake_telegram.updates import UpdateQueue, WebhookDelivery
 from relaybot.core.testing.server import LoopbackServer
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 _UNAUTHORIZED = ApiError(401, "Unauthorized")
 _NOT_FOUND = ApiError(404, "Not Found")

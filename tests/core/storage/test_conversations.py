@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from relaybot.core.errors import StorageError
 from relaybot.core.models import ChatKey, Role, TextPart
 from relaybot.core.storage import NotFoundError, Store

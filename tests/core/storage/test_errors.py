@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from relaybot.core.errors import StorageError
 from relaybot.core.models import ChatKey, Role, TextPart
 from relaybot.core.storage import Store

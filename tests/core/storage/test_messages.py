@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from relaybot.core.models import ChatKey, ImagePart, ImageRef, ReplyStatus, Role, TextPart, Usage
 from relaybot.core.storage import Path, Store
 
@@ -138,6 +139,7 @@ async def test_ten_thousand_message_path_with_budget(store: Store, backend: str)
     # Build the chain with one bulk INSERT (10,000 add_message calls would make the test
     # slow); the rows are what add_message writes. Explicit ids let each row name its parent.
     import sqlalchemy as sa
+
     from relaybot.core.storage.schema import conversations, messages, utcnow
 
     chat_id = await store.get_or_create_chat(CHAT)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+
 from relaybot.core.connector import StreamPolicy
 from relaybot.core.models import ChatKey
 from relaybot.core.streaming import StreamScheduler

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from relaybot.core.connector import StreamPolicy
 from relaybot.core.errors import (
     MessageGoneError,

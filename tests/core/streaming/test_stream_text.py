@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from relaybot.core.streaming.text import (
     Fence,
     find_cut,

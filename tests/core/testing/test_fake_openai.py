@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+
 from relaybot.core.testing.fake_openai import FakeOpenAIServer
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ping"}], "stream": True}

@@ -13,6 +13,13 @@ import httpx
 import pytest
 import telegram
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
+from telegram.ext import Application, ApplicationBuilder, CommandHandler, MessageHandler, filters
+
 from relaybot.core.testing.fake_telegram import (
     EntityParseError,
     FakeTelegramServer,
@@ -21,12 +28,6 @@ from relaybot.core.testing.fake_telegram import (
     parse_markdown_v2,
 )
 from relaybot.core.testing.server import LoopbackServer
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, MessageHandler, filters
 
 TOKEN = "123:ABC"
 

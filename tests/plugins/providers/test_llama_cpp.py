@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 import pytest
 import pytest_asyncio
+
 from relaybot.core.errors import ConfigError, ContextTooLongError, ProviderError
 from relaybot.core.models import (
     ChatMessage,
