@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from .config import RelaybotConfig, load_config
-from .errors import RelaybotError
+from .config import RelaybotConfig, find_config, load_config
+from .errors import ConfigError, RelaybotError, StorageError
 from .models import ChatKey
 from .redact import install_log_redaction, redact
 
@@ -56,7 +56,15 @@ def _errors() -> Iterator[None]:
 
 
 def _load(config_path: str | None) -> RelaybotConfig:
-    return load_config(config_path)
+    try:
+        return load_config(config_path)
+    except UnicodeDecodeError as exc:
+        # load_config reports unreadable files but not undecodable ones; without this the
+        # user would get a traceback for a config saved in Latin-1 or UTF-16
+        raise ConfigError(
+            f"the file is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8",
+            path=str(find_config(config_path)),
+        ) from None
 
 
 @click.group()
@@ -143,7 +151,13 @@ def check(config_path: str | None) -> None:
     with _errors():
         from .app import Relaybot
 
+        from .storage.engine import parse_url
+
         config = _load(config_path)
+        try:
+            parse_url(config.storage.url)  # no I/O: only the URL's form and driver
+        except StorageError as exc:
+            raise ConfigError(str(exc), path=config.source) from None
         plan = Relaybot(config).plan()
         click.echo(f"config: {config.source} — OK")
         for section, items in plan.items():
@@ -217,14 +231,24 @@ async def _export(
         service = ConversationService(store, ConversationManager(), key)
         conversations = await service.list()
         if not conversations:
-            raise RelaybotError(f"no conversations stored for {key}")
+            raise RelaybotError(
+                f"no conversations stored for {key} in {store.url}; check --chat "
+                "(platform:chat, e.g. terminal:NAME as used with `relaybot chat --chat NAME`) "
+                "and [storage] url"
+            )
         active = await service.active()
         chosen = conversations if export_all else [c for c in conversations if active and c.id == active.id]
         for conv in chosen or conversations[-1:]:
             text = await service.export(fmt, conv.number)
             if output:
                 path = Path(output) / f"conversation-{conv.number}.{fmt}"
-                await asyncio.to_thread(_write_file, path, text)
+                try:
+                    await asyncio.to_thread(_write_file, path, text)
+                except OSError as exc:
+                    raise RelaybotError(
+                        f"cannot write {path}: {exc.strerror or exc}; pass an --output folder "
+                        "that can be created and written"
+                    ) from None
                 click.echo(str(path), err=True)
             else:
                 click.echo(text)

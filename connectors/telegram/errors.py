@@ -43,8 +43,8 @@ _GONE = (
     "not enough rights to send",
 )
 # Fragments meaning Telegram rejected our formatting (retry once as plain text).
-_ENTITY_ERRORS = ("can't parse entities", "entities_too_long", "entity", "wrong http url",
-                  "unsupported url protocol")  # fmt: skip
+_ENTITY_ERRORS = ("can't parse entities", "entities_too_long", "entity_", "wrong http url",
+                  "unsupported url protocol", "entity beyond", "text buttons are unallowed")  # fmt: skip
 
 
 def retry_after_seconds(exc: tg.RetryAfter) -> float:

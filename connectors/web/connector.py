@@ -131,9 +131,15 @@ class WebConnector(BaseConnector):
 
     async def start(self, handler: MessageHandler) -> None:
         """Bind the port and serve; returns once the page is reachable."""
-        import uvicorn
+        try:
+            import uvicorn
 
-        from .api import build_app
+            from .api import build_app
+        except ImportError as exc:
+            raise ConfigError(
+                f"the web chat needs its extra: pip install 'relaybot[web]' ({exc.name} is missing)",
+                key=f"connectors.{self.name}",
+            ) from None
 
         self.handler = handler
         if self.app is not None and not self.app.plugins.pm.has_plugin(self._hooks_name):

@@ -495,6 +495,8 @@ class AnthropicProvider(BaseProvider):
         body = await _http.read_error_body(response)
         message, etype, code = _http.error_details(body)
         message = _http.redact(message, self._secrets)
+        if etype and etype not in message:
+            message += f" ({etype})"
         request_id = response.headers.get("request-id")
         if request_id:
             message += f" [request id {request_id}]"
@@ -506,8 +508,6 @@ class AnthropicProvider(BaseProvider):
                 provider=self.name,
                 status=status,
             )
-        if etype and etype not in message:
-            message += f" ({etype})"
         return _http.status_error(
             provider=self.name,
             where=self._where,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -21,9 +22,10 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type
 
 def partial_reply(bot) -> str:  # type: ignore[no-untyped-def]
     """The text of a reply still streaming (a checkpoint has been written), else ''."""
-    if not bot.db.exists():
+    try:
+        rows = bot.rows("SELECT text FROM messages WHERE role = 'assistant' AND status = 'streaming'")
+    except sqlite3.Error:  # not created or not migrated yet
         return ""
-    rows = bot.rows("SELECT text FROM messages WHERE role = 'assistant' AND status = 'streaming'")
     return rows[0][0] if rows and rows[0][0] else ""
 
 
@@ -56,7 +58,7 @@ def test_sigterm_while_streaming_saves_the_partial_reply_and_exits_zero(bot, fak
     # nothing lost: at least what was checkpointed, and never the whole (it was cut off)
     assert text.startswith(partial) and "word399" not in text
     # the terminal user saw the partial reply too (scripted mode prints it when it ends)
-    assert text in out.decode()
+    assert text.strip() in out.decode() and "interrupted" in out.decode()
 
 
 def test_run_without_connectors_exits_2_with_a_hint(bot) -> None:

@@ -1,0 +1,496 @@
+"""``TelegramConnector``: python-telegram-bot for the wire, relaybot's scheduler for the pace.
+
+Lifecycle: :meth:`~TelegramConnector.start` builds a PTB ``Application`` (no PTB rate limiter —
+the core's streaming scheduler paces every request), checks the token with ``getMe``, publishes
+the command menu (``setMyCommands``) and starts long polling or the webhook receiver.
+:meth:`~TelegramConnector.stop` stops intake promptly, even while a long poll is open; the HTTP
+client stays usable until the bot's shutdown hook so the scheduler can still deliver final texts
+(``relaybot_shutdown`` → :meth:`~TelegramConnector.aclose`).
+
+Incoming: each update is routed (:mod:`.updates`); photos/image files are downloaded into the
+media store first. Messages of one chat reach the core in the order they were sent, even when
+an earlier one waits for a download; other chats never wait.
+
+Outgoing primitives never sleep or retry: Bot API errors become the relaybot errors the
+scheduler acts on (:mod:`.errors`). Mid-stream frames are plain text; final texts carry
+entities from :func:`~.formatting.markdown_to_entities`, with a plain-text retry if Telegram
+refuses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from telegram import (
+    BotCommand,
+    LinkPreviewOptions,
+    MessageEntity,
+    ReplyParameters,
+    Update,
+)
+from telegram import error as tg
+from telegram.constants import ChatAction
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from relaybot import (
+    BaseConnector,
+    ChatKey,
+    ConfigError,
+    IncomingMessage,
+    MessageHandler,
+    PlatformError,
+    RelaybotError,
+    StreamPolicy,
+)
+from relaybot.core.redact import redact
+
+from .access import AccessList, TelegramHooks
+from .config import TelegramConfig
+from .errors import is_entity_error, translate
+from .formatting import markdown_to_entities, utf16_len
+from .media import MAX_CAPTION, fetch_image
+from .updates import Routed, normalise_admins, route
+from .webhook import WebhookServer
+
+log = logging.getLogger("relaybot.connectors.telegram")
+
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# Bot API command names: 1-32 of a-z, 0-9, _ ; descriptions 1-256 characters.
+_MAX_COMMANDS = 100
+
+
+def policy_for(config: TelegramConfig) -> StreamPolicy:
+    """The streaming policy of a Telegram bot with these settings."""
+    return StreamPolicy(
+        max_length=4096,
+        length_unit="utf16",
+        private_interval=config.private_interval,
+        group_interval=config.group_interval,
+        global_rate=config.global_rate,
+        can_edit=True,
+        native_draft=config.use_drafts,
+        typing_interval=4.5,
+    )
+
+
+class TelegramConnector(BaseConnector):
+    """A Telegram bot (one ``[connectors.NAME]`` table). See the module docstring."""
+
+    def __init__(self, name: str, config: TelegramConfig) -> None:
+        self.name = name
+        self.config = config
+        self.policy = policy_for(config)
+        self.application: Application[Any, Any, Any, Any, Any, Any] | None = None
+        #: the bot's own Telegram user (from ``getMe``), set by :meth:`start`
+        self.bot_user: Any = None
+        self.webhook: WebhookServer | None = None
+        self._handler: MessageHandler | None = None
+        self._hooks: TelegramHooks | None = None
+        self._hooks_name = f"{name}-telegram"
+        self._admins = normalise_admins(config.admins)
+        self._max_bytes = int(config.max_download_mb * 1024 * 1024)
+        # per chat: the last task handing a message to the core (keeps each chat in order)
+        self._tails: dict[ChatKey, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = False
+        self._closed = False
+
+    # ── lifecycle ───────────────────────────────────────────────────────────────────────────
+
+    def _build(self) -> Application[Any, Any, Any, Any, Any, Any]:
+        cfg = self.config
+        timeout = cfg.request_timeout
+        builder = (
+            ApplicationBuilder()
+            .token(cfg.token.get_secret_value())
+            # many chats stream at once: one pooled connection per concurrent request
+            .connection_pool_size(cfg.connection_pool_size)
+            .connect_timeout(min(10.0, timeout))
+            .read_timeout(timeout)
+            .write_timeout(timeout)
+            .pool_timeout(timeout)
+            .get_updates_connect_timeout(min(10.0, timeout))
+            .get_updates_read_timeout(timeout)
+            .get_updates_pool_timeout(timeout)
+        )
+        if cfg.base_url:
+            builder = builder.base_url(cfg.base_url).base_file_url(cfg.file_url())
+        if cfg.mode == "webhook":
+            builder = builder.updater(None)  # our own receiver feeds the update queue
+        application = builder.build()
+        application.add_handler(TypeHandler(Update, self._on_update))
+        application.add_error_handler(self._on_handler_error)
+        return application
+
+    async def start(self, handler: MessageHandler) -> None:
+        """Check the token, publish commands, start receiving. Raises ConfigError on a bad token."""
+        self._handler = handler
+        application = self._build()
+        try:
+            await application.initialize()  # getMe
+        except tg.InvalidToken:
+            await _quietly(application.shutdown())
+            raise ConfigError(
+                "Telegram refused the bot token (getMe answered Unauthorized); set it to the "
+                "token @BotFather gave you",
+                path=getattr(getattr(self.app, "config", None), "source", None),
+                key=f"connectors.{self.name}.token",
+            ) from None
+        except tg.TelegramError as exc:
+            await _quietly(application.shutdown())
+            where = self.config.base_url or "https://api.telegram.org"
+            raise PlatformError(
+                f"cannot reach the Telegram Bot API at {where}: {redact(exc.message)}"
+            ) from None
+        self.application = application
+        self.bot_user = application.bot.bot
+        if self.app is not None:
+            self._hooks = TelegramHooks(
+                self, AccessList(self.config.allowed_users, self.config.allowed_chats,
+                                 self.config.admins, self.config.denied_message),
+            )  # fmt: skip
+            self.app.plugins.register(self._hooks, self._hooks_name)
+        await self._publish_commands()
+        self._accepting = True
+        await application.start()
+        if self.config.mode == "webhook":
+            await self._start_webhook()
+        else:
+            assert application.updater is not None
+            await application.updater.start_polling(
+                timeout=self.config.poll_timeout,
+                error_callback=self._on_poll_error,
+                allowed_updates=Update.ALL_TYPES,
+            )
+        log.info("telegram %r running as @%s (%s)", self.name, self.bot_user.username, self.config.mode)
+
+    async def _start_webhook(self) -> None:
+        assert self.application is not None
+        cfg = self.config
+        secret = cfg.secret_token.get_secret_value() if cfg.secret_token else secrets.token_urlsafe(32)
+        self.webhook = WebhookServer(
+            host=cfg.webhook_host, port=cfg.webhook_port, path=cfg.webhook_path, secret=secret,
+            sink=self._feed,
+        )  # fmt: skip
+        await self.webhook.start()
+        url = cfg.webhook_url or self.webhook.local_url
+        try:
+            await self.application.bot.set_webhook(
+                url=url, secret_token=secret, allowed_updates=Update.ALL_TYPES, max_connections=100
+            )
+        except tg.TelegramError as exc:
+            await self.webhook.stop()
+            raise ConfigError(
+                f"Telegram refused the webhook URL {url!r}: {exc.message} (Telegram needs a public "
+                "HTTPS URL on port 443, 80, 88 or 8443)",
+                key=f"connectors.{self.name}.webhook_url",
+            ) from None
+
+    async def _feed(self, data: dict[str, Any]) -> None:
+        """Queue one webhook update for the application (answered 200 right after)."""
+        if self.application is None or not self._accepting:
+            return
+        update = Update.de_json(data, self.application.bot)
+        await self.application.update_queue.put(update)
+
+    async def _publish_commands(self) -> None:
+        """``setMyCommands`` from the registered commands, so the menu matches the bot."""
+        assert self.application is not None
+        registry = getattr(getattr(self.app, "registrations", None), "commands", None)
+        if registry is None:
+            return
+        commands = []
+        for command in registry:
+            name = command.name
+            if not (1 <= len(name) <= 32 and all(c.isascii() and (c.isalnum() or c == "_") for c in name)):
+                log.debug("command /%s cannot be shown in Telegram's menu", name)
+                continue
+            description = (command.help or name).strip()[:256] or name
+            commands.append(BotCommand(name.lower(), description))
+        try:
+            await self.application.bot.set_my_commands(commands[:_MAX_COMMANDS])
+        except tg.TelegramError as exc:
+            log.warning("telegram %r: could not publish the command menu: %s", self.name, exc.message)
+
+    async def stop(self) -> None:
+        """Stop receiving now (a pending long poll is abandoned); sending keeps working."""
+        self._accepting = False
+        application = self.application
+        if application is None:
+            return
+        if application.updater is not None and application.updater.running:
+            await _bounded(application.updater.stop(), 5.0, "stopping long polling")
+        if self.webhook is not None:
+            await self.webhook.stop()
+        if application.running:
+            await _bounded(application.stop(), 5.0, "stopping update processing")
+        for task in list(self._tasks):
+            task.cancel()  # a message still downloading was not handed over: drop it
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.app is None:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the Bot API client (after :meth:`stop`; the shutdown hook calls this). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._hooks is not None and self.app is not None:
+            try:
+                self.app.plugins.pm.unregister(name=self._hooks_name)
+            except Exception:
+                log.debug("hook object %s was already unregistered", self._hooks_name)
+        application = self.application
+        if application is not None:
+            if application.running or (application.updater is not None and application.updater.running):
+                await self.stop()
+            await _bounded(application.shutdown(), 5.0, "closing the Bot API client")
+
+    # ── incoming ────────────────────────────────────────────────────────────────────────────
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self._accepting:
+            return
+        try:
+            routed = route(
+                update, platform=self.name, bot=self.bot_user, trigger=self.config.group_trigger,
+                admins=self._admins,
+            )  # fmt: skip
+        except Exception:
+            log.exception("could not read a Telegram update; ignored")
+            return
+        if routed is None:
+            return
+        message = update.message
+        if routed.image is None and routed.unsupported is None and routed.chat not in self._tails:
+            await self._deliver(routed, message)  # fast path: nothing to wait for
+            return
+        self._in_order(routed.chat, lambda: self._handle_attachment(routed, message))
+
+    def _in_order(self, chat: ChatKey, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` after every earlier message of ``chat`` was handed over."""
+        previous = self._tails.get(chat)
+
+        async def run() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await work()
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"telegram-in:{chat}")
+        self._tails[chat] = task
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            if self._tails.get(chat) is finished:
+                del self._tails[chat]
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("handling a Telegram message in %s failed", chat, exc_info=finished.exception())
+
+        task.add_done_callback(done)
+
+    async def _handle_attachment(self, routed: Routed, message: Any) -> None:
+        if routed.image is None and routed.unsupported is None:
+            await self._deliver(routed, message)
+            return
+        if not self._allowed(routed, message):
+            await self._deliver(routed, message)  # the core answers the denial (nothing fetched)
+            return
+        if routed.unsupported is not None:
+            await self._tell(routed, routed.unsupported)
+            return
+        assert self.application is not None
+        try:
+            data = await fetch_image(self.application.bot, routed.image, max_bytes=self._max_bytes)
+            media = getattr(self.app, "media", None)
+            if media is None:
+                raise RelaybotError("no media store", user_message="Sorry, I can't read images here.")
+            ref = await media.save(data, mime_type=routed.image.mime_type)
+        except RelaybotError as exc:
+            log.info("%s: image refused: %s", routed.chat, exc)
+            await self._tell(routed, exc.user_message)
+            return
+        except tg.TelegramError as exc:
+            log.warning("%s: could not download an image: %s", routed.chat, redact(exc.message))
+            await self._tell(routed, "Sorry, I couldn't download that image. Please try again.")
+            return
+        await self._deliver(routed, message, attachments=(ref,))
+
+    def _allowed(self, routed: Routed, message: Any) -> bool:
+        if self._hooks is None:
+            return True
+        return self._hooks.access.allows(self._incoming(routed, message))
+
+    def _incoming(self, routed: Routed, message: Any, attachments: tuple[Any, ...] = ()) -> IncomingMessage:
+        text = routed.text
+        if routed.is_private and text.split(" ", 1)[0].lower() in ("/start", f"/start@{self._username}"):
+            registry = getattr(getattr(self.app, "registrations", None), "commands", None)
+            if registry is not None and registry.get("start") is None and registry.get("help") is not None:
+                text = "/help"  # Telegram clients send /start first: show what the bot can do
+        return IncomingMessage(
+            chat=routed.chat, user=routed.user, text=text, attachments=attachments,
+            reply_to=routed.reply_to, platform_message_id=routed.message_id,
+            is_private=routed.is_private, raw=message,
+        )  # fmt: skip
+
+    @property
+    def _username(self) -> str:
+        return (getattr(self.bot_user, "username", "") or "").lower()
+
+    async def _deliver(self, routed: Routed, message: Any, attachments: tuple[Any, ...] = ()) -> None:
+        if self._handler is None or not self._accepting:
+            return
+        await self._handler(self._incoming(routed, message, attachments))
+
+    async def _tell(self, routed: Routed, text: str) -> None:
+        """A one-off answer (not-supported, too big): paced by the scheduler when running."""
+        try:
+            if self.app is not None:
+                await self.app.dispatcher.send(routed.chat, text, private=routed.is_private)
+            else:
+                await self.send_text(routed.chat, text, final=True, reply_to=routed.message_id)
+        except Exception as exc:
+            log.warning("%s: could not answer: %s", routed.chat, redact(str(exc)))
+
+    async def _on_handler_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.warning("telegram %r: error while handling an update: %s", self.name,
+                    redact(repr(context.error)), exc_info=context.error)  # fmt: skip
+
+    def _on_poll_error(self, exc: tg.TelegramError) -> None:
+        # PTB retries with back-off; one line per failure, no traceback spam
+        log.warning("telegram %r: polling failed (%s: %s); retrying", self.name,
+                    type(exc).__name__, redact(exc.message))  # fmt: skip
+
+    # ── primitives ──────────────────────────────────────────────────────────────────────────
+
+    @property
+    def bot(self) -> Any:
+        if self.application is None:
+            raise PlatformError(f"telegram {self.name!r} is not started")
+        return self.application.bot
+
+    async def _call(self, chat: ChatKey, request: Awaitable[Any]) -> Any:
+        try:
+            return await request
+        except tg.TelegramError as exc:
+            raise translate(exc, where=str(chat)) from None
+
+    async def _formatted(
+        self, chat: ChatKey, text: str, send: Callable[[str, list[MessageEntity] | None], Awaitable[Any]]
+    ) -> Any:
+        """Send a final text with entities; if Telegram refuses them, once more as plain text."""
+        plain, entities = markdown_to_entities(text)
+        if plain.strip() and entities:
+            try:
+                return await send(plain, [MessageEntity(**e) for e in entities])
+            except tg.BadRequest as exc:
+                if not is_entity_error(exc):
+                    raise translate(exc, where=str(chat)) from None
+                log.warning("%s: Telegram refused the formatting (%s); sending plain text",
+                            chat, exc.message)  # fmt: skip
+            except tg.TelegramError as exc:
+                raise translate(exc, where=str(chat)) from None
+        elif plain.strip():
+            text = plain  # no entities: still drop the markup characters the converter consumed
+        return await self._call(chat, send(text, None))
+
+    async def send_text(
+        self, chat: ChatKey, text: str, *, final: bool = True, reply_to: str | None = None
+    ) -> str:
+        """``sendMessage``: plain mid-stream, formatted when final; replies to ``reply_to``."""
+        bot = self.bot
+        kwargs: dict[str, Any] = {"chat_id": int(chat.chat), "message_thread_id": _thread(chat)}
+        if reply_to:
+            kwargs["reply_parameters"] = ReplyParameters(
+                message_id=int(reply_to), allow_sending_without_reply=True
+            )
+        if final:
+            sent = await self._formatted(
+                chat, text, lambda t, e: bot.send_message(text=t, entities=e, **kwargs)
+            )
+        else:
+            sent = await self._call(
+                chat, bot.send_message(text=text, link_preview_options=_NO_PREVIEW, **kwargs)
+            )
+        return str(sent.message_id)
+
+    async def edit_text(self, chat: ChatKey, message_id: str, text: str, *, final: bool) -> None:
+        """``editMessageText`` with the same plain/formatted rule as :meth:`send_text`."""
+        bot = self.bot
+        kwargs: dict[str, Any] = {"chat_id": int(chat.chat), "message_id": int(message_id)}
+        if final:
+            await self._formatted(
+                chat, text, lambda t, e: bot.edit_message_text(text=t, entities=e, **kwargs)
+            )
+        else:
+            await self._call(
+                chat, bot.edit_message_text(text=text, link_preview_options=_NO_PREVIEW, **kwargs)
+            )
+
+    async def send_draft(self, chat: ChatKey, draft_id: int, text: str) -> None:
+        """``sendMessageDraft`` (private chats): an animated preview; empty = "Thinking…"."""
+        await self._call(
+            chat,
+            self.bot.send_message_draft(
+                chat_id=int(chat.chat), draft_id=draft_id, text=text or None,
+                message_thread_id=_thread(chat),
+            ),
+        )  # fmt: skip
+
+    async def send_typing(self, chat: ChatKey) -> None:
+        """``sendChatAction(typing)`` in the chat (and topic)."""
+        await self._call(
+            chat,
+            self.bot.send_chat_action(
+                chat_id=int(chat.chat), action=ChatAction.TYPING, message_thread_id=_thread(chat)
+            ),
+        )
+
+    async def send_image(
+        self, chat: ChatKey, image: bytes, *, caption: str = "", mime_type: str = "image/png"
+    ) -> str:
+        """``sendPhoto`` with the caption formatted; a caption over 1024 units follows as text."""
+        bot = self.bot
+        plain, entities = markdown_to_entities(caption) if caption else ("", [])
+        fits = utf16_len(plain) <= MAX_CAPTION
+        extension = mime_type.rsplit("/", 1)[-1].replace("jpeg", "jpg") or "png"
+        sent = await self._call(
+            chat,
+            bot.send_photo(
+                chat_id=int(chat.chat), photo=image, filename=f"image.{extension}",
+                caption=plain if fits and plain else None,
+                caption_entities=[MessageEntity(**e) for e in entities] if fits and entities else None,
+                message_thread_id=_thread(chat),
+            ),
+        )  # fmt: skip
+        if caption and not fits:
+            if self.app is not None:
+                await self.app.dispatcher.send(chat, caption, private=not chat.chat.startswith("-"))
+            else:
+                await self.send_text(chat, caption, final=True)
+        return str(sent.message_id)
+
+
+def _thread(chat: ChatKey) -> int | None:
+    return int(chat.thread) if chat.thread else None
+
+
+async def _bounded(awaitable: Awaitable[Any], timeout: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        log.warning("telegram: %s took longer than %.0fs; gave up waiting", what, timeout)
+    except Exception as exc:
+        log.warning("telegram: %s failed: %s", what, redact(repr(exc)))
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.debug("ignored an error while cleaning up", exc_info=True)

@@ -1,0 +1,116 @@
+"""Conversations and history as the page sees them (JSON shapes, paging, ownership, export)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response
+
+from relaybot.core.models import ImagePart
+
+from .security import ApiError
+
+if TYPE_CHECKING:
+    from relaybot.core.storage import Conversation, StoredMessage
+
+    from .connector import WebConnector
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+
+
+def conversation_json(conv: Conversation, *, active: bool) -> dict[str, Any]:
+    """A conversation for the sidebar."""
+    return {
+        "id": conv.id,
+        "number": conv.number,
+        "title": conv.title or "New chat",
+        "active": active,
+        "message_count": conv.message_count,
+        "created_at": conv.created_at.isoformat(),
+        "updated_at": conv.updated_at.isoformat(),
+    }
+
+
+def message_json(message: StoredMessage) -> dict[str, Any]:
+    """A stored message for the page: text, images (as URLs), status."""
+    from .connector import media_url
+
+    images = [
+        {"url": media_url(p.image.uri), "width": p.image.width, "height": p.image.height}
+        for p in message.parts
+        if isinstance(p, ImagePart)
+    ]
+    return {
+        "id": message.id,
+        "parent_id": message.parent_id,
+        "role": message.role.value,
+        "text": message.text,
+        "images": images,
+        "status": message.status.value,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+async def owned_conversation(connector: WebConnector, client: str, conversation_id: Any) -> Conversation:
+    """The conversation ``conversation_id`` if it belongs to ``client``'s chat, else 404.
+
+    Another browser's conversation answers exactly like a missing one, so ids reveal nothing.
+    """
+    conv = await connector.app.store.get_conversation(int(conversation_id))
+    if conv is None or conv.chat != connector.chat_of(client):
+        raise ApiError(404, "no such conversation")
+    return conv
+
+
+async def history_page(connector: WebConnector, conv: Conversation, query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of a conversation, oldest first: the newest ``limit`` messages before ``before``.
+
+    ``has_more`` says whether older messages exist (ask again with ``before`` = the first id).
+    """
+    try:
+        limit = int(query.get("limit", DEFAULT_PAGE))
+        before = int(query["before"]) if query.get("before") else None
+    except ValueError:
+        raise ApiError(400, "limit and before must be integers") from None
+    limit = max(1, min(limit, MAX_PAGE))
+    store = connector.app.store
+    start: int | None = conv.leaf_id
+    if before is not None:
+        anchor = await store.get_message(before)
+        if anchor is None or not await _on_path(connector, conv, anchor):
+            raise ApiError(404, "no such message in this conversation")
+        start = anchor.parent_id
+    if start is None:
+        return {"conversation_id": conv.id, "messages": [], "has_more": False}
+    path = await store.path(start, limit=limit)
+    return {"conversation_id": conv.id, "messages": [message_json(m) for m in path],
+            "has_more": path.truncated}
+
+
+async def _on_path(connector: WebConnector, conv: Conversation, message: StoredMessage) -> bool:
+    """True if ``message`` is on ``conv``'s path (so paging cannot read other chats)."""
+    store = connector.app.store
+    if message.conversation_id is not None:
+        origin = await store.get_conversation(message.conversation_id)
+        if origin is None or origin.chat != conv.chat:
+            return False
+        if origin.id == conv.id:
+            return True
+    if conv.leaf_id is None:
+        return False
+    # a message of a branch's parent conversation (or of a deleted one): check the path itself
+    return any(m.id == message.id for m in await store.path(conv.leaf_id))
+
+
+def export_response(conv: Conversation, fmt: str, text: str) -> Response:
+    """The export as a download named after the conversation."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", conv.title or "conversation").strip("-")[:60] or "conversation"
+    media = "application/json" if fmt == "json" else "text/markdown; charset=utf-8"
+    if fmt == "json":
+        text = json.dumps(json.loads(text), ensure_ascii=False, indent=2)
+    return Response(text, media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'})

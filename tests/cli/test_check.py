@@ -1,0 +1,125 @@
+"""``relaybot check`` and config errors: one line naming file, key and fix; secrets never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+SECRET = "sk-supersecret-123"
+
+
+def test_check_valid_config_lists_what_would_start(bot) -> None:
+    bot.write_config('[connectors.terminal]\nchat = "ops"\n')
+    result = bot.run("check")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "relaybot.toml — OK" in out
+    sections = {line.rstrip(":") for line in out.splitlines() if line and not line.startswith(" ")}
+    assert {"storage", "providers", "connectors", "commands", "plugins"} <= sections
+    assert str(bot.db) in out
+    assert "fake: openai model='gpt-4o-mini' (default)" in out
+    assert "terminal: terminal" in out
+    for command in ("/new", "/list", "/switch", "/export", "/history", "/stop", "/help"):
+        assert f"  {command}\n" in out
+    # check starts nothing: no database was created
+    assert not bot.db.exists()
+
+
+BAD_CONFIGS = {
+    "invalid_toml": ("[bot\nsystem_prompt = 1\n", ["invalid TOML", "line 1"]),
+    "unknown_key": ("[bot]\nfoo = 1\n", ["[bot.foo]", "not a known key", "remove it"]),
+    "bad_value": ("[bot]\ncheckpoint_interval = -1\n", ["[bot.checkpoint_interval]", "greater than 0"]),
+    "bad_type": ('[bot]\nbusy_policy = "sometimes"\n', ["[bot.busy_policy]", "'interrupt' or 'queue'"]),
+    "unknown_provider_type": (
+        '[providers.x]\ntype = "nope"\n',
+        ["[providers.x.type]", "unknown provider type 'nope'", "openai", "install the plugin"],
+    ),
+    "unknown_provider_key": (
+        '[providers.x]\ntype = "openai"\ntemprature = 0.2\n',
+        ["[providers.x.temprature]", "not a known key"],
+    ),
+    "missing_env_secret": (
+        '[providers.x]\ntype = "openai"\napi_key = "${RELAYBOT_TEST_MISSING_KEY}"\n',
+        ["[providers.x.api_key]", "RELAYBOT_TEST_MISSING_KEY is not set", "export RELAYBOT_TEST_MISSING_KEY"],
+    ),
+    "default_provider_missing": (
+        '[bot]\ndefault_provider = "zzz"\n[providers.x]\ntype = "openai"\n',
+        ["[bot.default_provider]", "'zzz'", "configured: x", "fix the name or add the table"],
+    ),
+    "unknown_connector_type": (
+        '[providers.x]\ntype = "openai"\n[connectors.chatroom]\ntoken = "t"\n',
+        ["[connectors.chatroom]", "unknown connector type 'chatroom'"],
+    ),
+    "unsupported_storage_url": (
+        '[storage]\nurl = "mysql://db/bot"\n[providers.x]\ntype = "openai"\n',
+        ["[storage] url", "mysql", "sqlite+aiosqlite://"],
+    ),
+    "not_utf8": (b'[bot]\nsystem_prompt = "caf\xe9"\n', ["not UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_bad_config_is_one_clear_line_and_exit_2(bot, name: str) -> None:
+    body, expected = BAD_CONFIGS[name]
+    path = bot.root / "broken.toml"
+    if isinstance(body, bytes):
+        path.write_bytes(body)
+    else:
+        path.write_text(body, encoding="utf-8")
+    result = bot.run("check", "--config", str(path))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith(f"error: {path}: "), line
+    for fragment in expected:
+        assert fragment in line, (fragment, line)
+    assert result.stdout == ""
+
+
+def test_chat_with_a_bad_config_fails_the_same_way(bot) -> None:
+    bot.config.write_text("[bot]\nfoo = 1\n", encoding="utf-8")
+    result = bot.run("chat", input="hello\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: relaybot.toml: [bot.foo] is not a known key: remove it or check its spelling"
+    )
+
+
+def test_missing_config_file_names_it(bot) -> None:
+    result = bot.run("check", "--config", "nowhere.toml")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: nowhere.toml: file not found")
+
+
+def test_secret_from_the_environment_never_appears_in_output(bot, fake_server) -> None:
+    bot.env["OPENAI_API_KEY"] = SECRET
+    bot.write_config(
+        provider=(
+            f'[providers.fake]\ntype = "openai"\nbase_url = "{fake_server.base_url}"\n'
+            'api_key = "${OPENAI_API_KEY}"\n'
+        )
+    )
+    # a hostile/buggy server that echoes the whole key back in its 401 body
+    fake_server.call(lambda s: s.add_error(401, f"Incorrect API key provided: {SECRET}."))
+    fake_server.call(lambda s: s.add_error(401, f"Incorrect API key provided: {SECRET}."))
+
+    chat = bot.run("--log-level", "DEBUG", "chat", input="hello\n/export json\n")
+    assert chat.returncode == 0, chat.stderr
+    # the user was told, and the key reached the server (so it really was used)
+    assert "API key" in chat.stdout
+    sent = fake_server.call(lambda s: s.requests[0].headers["authorization"])
+    assert sent == f"Bearer {SECRET}"
+
+    check = bot.run("--log-level", "DEBUG", "check")
+    assert check.returncode == 0, check.stderr
+
+    # a second run, at the default log level, through the error path of `run`
+    bad = bot.run("run")
+    assert bad.returncode == 2
+
+    for result in (chat, check, bad):
+        assert SECRET not in result.stdout + result.stderr
+        assert "supersecret" not in result.stdout + result.stderr
+    # stored history has no key either (the error text is not stored as a message)
+    assert not any(SECRET in text for _, text, _ in bot.messages())
