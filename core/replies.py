@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .context import build_context, input_budget, truncation_notice
-from .errors import CommandError, ProviderError, RelaybotError
+from .errors import CommandError, ContextTooLongError, ProviderError, RelaybotError
 from .hooktypes import ReplyRecord
 from .media import MediaError
 from .models import (
@@ -98,35 +98,13 @@ class ReplyRunner:
             if not conversation.title and self.message.text:
                 await store.rename_conversation(conversation.id, _auto_title(self.message.text))
 
-        max_out = provider.capabilities.max_output_tokens
+        max_out = caps.max_output_tokens
         budget = input_budget(caps.context_window, max_out)
-        system = app.config.bot.system_prompt
-        path = await store.path(user_row.id, token_budget=budget)
-        draft = build_context(
-            self.chat,
-            self.message,
-            system,
-            path.messages,
-            counter=counter,
-            context_window=caps.context_window,
-            max_output_tokens=max_out,
-        )
-        if path.truncated and not draft.dropped:
-            draft.dropped = 1  # storage already left older turns out
-        app.plugins.transform("build_context", context=draft)
-        notes: list[str] = []
+        request, dropped, notes = await self._prepare(user_row.id, budget, provider_name, provider, counter)
         noticed = app.conversations.state(self.chat).truncation_noticed
-        if draft.dropped and conversation.id not in noticed:
+        if dropped and conversation.id not in noticed:
             noticed.add(conversation.id)
-            notes.append(truncation_notice(draft.dropped))
-
-        notes.extend(await self._resolve_images(draft.messages, vision=caps.vision))
-        request = ProviderRequest(
-            system=draft.system, messages=draft.messages, max_output_tokens=max_out, model=provider.model
-        )
-        app.plugins.transform(
-            "before_provider_request", request=request, provider=provider_name, message=self.message
-        )
+            notes.insert(0, truncation_notice(dropped))
         reply_row = await store.add_message(
             conversation.id,
             role=Role.ASSISTANT,
@@ -141,7 +119,22 @@ class ReplyRunner:
         error_text = ""
         cancelled = False
         try:
-            await self._stream_from(provider, request, reply_row.id)
+            try:
+                await self._stream_from(provider, request, reply_row.id)
+            except ContextTooLongError:
+                if self.text_parts:
+                    raise
+                # our counts were too optimistic (estimates, template overhead): trim harder, once
+                log.info(
+                    "context too long for %r in %s; retrying with half the budget", provider_name, self.chat
+                )
+                request, dropped, _ = await self._prepare(
+                    user_row.id, budget // 2, provider_name, provider, counter
+                )
+                if dropped and conversation.id not in noticed:
+                    noticed.add(conversation.id)
+                    notes.insert(0, truncation_notice(dropped))
+                await self._stream_from(provider, request, reply_row.id)
             if self.finish and self.finish.reason != "stop":
                 notes.append(self.finish.message or _FINISH_NOTES.get(self.finish.reason, ""))
         except asyncio.CancelledError:
@@ -212,6 +205,42 @@ class ReplyRunner:
         if active is None:
             active = await store.create_conversation(self.chat, "", activate=True)
         return active
+
+    async def _prepare(
+        self, leaf_id: int, budget: int, provider_name: str, provider: Any, counter: Any
+    ) -> tuple[ProviderRequest, int, list[str]]:
+        """Build the provider request from the conversation path ending at ``leaf_id``.
+
+        Returns the request, how many older messages were left out, and notes for the user
+        (e.g. images a text-only model could not see). Runs the ``build_context`` and
+        ``before_provider_request`` hooks.
+        """
+        app = self.app
+        caps = provider.capabilities
+        path = await app.store.path(leaf_id, token_budget=budget)
+        draft = build_context(
+            self.chat,
+            self.message,
+            app.config.bot.system_prompt,
+            path.messages,
+            counter=counter,
+            context_window=budget + caps.max_output_tokens,
+            max_output_tokens=caps.max_output_tokens,
+        )
+        if path.truncated and not draft.dropped:
+            draft.dropped = 1  # storage already left older turns out
+        app.plugins.transform("build_context", context=draft)
+        notes = await self._resolve_images(draft.messages, vision=caps.vision)
+        request = ProviderRequest(
+            system=draft.system,
+            messages=draft.messages,
+            max_output_tokens=caps.max_output_tokens,
+            model=provider.model,
+        )
+        app.plugins.transform(
+            "before_provider_request", request=request, provider=provider_name, message=self.message
+        )
+        return request, draft.dropped, notes
 
     async def _last_user_turn(self) -> tuple[Conversation, Any]:
         """For regenerate: the active conversation and the user message to answer again."""

@@ -351,3 +351,18 @@ async def test_whole_bot_on_postgresql(make_bot, fake_openai, pg_url) -> None:
     await bot2.say("/switch 1")
     path = await stored_path(bot2)
     assert path[1].status == ReplyStatus.INTERRUPTED and path[1].text.startswith("pg")
+
+
+async def test_context_too_long_trims_harder_and_retries_once(make_bot, fake_openai) -> None:
+    bot = await make_bot()
+    for i in range(6):
+        await bot.say(f"turn {i} " + "words " * 50)
+    fake_openai.add_error(400, "This model's maximum context length is 100 tokens", code="context_length_exceeded")
+    fake_openai.add_reply("fits now")
+    answer = await bot.say("one more")
+    assert answer.startswith("fits now")
+    first, second = fake_openai.requests[-2:]
+    assert len(second.json["messages"]) < len(first.json["messages"])
+    assert second.json["messages"][-1]["content"] == "one more"
+    path = await stored_path(bot)
+    assert path[-1].text == "fits now" and path[-1].status == ReplyStatus.COMPLETE
