@@ -100,7 +100,9 @@ class ReplyRunner:
 
         max_out = caps.max_output_tokens
         budget = input_budget(caps.context_window, max_out)
-        request, dropped, notes = await self._prepare(user_row.id, budget, provider_name, provider, counter)
+        request, dropped, notes, sent = await self._prepare(
+            user_row.id, budget, provider_name, provider, counter
+        )
         noticed = app.conversations.state(self.chat).truncation_noticed
         if dropped and conversation.id not in noticed:
             noticed.add(conversation.id)
@@ -128,8 +130,9 @@ class ReplyRunner:
                 log.info(
                     "context too long for %r in %s; retrying with half the budget", provider_name, self.chat
                 )
-                request, dropped, _ = await self._prepare(
-                    user_row.id, budget // 2, provider_name, provider, counter
+                # half of what was actually sent: the window in config may be wrong too
+                request, dropped, _, _ = await self._prepare(
+                    user_row.id, max(1, min(budget, sent) // 2), provider_name, provider, counter
                 )
                 if dropped and conversation.id not in noticed:
                     noticed.add(conversation.id)
@@ -208,12 +211,12 @@ class ReplyRunner:
 
     async def _prepare(
         self, leaf_id: int, budget: int, provider_name: str, provider: Any, counter: Any
-    ) -> tuple[ProviderRequest, int, list[str]]:
+    ) -> tuple[ProviderRequest, int, list[str], int]:
         """Build the provider request from the conversation path ending at ``leaf_id``.
 
-        Returns the request, how many older messages were left out, and notes for the user
-        (e.g. images a text-only model could not see). Runs the ``build_context`` and
-        ``before_provider_request`` hooks.
+        Returns the request, how many older messages were left out, notes for the user
+        (e.g. images a text-only model could not see) and the request's token count. Runs the
+        ``build_context`` and ``before_provider_request`` hooks.
         """
         app = self.app
         caps = provider.capabilities
@@ -240,7 +243,7 @@ class ReplyRunner:
         app.plugins.transform(
             "before_provider_request", request=request, provider=provider_name, message=self.message
         )
-        return request, draft.dropped, notes
+        return request, draft.dropped, notes, draft.token_count
 
     async def _last_user_turn(self) -> tuple[Conversation, Any]:
         """For regenerate: the active conversation and the user message to answer again."""

@@ -357,7 +357,9 @@ async def test_context_too_long_trims_harder_and_retries_once(make_bot, fake_ope
     bot = await make_bot()
     for i in range(6):
         await bot.say(f"turn {i} " + "words " * 50)
-    fake_openai.add_error(400, "This model's maximum context length is 100 tokens", code="context_length_exceeded")
+    fake_openai.add_error(
+        400, "This model's maximum context length is 100 tokens", code="context_length_exceeded"
+    )
     fake_openai.add_reply("fits now")
     answer = await bot.say("one more")
     assert answer.startswith("fits now")
