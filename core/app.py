@@ -23,8 +23,10 @@ from .errors import CapabilityError, ConfigError, PluginError
 from .media import MediaStore
 from .models import IncomingMessage
 from .plugins import PluginHost, Registrations
-from .provider import BaseProvider
+from .provider import BaseProvider, ProviderType
+from .ratelimit import BaseRateLimiter
 from .redact import redact_url, register_secret
+from .resilience import build_rate_limiter, resolve_fallbacks, wrap_providers
 from .streaming import StreamScheduler
 from .tokens import TokenCounter, counter_for
 
@@ -58,7 +60,11 @@ class Relaybot:
         self.registrations: Registrations = self.plugins.collect()
         self.conversations = ConversationManager(config.bot.busy_policy)
         self.dispatcher = Dispatcher(self)
+        #: running providers by config name, each a ResilientProvider (retries, fallbacks,
+        #: rate limits) around the plugin's provider (``.primary``)
         self.providers: dict[str, BaseProvider] = {}
+        #: the provider rpm/tpm limiter (``None`` when no provider sets rpm/tpm)
+        self.rate_limiter: BaseRateLimiter | None = None
         self.connectors: dict[str, BaseConnector] = {}
         self._schedulers: dict[str, StreamScheduler] = {}
         self._counters: dict[str, TokenCounter] = {}
@@ -70,7 +76,15 @@ class Relaybot:
     # ── building ────────────────────────────────────────────────────────────────────────────
 
     def build_provider(self, name: str) -> BaseProvider:
-        """Validate ``[providers.NAME]`` and build the provider (no network I/O)."""
+        """Validate ``[providers.NAME]`` and build the provider (no network I/O).
+
+        This is the plugin's provider itself; :meth:`start` wraps it for retries/fallbacks.
+        """
+        provider_type, settings = self._provider_settings(name)
+        return provider_type.factory(name, settings)
+
+    def _provider_settings(self, name: str) -> tuple[ProviderType, Any]:
+        """The provider type of ``[providers.NAME]`` and its validated settings."""
         cfg = self.config
         if name not in cfg.providers:
             raise ConfigError(f"no [providers.{name}] table", path=cfg.source, key="providers")
@@ -87,7 +101,7 @@ class Relaybot:
         provider_type = entry[0]
         settings = cfg.provider_config(name, provider_type.config_model)
         _register_secrets(settings)
-        return provider_type.factory(name, settings)
+        return provider_type, settings
 
     def build_connector(self, name: str) -> BaseConnector | None:
         """Validate ``[connectors.NAME]`` and build it; ``None`` when ``enabled = false``."""
@@ -113,10 +127,15 @@ class Relaybot:
     def plan(self) -> dict[str, list[str]]:
         """What :meth:`start` would start, validating every section (``relaybot check``)."""
         providers = []
+        settings: dict[str, Any] = {}
         for name in self.config.providers:
-            p = self.build_provider(name)
+            provider_type, settings[name] = self._provider_settings(name)
+            p = provider_type.factory(name, settings[name])
             star = " (default)" if name == self.config.default_provider else ""
-            providers.append(f"{name}: {self.config.provider_type(name)} model={p.model!r}{star}")
+            fallbacks = getattr(settings[name], "fallbacks", [])
+            chain = f" fallbacks={','.join(fallbacks)}" if fallbacks else ""
+            providers.append(f"{name}: {self.config.provider_type(name)} model={p.model!r}{chain}{star}")
+        resolve_fallbacks(settings, self.config.source)
         connectors = []
         for name in self.config.connectors:
             c = self.build_connector(name)
@@ -147,8 +166,15 @@ class Relaybot:
         recovered = await self.store.recover_interrupted()
         if recovered:
             log.warning("%d reply(ies) were cut off by a previous crash; marked interrupted", recovered)
+        raw: dict[str, BaseProvider] = {}
+        settings: dict[str, Any] = {}
         for name in self.config.providers:
-            self.providers[name] = self.build_provider(name)
+            provider_type, settings[name] = self._provider_settings(name)
+            raw[name] = provider_type.factory(name, settings[name])
+        self.rate_limiter = build_rate_limiter(self.config.ratelimit, settings)
+        self.providers = dict(
+            wrap_providers(raw, settings, limiter=self.rate_limiter, source=self.config.source)
+        )
         wanted: list[BaseConnector] = list(connectors or [])
         if start_configured:
             for name in self.config.connectors:
@@ -185,6 +211,11 @@ class Relaybot:
                 await provider.aclose()
             except Exception:
                 log.exception("provider %r did not close cleanly", provider.name)
+        if self.rate_limiter is not None:
+            try:
+                await self.rate_limiter.aclose()
+            except Exception:
+                log.exception("the rate limiter did not close cleanly")
         if self.started:
             self.plugins.notify("relaybot_shutdown", app=self)
         if self.store is not None:

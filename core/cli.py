@@ -33,7 +33,29 @@ config_option = click.option(
 )
 
 
+class _ExpectedErrorFilter(logging.Filter):
+    """Log expected failures (``RelaybotError``: locked database, provider down …) as one line.
+
+    Their message already says what happened and what to do; a stack trace would bury it (in
+    ``relaybot chat`` stderr is the user's screen). Tracebacks stay for everything else (bugs),
+    and for every error with ``--log-level DEBUG``. Must run before the redacting filter, which
+    turns the exception into plain text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RelaybotError):
+            message = record.getMessage()
+            detail = str(exc)
+            record.msg = message if detail in message else f"{message}: {detail}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def _setup_logging(level: str) -> None:
+    debug = level.upper() == "DEBUG"
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -41,7 +63,11 @@ def _setup_logging(level: str) -> None:
     )
     # third-party chatter stays at WARNING unless asked for DEBUG
     for noisy in ("httpx", "httpcore", "aiosqlite", "alembic", "telegram", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, _ExpectedErrorFilter) for f in handler.filters):
+                handler.addFilter(_ExpectedErrorFilter())
     install_log_redaction()
 
 
@@ -103,9 +129,11 @@ async def _chat(config: RelaybotConfig, chat_id: str) -> None:
     terminal = TerminalConnector("terminal", TerminalConfig(chat=chat_id))
     await app.start(connectors=[terminal], start_configured=False)
     loop = asyncio.get_running_loop()
-    if terminal.interactive:
-        loop.add_signal_handler(signal.SIGINT, terminal.interrupt)
-    loop.add_signal_handler(signal.SIGTERM, terminal.interrupt)
+    # Ctrl-C at a terminal stops the reply being written (and quits at the prompt); SIGTERM,
+    # and SIGINT to a scripted chat, quit the way `relaybot run` does: shutdown saves the
+    # partial reply as interrupted and the exit status is 0.
+    loop.add_signal_handler(signal.SIGINT, terminal.interrupt if terminal.interactive else terminal.close)
+    loop.add_signal_handler(signal.SIGTERM, terminal.close)
     try:
         await terminal.wait_closed()
     finally:

@@ -71,6 +71,21 @@ class StorageConfig(BaseModel):
         return "relaybot-media"
 
 
+class RateLimitConfig(BaseModel):
+    """``[ratelimit]``: where provider rpm/tpm windows are counted.
+
+    ``local`` counts in this process; ``redis`` shares the count between every process using
+    the same ``redis_url`` (extra ``redis``), for scale-out.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: prefix of the Redis keys (one sorted set per provider name)
+    key_prefix: str = "relaybot:ratelimit:"
+
+
 class PluginsConfig(BaseModel):
     """``[plugins]``: which plugins are off, plus one sub-table of settings per plugin."""
 
@@ -95,6 +110,7 @@ class RelaybotConfig(BaseModel):
     providers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(EMBEDDED_PROVIDER))
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     source: str = "<defaults>"
 
     @property

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .images import ImageLimits
 from .models import ProviderEvent, ProviderRequest
 
 
@@ -23,7 +24,9 @@ class ProviderCapabilities:
     """What a provider/model can do; the core checks these before calling (capabilities are data).
 
     ``tokenizer`` names a tiktoken encoding when token counts are exact for this model, or is
-    ``None`` when the core must estimate (see :mod:`relaybot.core.tokens`).
+    ``None`` when the core must estimate (see :mod:`relaybot.core.tokens`). ``image_limits``
+    are the per-image bounds of a vision model: the core resizes and re-encodes images to fit
+    them (see :mod:`relaybot.core.images`); ``None`` sends stored images unchanged.
     """
 
     streaming: bool = True
@@ -32,6 +35,7 @@ class ProviderCapabilities:
     context_window: int = 8192
     max_output_tokens: int = 1024
     tokenizer: str | None = None
+    image_limits: ImageLimits | None = None
 
 
 class BaseProviderConfig(BaseModel):
@@ -47,6 +51,18 @@ class BaseProviderConfig(BaseModel):
     context_window: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    # ── resilience (see relaybot.core.resilience) ──
+    #: retries on the same provider after the first attempt (429/5xx/529/timeouts/408/409)
+    max_retries: int = Field(default=2, ge=0)
+    #: longest ``retry_after`` (and rate-limiter wait) honoured, in seconds; a longer one
+    #: moves on to the next fallback at once
+    retry_max_wait: float = Field(default=60, ge=0)
+    #: other ``[providers.*]`` names to ask, in order, when this one is down, overloaded,
+    #: rate limited or rejects its key/model
+    fallbacks: list[str] = Field(default_factory=list)
+    #: requests / tokens per minute allowed by the provider; waited for before sending
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
 
 
 class BaseProvider(abc.ABC):

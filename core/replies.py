@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .context import build_context, input_budget, truncation_notice
 from .errors import CommandError, ContextTooLongError, ProviderError, RelaybotError
 from .hooktypes import ReplyRecord
+from .images import ImageLimits, prepared_data_url
 from .media import MediaError
 from .models import (
     ChatMessage,
@@ -188,6 +189,8 @@ class ReplyRunner:
     # ── steps ───────────────────────────────────────────────────────────────────────────────
 
     _parent_id: Any = None
+    #: tokens of the request as we counted them (set when it is built)
+    _input_estimate: int = 0
 
     async def _conversation(self) -> Conversation:
         """The conversation to answer in: the active one, or a branch when replying to an old one."""
@@ -233,7 +236,8 @@ class ReplyRunner:
         if path.truncated and not draft.dropped:
             draft.dropped = 1  # storage already left older turns out
         app.plugins.transform("build_context", context=draft)
-        notes = await self._resolve_images(draft.messages, vision=caps.vision)
+        self._input_estimate = draft.token_count  # usage estimate if the provider reports none
+        notes = await self._resolve_images(draft.messages, vision=caps.vision, limits=caps.image_limits)
         request = ProviderRequest(
             system=draft.system,
             messages=draft.messages,
@@ -258,13 +262,25 @@ class ReplyRunner:
             raise CommandError("There is no message to answer again yet.")
         return conversation, leaf
 
-    async def _resolve_images(self, messages: list[ChatMessage], *, vision: bool) -> list[str]:
+    async def _resolve_images(
+        self, messages: list[ChatMessage], *, vision: bool, limits: ImageLimits | None = None
+    ) -> list[str]:
         """Turn stored ``media:`` images into ``data:`` URLs for the provider (in place).
 
-        A model without vision gets a short text note instead of each image, and the user is
-        told once per reply. Returns the notes to show.
+        With ``limits`` (the provider's :attr:`ProviderCapabilities.image_limits`) each image
+        is first oriented, converted, resized and compressed to fit them (done in a worker
+        thread, cached beside the media file so later turns reuse it); without, the stored
+        bytes are sent as they are. A model without vision gets a short text note instead of
+        each image, and the user is told once per reply; so is an image that could not be
+        loaded or prepared. Images in assistant messages (generated ones) become a text
+        marker: the chat APIs accept images in user turns only. Returns the notes to show.
         """
         notes: list[str] = []
+
+        def note(text: str) -> None:
+            if text not in notes:
+                notes.append(text)
+
         for message in messages:
             if not any(isinstance(p, ImagePart) for p in message.parts):
                 continue
@@ -272,18 +288,25 @@ class ReplyRunner:
             for part in message.parts:
                 if not isinstance(part, ImagePart):
                     parts.append(part)
+                elif message.role == Role.ASSISTANT:
+                    # a picture the bot made (/imagine): chat APIs take images in user turns
+                    # only, so the model reads that it showed one (its caption follows)
+                    parts.append(TextPart("[generated image] "))
                 elif not vision:
                     parts.append(TextPart("[an image was attached here, but this model cannot see images]"))
-                    note = "(This model cannot see images, so I answered from the text only.)"
-                    if note not in notes:
-                        notes.append(note)
+                    note("(This model cannot see images, so I answered from the text only.)")
                 elif part.image.uri.startswith("media:"):
                     try:
-                        url = await self.app.media.data_url(part.image)
+                        if limits is None:
+                            image = replace(part.image, uri=await self.app.media.data_url(part.image))
+                        else:
+                            _, image = await prepared_data_url(self.app.media, part.image, limits)
                     except MediaError as exc:
+                        log.warning("image %s left out of the request: %s", part.image.uri[:18], exc)
                         parts.append(TextPart(f"[image unavailable: {exc.user_message}]"))
+                        note(f"(An image could not be sent to the model: {exc.user_message})")
                         continue
-                    parts.append(ImagePart(replace(part.image, uri=url)))
+                    parts.append(ImagePart(image))
                 else:
                     parts.append(part)
             message.parts = parts
@@ -336,6 +359,10 @@ class ReplyRunner:
         if usage is not None:
             # the provider's own count of the reply is better than ours
             tokens = usage.output_tokens or tokens
+        elif text:
+            # no usage reported (a provider without it, or the reply was interrupted): record
+            # our own counts, flagged, so usage accounting sees every answered request
+            usage = Usage(self._input_estimate, tokens, estimated=True)
         await asyncio.shield(
             self.app.store.update_message(
                 reply_id,
@@ -343,7 +370,7 @@ class ReplyRunner:
                 status=status,
                 usage=usage,
                 token_count=tokens,
-                token_estimated=usage is None and not counter.exact,
+                token_estimated=self.usage is None and not counter.exact,
             )
         )
 

@@ -59,6 +59,12 @@ from .webhook import WebhookServer
 log = logging.getLogger("relaybot.connectors.telegram")
 
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# Every update type except those Telegram sends only on request. Always explicit: without a
+# list Telegram keeps whatever an earlier run of this bot asked for.
+ALLOWED_UPDATES = [
+    kind for kind in Update.ALL_TYPES
+    if kind not in ("chat_member", "message_reaction", "message_reaction_count")
+]  # fmt: skip
 # Bot API command names: 1-32 of a-z, 0-9, _ ; descriptions 1-256 characters.
 _MAX_COMMANDS = 100
 
@@ -164,7 +170,7 @@ class TelegramConnector(BaseConnector):
             await application.updater.start_polling(
                 timeout=self.config.poll_timeout,
                 error_callback=self._on_poll_error,
-                allowed_updates=Update.ALL_TYPES,
+                allowed_updates=ALLOWED_UPDATES,
             )
         log.info("telegram %r running as @%s (%s)", self.name, self.bot_user.username, self.config.mode)
 
@@ -180,7 +186,7 @@ class TelegramConnector(BaseConnector):
         url = cfg.webhook_url or self.webhook.local_url
         try:
             await self.application.bot.set_webhook(
-                url=url, secret_token=secret, allowed_updates=Update.ALL_TYPES, max_connections=100
+                url=url, secret_token=secret, allowed_updates=ALLOWED_UPDATES, max_connections=100
             )
         except tg.TelegramError as exc:
             await self.webhook.stop()
@@ -194,7 +200,11 @@ class TelegramConnector(BaseConnector):
         """Queue one webhook update for the application (answered 200 right after)."""
         if self.application is None or not self._accepting:
             return
-        update = Update.de_json(data, self.application.bot)
+        try:
+            update = Update.de_json(data, self.application.bot)
+        except Exception as exc:  # answer 200 anyway: Telegram would resend it forever
+            log.warning("webhook: ignored an update that could not be read: %r", exc)
+            return
         await self.application.update_queue.put(update)
 
     async def _publish_commands(self) -> None:
@@ -234,6 +244,11 @@ class TelegramConnector(BaseConnector):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.app is None:
             await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` ran (the Bot API client is closed)."""
+        return self._closed
 
     async def aclose(self) -> None:
         """Close the Bot API client (after :meth:`stop`; the shutdown hook calls this). Idempotent."""
@@ -295,22 +310,23 @@ class TelegramConnector(BaseConnector):
         task.add_done_callback(done)
 
     async def _handle_attachment(self, routed: Routed, message: Any) -> None:
-        if routed.image is None and routed.unsupported is None:
+        image = routed.image
+        if image is None and routed.unsupported is None:
             await self._deliver(routed, message)
             return
         if not self._allowed(routed, message):
             await self._deliver(routed, message)  # the core answers the denial (nothing fetched)
             return
-        if routed.unsupported is not None:
-            await self._tell(routed, routed.unsupported)
+        if image is None:
+            await self._tell(routed, routed.unsupported or "")
             return
         assert self.application is not None
         try:
-            data = await fetch_image(self.application.bot, routed.image, max_bytes=self._max_bytes)
+            data = await fetch_image(self.application.bot, image, max_bytes=self._max_bytes)
             media = getattr(self.app, "media", None)
             if media is None:
                 raise RelaybotError("no media store", user_message="Sorry, I can't read images here.")
-            ref = await media.save(data, mime_type=routed.image.mime_type)
+            ref = await media.save(data, mime_type=image.mime_type)
         except RelaybotError as exc:
             log.info("%s: image refused: %s", routed.chat, exc)
             await self._tell(routed, exc.user_message)

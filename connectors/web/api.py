@@ -22,6 +22,7 @@ browser's client id, header ``X-Relaybot-Client`` or ``?client=``)::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from pathlib import Path
@@ -257,7 +258,8 @@ class _Api:
         if len(text) > MAX_TEXT:
             raise ApiError(413, f"the message is too long (limit {MAX_TEXT} characters)")
         uris = data.get("attachments") or []
-        if not isinstance(uris, list) or len(uris) > MAX_ATTACHMENTS or not all(isinstance(u, str) for u in uris):
+        if (not isinstance(uris, list) or len(uris) > MAX_ATTACHMENTS
+                or not all(isinstance(u, str) for u in uris)):
             raise ApiError(400, f"attachments must be a list of at most {MAX_ATTACHMENTS} upload references")
         refs = []
         for uri in uris:
@@ -309,7 +311,8 @@ class _Api:
         client = self._client(request)
         data = await self._json(request)
         conv = await self._target(client, data.get("conversation_id"))
-        self.connector.hub.publish(client, "thinking", {"conversation_id": conv.id, "client_message_id": None})
+        self.connector.hub.publish(client, "thinking",
+                                   {"conversation_id": conv.id, "client_message_id": None})
         await self.connector.app.dispatcher.regenerate(self.connector.chat_of(client), User(client, "web"))
         return JSONResponse({"conversation_id": conv.id}, status_code=202)
 
@@ -354,13 +357,21 @@ class _Api:
             path = self.connector.app.media.path_of(f"media:{sha}")
         except (MediaError, RelaybotError):
             raise ApiError(404, "no such image") from None
-        if not path.is_file():
+        head = await asyncio.to_thread(_head, path)
+        if head is None:
             raise ApiError(404, "no such image")
-        with path.open("rb") as fh:
-            head = fh.read(16)
         mime = next((m for magic, m in _SNIFF if head.startswith(magic)), None)
         if mime is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
             mime = "image/webp"
         # content-addressed: the bytes behind a name never change
         return FileResponse(path, media_type=mime or "application/octet-stream",
                             headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+def _head(path: Path) -> bytes | None:
+    """The first bytes of a media file (to name its type), or None when it does not exist."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(16)
+    except (FileNotFoundError, IsADirectoryError):
+        return None

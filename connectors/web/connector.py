@@ -108,6 +108,8 @@ class WebConnector(BaseConnector):
         self.port = 0
         self._ids = itertools.count(1)
         self._live: OrderedDict[str, LiveMessage] = OrderedDict()
+        #: stored replies already shown by a bot message (a later notice must not claim them)
+        self._claimed: OrderedDict[int, None] = OrderedDict()
         self._uploads: dict[str, OrderedDict[str, ImageRef]] = {}
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -163,7 +165,7 @@ class WebConnector(BaseConnector):
         )
         server = uvicorn.Server(config)
         # the bot's CLI owns signal handling; uvicorn must not swallow Ctrl-C
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # older uvicorn
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"relaybot:web:{self.name}")
@@ -195,7 +197,7 @@ class WebConnector(BaseConnector):
         self, chat: ChatKey, text: str, *, final: bool = True, reply_to: str | None = None
     ) -> str:
         """Publish a new bot message; its first frame goes out as ``delta`` from empty text."""
-        conversation_id, reply_id = await self._locate(chat)
+        conversation_id, reply_id = await self._locate(chat, reply_to)
         live = LiveMessage(f"w{next(self._ids)}", chat.chat, conversation_id, reply_id)
         self._live[live.platform_id] = live
         while len(self._live) > MAX_LIVE:
@@ -208,8 +210,7 @@ class WebConnector(BaseConnector):
         live = self._live.get(message_id)
         if live is None:
             # finished or evicted: a late edit replaces the text whole, with the message's ids
-            conversation_id, _ = await self._locate(chat)
-            live = LiveMessage(message_id, chat.chat, conversation_id, None, text="\0")
+            live = LiveMessage(message_id, chat.chat, await self._conversation_id(chat), None, text="\0")
         self._frame(live, text, final)
 
     async def send_image(
@@ -217,7 +218,7 @@ class WebConnector(BaseConnector):
     ) -> str:
         """Store the image through the core's media path and show it in the conversation."""
         ref = await self.app.media.save(image, mime_type=mime_type)
-        conversation_id, _ = await self._locate(chat)
+        conversation_id = await self._conversation_id(chat)
         platform_id = f"w{next(self._ids)}"
         self.hub.publish(chat.chat, "image", {
             "conversation_id": conversation_id, "message_id": platform_id,
@@ -241,7 +242,8 @@ class WebConnector(BaseConnector):
 
     def upload(self, client: str, uri: str) -> ImageRef | None:
         """A reference ``client`` uploaded recently, or None."""
-        return self._uploads.get(client, {}).get(uri)
+        uploads = self._uploads.get(client)
+        return uploads.get(uri) if uploads is not None else None
 
     def snapshot(self, client: str) -> None:
         """Re-publish the full text of the client's replies in flight (a tab just opened)."""
@@ -251,21 +253,36 @@ class WebConnector(BaseConnector):
 
     # ── internals ───────────────────────────────────────────────────────────────────────────
 
-    async def _locate(self, chat: ChatKey) -> tuple[int | None, int | None]:
-        """The active conversation of ``chat`` and the stored reply streaming in it, if any.
+    async def _conversation_id(self, chat: ChatKey) -> int | None:
+        """The id of the chat's active conversation (None before the first one)."""
+        conv = await self.app.store.active_conversation(chat)
+        return conv.id if conv is not None else None
 
-        Sound because the core never changes a chat's active conversation while a reply
-        streams in it: switching, /new and deleting first cancel the reply and wait until its
-        last frame was delivered.
+    async def _locate(self, chat: ChatKey, reply_to: str | None = None) -> tuple[int | None, int | None]:
+        """The active conversation of ``chat`` and the stored reply a new bot message shows.
+
+        The active conversation is sound because the core never changes it while a reply
+        streams: switching, /new and deleting first cancel the reply and wait until its last
+        frame was delivered. The reply is the conversation's leaf when that is an assistant
+        message no earlier bot message claimed, and this message belongs to a reply: it is
+        still streaming, or it answers a user message (``reply_to``; a short reply may be
+        saved complete before its first frame goes out), or a reply task runs in the chat
+        (regenerate). Anything else — a command's answer, an error notice — is a notice.
         """
         store = self.app.store
         conv = await store.active_conversation(chat)
         if conv is None:
             return None, None
-        if conv.leaf_id is None:
+        if conv.leaf_id is None or conv.leaf_id in self._claimed:
             return conv.id, None
         leaf = await store.get_message(conv.leaf_id)
-        if leaf is not None and leaf.role == Role.ASSISTANT and leaf.status == ReplyStatus.STREAMING:
+        if leaf is None or leaf.role != Role.ASSISTANT:
+            return conv.id, None
+        if (leaf.status == ReplyStatus.STREAMING or reply_to is not None
+                or self.app.conversations.is_streaming(chat)):
+            self._claimed[leaf.id] = None
+            while len(self._claimed) > MAX_LIVE:
+                self._claimed.popitem(last=False)
             return conv.id, leaf.id
         return conv.id, None
 

@@ -66,7 +66,9 @@ async def owned_conversation(connector: WebConnector, client: str, conversation_
     return conv
 
 
-async def history_page(connector: WebConnector, conv: Conversation, query: Mapping[str, str]) -> dict[str, Any]:
+async def history_page(
+    connector: WebConnector, conv: Conversation, query: Mapping[str, str]
+) -> dict[str, Any]:
     """One page of a conversation, oldest first: the newest ``limit`` messages before ``before``.
 
     ``has_more`` says whether older messages exist (ask again with ``before`` = the first id).

@@ -144,19 +144,20 @@ class EventHub:
                 if on_open is not None:
                     on_open()
             else:
-                for event in replay:
-                    yield event.encode(self.epoch)
+                for old in replay:
+                    yield old.encode(self.epoch)
                 if last is None and on_open is not None:
                     on_open()
             while not self._closed:
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        live = await sub.queue.get()
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if event is None:
-                    return  # too far behind: the browser reconnects with Last-Event-ID
-                yield event.encode(self.epoch)
+                if live is None:
+                    return  # too far behind (or shutdown): the browser reconnects with Last-Event-ID
+                yield live.encode(self.epoch)
         finally:
             channel.subscribers.discard(sub)
             channel.touched = time.monotonic()

@@ -459,6 +459,44 @@ class Store(StoreBase):
         return Usage(int(input_tokens), int(output_tokens), estimated=bool(any_estimated))
 
     @translated
+    async def usage_by_model(
+        self, *, user_id: str | None = None, since: datetime | None = None
+    ) -> dict[str, Usage]:
+        """Summed token usage per model (``{model: Usage}``), optionally of one user and since
+        a time (aware datetime, inclusive); models without recorded usage are absent.
+
+        A reply counts for ``user_id`` when it is stored with that user id, or when it is
+        stored without one and answers (is the child of) a message of that user — replies
+        stored by older versions carry no user id. ``estimated`` is true for a model if any
+        counted reply's usage was an estimate.
+        """
+        asked = messages.alias("asked")
+        estimated = sa.case((messages.c.usage_estimated.is_(True), 1), else_=0)
+        stmt = (
+            sa.select(
+                messages.c.model,
+                sa.func.coalesce(sa.func.sum(messages.c.input_tokens), 0),
+                sa.func.coalesce(sa.func.sum(messages.c.output_tokens), 0),
+                sa.func.coalesce(sa.func.max(estimated), 0),
+            )
+            .where(messages.c.input_tokens.is_not(None) | messages.c.output_tokens.is_not(None))
+            .group_by(messages.c.model)
+        )
+        if user_id is not None:
+            answered = (messages.c.user_id == "") & (asked.c.user_id == user_id)
+            stmt = stmt.select_from(messages.outerjoin(asked, asked.c.id == messages.c.parent_id)).where(
+                (messages.c.user_id == user_id) | answered
+            )
+        if since is not None:
+            stmt = stmt.where(messages.c.created_at >= since)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return {
+            str(model): Usage(int(tokens_in), int(tokens_out), estimated=bool(any_estimated))
+            for model, tokens_in, tokens_out, any_estimated in rows
+        }
+
+    @translated
     async def export_conversation(self, conversation_id: int) -> dict[str, Any]:
         """The conversation as JSON-ready data: id, title, chat, timestamps (ISO 8601 UTC)
         and its messages root→leaf. Raises NotFoundError for an unknown id."""

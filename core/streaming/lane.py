@@ -116,7 +116,8 @@ class Lane:
         self.paused_until = float("-inf")
         self.slow = 1.0
         self.slow_until = float("-inf")
-        self.last_typing = float("-inf")
+        #: when each thread (or the chat itself) last got a typing indicator
+        self.last_typing: dict[ChatKey, float] = {}
         self.streams: set[ReplyStream] = set()
         self.ready: deque[ReplyStream] = deque()
         self._wake = asyncio.Event()
@@ -184,21 +185,23 @@ class Lane:
             "%s: rate limited (%s scope), pausing %.1fs", self.chat, exc.scope, retry_after
         )
 
-    def typing(self, now: float) -> None:
-        """Refresh the chat's typing indicator unless another stream here just did.
+    def typing(self, now: float, chat: ChatKey | None = None) -> None:
+        """Refresh the typing indicator of ``chat`` (a thread of this lane's chat, or the chat
+        itself) unless another stream there just did.
 
         Typing is not a message: it skips the chat interval and the global bucket, but the
         caller checks :meth:`blocked_until` first, so it never breaks a 429 pause.
         """
+        chat = chat or self.chat
         interval = self._sched.policy.typing_interval or 0.0
-        if now - self.last_typing < interval * 0.8:
+        if now - self.last_typing.get(chat, float("-inf")) < interval * 0.8:
             return
-        self.last_typing = now
-        self._sched.spawn(self._send_typing())
+        self.last_typing[chat] = now
+        self._sched.spawn(self._send_typing(chat))
 
-    async def _send_typing(self) -> None:
+    async def _send_typing(self, chat: ChatKey) -> None:
         try:
-            await self._sched.connector.send_typing(self.chat)
+            await self._sched.connector.send_typing(chat)
             self._sched.stats.typing += 1
         except PlatformRateLimitError as exc:
             log.debug("%s: typing indicator rate limited", self.chat)
@@ -289,14 +292,14 @@ class Lane:
             if job.kind == "send":
                 stats.sends += 1
                 message_id = await conn.send_text(
-                    self.chat, job.text, final=job.final, reply_to=job.reply_to
+                    stream.chat, job.text, final=job.final, reply_to=job.reply_to
                 )
             elif job.kind == "edit":
                 stats.edits += 1
-                await conn.edit_text(self.chat, job.message_id or "", job.text, final=job.final)
+                await conn.edit_text(stream.chat, job.message_id or "", job.text, final=job.final)
             else:
                 stats.drafts += 1
-                await conn.send_draft(self.chat, stream.draft_id, job.text)
+                await conn.send_draft(stream.chat, stream.draft_id, job.text)
         except PlatformRateLimitError as exc:
             self.rate_limited(exc)
             self.enqueue(stream, front=True)  # it keeps its turn; the next frame is fresher

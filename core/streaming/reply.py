@@ -141,6 +141,7 @@ class ReplyStream:
         scheduler: StreamScheduler,
         lane: Lane,
         *,
+        chat: ChatKey | None = None,
         private: bool,
         reply_to: str | None,
         draft_id: int,
@@ -148,7 +149,8 @@ class ReplyStream:
         policy = scheduler.policy
         self._sched = scheduler
         self._lane = lane
-        self.chat: ChatKey = lane.chat
+        #: where this reply goes (the lane's chat, plus the thread/topic if any)
+        self.chat: ChatKey = chat or lane.chat
         self.private = private
         if policy.native_draft and private:
             self.mode = StreamMode.DRAFT
@@ -479,7 +481,7 @@ class ReplyStream:
         if blocked > now:  # never poke a paused chat
             self._typing = loop.call_later(blocked - now, self._typing_tick)
             return
-        self._lane.typing(now)
+        self._lane.typing(now, self.chat)
         self._typing = loop.call_later(self._sched.policy.typing_interval or 5.0, self._typing_tick)
 
     def _shown(self) -> None:

@@ -118,14 +118,18 @@ class StreamScheduler:
         """
         if self._closed:
             raise RuntimeError("the stream scheduler is closed")
-        lane = self._lanes.get(chat)
+        # Platforms limit requests per chat: every thread/topic of a chat shares one budget.
+        budget_key = ChatKey(chat.platform, chat.chat) if chat.thread is not None else chat
+        lane = self._lanes.get(budget_key)
         if lane is None:
-            lane = self._lanes[chat] = Lane(self, chat, private=private)
+            lane = self._lanes[budget_key] = Lane(self, budget_key, private=private)
             self._new_lanes += 1
             if self._new_lanes % _SWEEP_EVERY == 0:
                 self._sweep()
         draft_id = (next(self._draft_ids) - 1) % _MAX_DRAFT_ID + 1
-        stream = ReplyStream(self, lane, private=private, reply_to=reply_to, draft_id=draft_id)
+        stream = ReplyStream(
+            self, lane, chat=chat, private=private, reply_to=reply_to, draft_id=draft_id
+        )
         lane.join(stream, private=private)
         if not feedback:
             stream._placeholder = False

@@ -15,11 +15,20 @@ queued, :attr:`FakeOpenAIServer.default` answers (``"You said: …"``). Streamed
 OpenAI's: ``chat.completion.chunk`` objects with ``id``/``created``/``model``, a first chunk with
 the role, one chunk per piece of text, a chunk with ``finish_reason``, a usage chunk with
 ``choices: []`` when the request set ``stream_options.include_usage``, then ``data: [DONE]``.
+
+``POST /v1/images/generations`` answers like the images API: a real (small) PNG as ``b64_json``,
+with the options checked per model as the real API checks them (GPT image models take no
+``response_format``; ``dall-e-3`` only ``n=1`` and its three sizes). Scripted replies are shared
+with chat completions (one queue, served in arrival order), so ``add_error`` applies to image
+requests too; :meth:`FakeOpenAIServer.add_image` queues a specific image.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import io
 import itertools
 import json
 import math
@@ -72,6 +81,8 @@ class FakeReply:
     split_at: list[int] | None = None
     chunk_delay: float = 0.0
     content_type: str = "text/event-stream"
+    #: for image requests: the PNG to return (``None``: one drawn from the prompt)
+    image: bytes | None = None
 
 
 def _last_user_text(request_json: dict[str, Any]) -> str:
@@ -128,10 +139,13 @@ class FakeOpenAIServer:
         self.disconnects = 0
         self._queue: deque[FakeReply] = deque()
         self._disconnected = asyncio.Event()
+        self._files: dict[str, bytes] = {}  # images served by URL (dall-e response_format="url")
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/images/generations", self._images, methods=["POST"]),
+                Route("/v1/fake-files/{name}", self._file, methods=["GET"]),
             ]
         )
         self._server = LoopbackServer(app)
@@ -243,6 +257,16 @@ class FakeOpenAIServer:
         headers = {} if retry_after is None else {"retry-after": f"{retry_after:g}"}
         return self.add_reply(status=status, error_body=_error_body(status, message, code), headers=headers)
 
+    def add_image(
+        self, png: bytes | None = None, *, revised_prompt: str = "", delay: float = 0.0
+    ) -> FakeReply:
+        """Queue the answer to the next request: for an image request, ``png`` (default: one
+        drawn from the prompt) after ``delay`` seconds, with ``revised_prompt`` (dall-e-3
+        rewrites prompts)."""
+        reply = FakeReply(text=revised_prompt, image=png, first_token_delay=delay)
+        self._queue.append(reply)
+        return reply
+
     def add_raw(
         self,
         body: bytes,
@@ -285,6 +309,61 @@ class FakeOpenAIServer:
 
         model = {"id": self.model, "object": "model", "created": 0, "owned_by": "relaybot"}
         return JSONResponse({"object": "list", "data": [model]})
+
+    async def _images(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(FakeRequest(request.url.path, body if isinstance(body, dict) else {}, headers))
+        if not isinstance(body, dict):
+            return JSONResponse(_error_body(400, "We could not parse the JSON body.", None), 400)
+        if self.api_key is not None:
+            denied = self._check_key(headers.get("authorization", ""))
+            if denied is not None:
+                return JSONResponse(denied, 401)
+        reply = self._queue.popleft() if self._queue else FakeReply()
+        if reply.status != 200:
+            if isinstance(reply.error_body, dict | list):
+                return JSONResponse(reply.error_body, reply.status, headers=reply.headers)
+            return JSONResponse(_error_body(reply.status, "fake error", None), reply.status)
+        problem = _image_request_problem(body)
+        if reply.first_token_delay:
+            await asyncio.sleep(reply.first_token_delay)  # generating takes a while
+        if problem is not None:
+            status, message, code = problem
+            return JSONResponse(_error_body(status, message, code), status)
+        model = str(body.get("model") or "dall-e-2")
+        size = str(body.get("size") or "1024x1024")
+        png = reply.image or _draw_png(str(body["prompt"]), size)
+        items: list[dict[str, Any]] = []
+        for _ in range(int(body.get("n") or 1)):
+            if body.get("response_format", "url" if model.startswith("dall-e") else "b64_json") == "url":
+                name = uuid.uuid4().hex + ".png"
+                self._files[name] = png
+                item: dict[str, Any] = {"url": f"{self.base_url}/fake-files/{name}"}
+            else:
+                item = {"b64_json": base64.b64encode(png).decode("ascii")}
+            if model == "dall-e-3":
+                item["revised_prompt"] = reply.text or str(body["prompt"])
+            items.append(item)
+        answer: dict[str, Any] = {"created": int(time.time()), "data": items}
+        if model.startswith("gpt-image"):
+            prompt_tokens = math.ceil(len(str(body["prompt"])) / 4)
+            answer["usage"] = {"input_tokens": prompt_tokens, "output_tokens": 1056,
+                               "total_tokens": prompt_tokens + 1056}  # fmt: skip
+        return JSONResponse(answer, headers=reply.headers)
+
+    async def _file(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        data = self._files.get(request.path_params["name"])
+        if data is None:
+            return Response(b"not found", 404)
+        return Response(data, media_type="image/png")
 
     async def _chat(self, request: Any) -> Any:
         from starlette.responses import JSONResponse, Response
@@ -449,6 +528,56 @@ class FakeOpenAIServer:
                 "total_tokens": prompt + completion,
             },
         }
+
+
+#: per model family: allowed sizes, qualities, max n, whether response_format is accepted
+_IMAGE_MODELS: dict[str, tuple[frozenset[str], frozenset[str], int, bool]] = {
+    "gpt-image": (frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"}),
+                  frozenset({"low", "medium", "high", "auto"}), 10, False),
+    "dall-e-3": (frozenset({"1024x1024", "1792x1024", "1024x1792"}), frozenset({"standard", "hd"}), 1, True),
+    "dall-e-2": (frozenset({"256x256", "512x512", "1024x1024"}), frozenset({"standard"}), 10, True),
+}  # fmt: skip
+
+
+def _image_request_problem(body: dict[str, Any]) -> tuple[int, str, str | None] | None:
+    """``(status, message, code)`` the real images API would answer to ``body``, or None if valid."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return 400, "Missing required parameter: 'prompt'.", "missing_required_parameter"
+    model = str(body.get("model") or "dall-e-2")
+    family = next((f for f in _IMAGE_MODELS if model.startswith(f)), None)
+    if family is None:
+        return 404, f"The model '{model}' does not exist.", "model_not_found"
+    sizes, qualities, max_n, takes_format = _IMAGE_MODELS[family]
+    n = body.get("n", 1)
+    if not isinstance(n, int) or not 1 <= n <= max_n:
+        if max_n == 1:
+            return 400, "You must provide n=1 for this model.", None
+        return 400, f"Invalid 'n': must be between 1 and {max_n}.", "invalid_value"
+    size = body.get("size", "1024x1024")
+    if size not in sizes:
+        allowed = ", ".join(f"'{s}'" for s in sorted(sizes))
+        return 400, f"Invalid value: '{size}'. Supported values are: {allowed}.", "invalid_value"
+    quality = body.get("quality", next(iter(sorted(qualities))))
+    if quality not in qualities:
+        return 400, f"Invalid value for 'quality': '{quality}'.", "invalid_value"
+    if "response_format" in body:
+        if not takes_format:
+            return 400, "Unknown parameter: 'response_format'.", "unknown_parameter"
+        if body["response_format"] not in ("url", "b64_json"):
+            return 400, "Invalid value for 'response_format'.", "invalid_value"
+    return None
+
+
+def _draw_png(prompt: str, size: str) -> bytes:
+    """A small real PNG (1/16 of ``size``) in a colour derived from the prompt."""
+    from PIL import Image  # pillow is a core dependency
+
+    width, height = (int(v) for v in size.split("x")) if "x" in size else (1024, 1024)
+    colour = tuple(hashlib.sha256(prompt.encode()).digest()[:3])
+    buf = io.BytesIO()
+    Image.new("RGB", (max(1, width // 16), max(1, height // 16)), colour).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def _error_body(status: int, message: str, code: str | None) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from relaybot.core.errors import (
     ProviderUnavailableError,
 )
 from relaybot.core.hookspecs import hookimpl
+from relaybot.core.images import ANTHROPIC_IMAGE_LIMITS
 from relaybot.core.models import (
     ChatMessage,
     Finish,
@@ -221,6 +222,7 @@ class AnthropicProvider(BaseProvider):
             context_window=config.context_window or _DEFAULT_CONTEXT_WINDOW,
             max_output_tokens=config.max_output_tokens,
             tokenizer=None,  # no local tokenizer for Claude: the core estimates
+            image_limits=ANTHROPIC_IMAGE_LIMITS,
         )
         root = config.base_url.rstrip("/").removesuffix("/v1")
         self._url = root + "/v1/messages"

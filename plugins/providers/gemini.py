@@ -45,6 +45,7 @@ from relaybot.core.errors import (
     ProviderUnavailableError,
 )
 from relaybot.core.hookspecs import hookimpl
+from relaybot.core.images import GEMINI_IMAGE_LIMITS
 from relaybot.core.models import (
     ChatMessage,
     Finish,
@@ -216,6 +217,7 @@ class GeminiProvider(BaseProvider):
             context_window=config.context_window or window,
             max_output_tokens=config.max_output_tokens or max_output,
             tokenizer=None,  # no local tokenizer for Gemini: the core estimates
+            image_limits=GEMINI_IMAGE_LIMITS,
         )
         self._root = f"{config.base_url.rstrip('/')}/{config.api_version.strip('/')}"
         headers = {"User-Agent": "relaybot"}

@@ -40,6 +40,7 @@ from relaybot.core.errors import (
     ProviderUnavailableError,
 )
 from relaybot.core.hookspecs import hookimpl
+from relaybot.core.images import OPENAI_IMAGE_LIMITS
 from relaybot.core.models import (
     ChatMessage,
     Finish,
@@ -202,6 +203,7 @@ class OpenAIProvider(BaseProvider):
             context_window=config.context_window or window,
             max_output_tokens=config.max_output_tokens or max_output,
             tokenizer=tokenizer,
+            image_limits=OPENAI_IMAGE_LIMITS,
         )
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._where = f"POST {_http.safe_url(self._url)}"

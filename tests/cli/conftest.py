@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,14 +97,15 @@ class Bot:
     def db(self) -> Path:
         return self.root / "bot.db"
 
-    def write_config(self, extra: str = "", *, provider: str | None = None) -> None:
+    def write_config(
+        self, extra: str = "", *, provider: str | None = None, storage_url: str | None = None
+    ) -> None:
         """``relaybot.toml`` with the fake provider and SQLite storage, plus ``extra`` TOML."""
         provider = provider or (
             f'[providers.fake]\ntype = "openai"\nbase_url = "{self.base_url}"\nmodel = "gpt-4o-mini"\n'
         )
-        self.config.write_text(
-            f'[storage]\nurl = "sqlite+aiosqlite:///{self.db}"\n{provider}{extra}', encoding="utf-8"
-        )
+        url = storage_url or f"sqlite+aiosqlite:///{self.db}"
+        self.config.write_text(f'[storage]\nurl = "{url}"\n{provider}{extra}', encoding="utf-8")
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "relaybot.core", *args]
@@ -133,6 +135,23 @@ class Bot:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
+
+    def streaming_text(self) -> str:
+        """The checkpointed text of a reply still marked streaming ('' if none yet)."""
+        try:
+            rows = self.rows("SELECT text FROM messages WHERE role = 'assistant' AND status = 'streaming'")
+        except sqlite3.Error:  # the database is not created or not migrated yet
+            return ""
+        return rows[0][0] if rows and rows[0][0] else ""
+
+    def wait_streaming(self, proc: subprocess.Popen[Any], timeout: float = 30.0) -> str:
+        """Wait until ``proc`` has checkpointed part of a streaming reply; return that text."""
+        deadline = time.monotonic() + timeout
+        while not (text := self.streaming_text()):
+            assert proc.poll() is None, f"relaybot exited ({proc.returncode}) before streaming a reply"
+            assert time.monotonic() < deadline, "no checkpoint of a streaming reply was written"
+            time.sleep(0.1)
+        return text
 
     def messages(self) -> list[tuple[str, str, str]]:
         """Every stored message as ``(role, text, status)``, oldest first."""

@@ -116,3 +116,17 @@ def test_ctrl_c_at_the_prompt_quits_cleanly(terminal) -> None:
     assert terminal.proc.wait(30) == 0
     terminal.drain()
     assert b"Traceback" not in terminal.output
+
+
+def test_sigterm_mid_reply_quits_and_keeps_the_partial_reply(terminal, fake_server, bot) -> None:
+    fake_server.add_reply(SLOW_TEXT, tokens_per_second=10, chunk_size_chars=6)
+    terminal.expect(b"you> ")
+    terminal.send(b"tell me a long story\r")
+    terminal.expect(b"word2 ")
+    terminal.proc.send_signal(signal.SIGTERM)
+    assert terminal.proc.wait(30) == 0
+    terminal.drain()
+    assert b"Traceback" not in terminal.output
+    role, text, status = bot.messages()[1]
+    assert (role, status) == ("assistant", "interrupted")
+    assert text.startswith("word0 word1 word2") and "word299" not in text

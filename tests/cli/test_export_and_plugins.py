@@ -40,8 +40,8 @@ def test_export_json_all_to_stdout(chatted) -> None:
     assert [m["text"] for m in docs[1]["messages"]] == ["Longest river?", "The Nile is the longest."]
 
 
-@pytest.mark.parametrize("fmt", ["md", "json"])
-def test_export_all_into_a_folder(chatted, fmt: str) -> None:
+def test_export_all_into_a_folder(chatted) -> None:
+    fmt = "md"
     out_dir = chatted.root / "exports" / "nested"
     result = chatted.run("export", "--chat", "terminal:carol", "--format", fmt, "--all", "-o", str(out_dir))
     assert result.returncode == 0, result.stderr
@@ -50,10 +50,7 @@ def test_export_all_into_a_folder(chatted, fmt: str) -> None:
     assert result.stdout == ""  # file names go to stderr, so stdout stays pipeable
     assert str(out_dir / f"conversation-1.{fmt}") in result.stderr
     first = (out_dir / f"conversation-1.{fmt}").read_text(encoding="utf-8")
-    if fmt == "json":
-        assert json.loads(first)["messages"][1]["text"] == "Rome was not built in a day."
-    else:
-        assert "Rome was not built in a day." in first
+    assert first.startswith("# About Rome?") and "Rome was not built in a day." in first
 
 
 def test_export_unknown_chat_is_a_clear_error(chatted) -> None:
@@ -90,10 +87,11 @@ def test_plugins_lists_the_built_ins_with_their_hooks(bot) -> None:
             current.append(line.strip())
     for name in ("openai", "llama_cpp", "conversation_commands", "terminal"):
         assert name in blocks, result.stdout
-    assert "hooks: register_providers" in blocks["openai"]
-    assert "registers provider openai" in " ".join(blocks["openai"])
-    assert "hooks: register_providers" in blocks["llama_cpp"]
-    assert "hooks: register_connectors" in blocks["terminal"]
-    assert any(line.startswith("hooks:") and "register_commands" in line for line in blocks["conversation_commands"])
-    assert any("/switch" in line for line in blocks["conversation_commands"])
+    assert blocks["openai"] == ["hooks: register_providers", "registers provider type 'openai'"]
+    assert blocks["llama_cpp"] == ["hooks: register_providers", "registers provider type 'llama_cpp'"]
+    assert blocks["terminal"] == ["hooks: register_connectors", "registers connector type 'terminal'"]
+    commands = blocks["conversation_commands"]
+    assert commands[0] == "hooks: register_commands"
+    for command in ("new", "list", "switch", "rename", "delete", "history", "export", "stop", "help"):
+        assert f"registers command /{command}" in commands
     assert "FAILED" not in result.stdout

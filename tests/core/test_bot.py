@@ -236,7 +236,7 @@ async def test_crashing_plugin_does_not_break_replies(make_bot, fake_openai, cap
 )
 async def test_provider_errors_give_a_clear_message(make_bot, fake_openai, caplog, status, expected) -> None:
     fake_openai.add_error(status, "server says no", retry_after=1 if status == 429 else None)
-    bot = await make_bot()
+    bot = await make_bot(config={"providers": {"fake": {"max_retries": 0}}})  # retries: test_resilience
     answer = await bot.say("hi")
     assert expected in answer.lower()
     path = await stored_path(bot)

@@ -39,9 +39,9 @@ function el(tag, cls) {
   return node;
 }
 
-function link(text, href) {
+function link(text, href, literal) {
   const url = safeUrl(href);
-  if (!url) return document.createTextNode(text);
+  if (!url) return document.createTextNode(literal); // e.g. javascript: links stay plain text
   const a = el("a");
   a.href = url;
   a.rel = "noopener noreferrer nofollow";
@@ -71,9 +71,9 @@ export function renderInline(text, parent, depth = 0) {
       depth < 4 ? renderInline(m[4] ?? m[5], em, depth + 1) : (em.textContent = m[4] ?? m[5]);
       parent.appendChild(em);
     } else if (m[6] !== undefined) {
-      parent.appendChild(link(m[6], m[7]));
+      parent.appendChild(link(m[6], m[7], m[0]));
     } else if (m[8] !== undefined) {
-      parent.appendChild(link(m[8], m[8]));
+      parent.appendChild(link(m[8], m[8], m[0]));
     }
   }
   if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));

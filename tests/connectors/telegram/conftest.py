@@ -65,22 +65,38 @@ async def tg() -> AsyncIterator[FakeTelegramServer]:
 
 
 @async_fixture
-async def make_tg_bot(
-    tmp_path: Path, fake_openai: Any
-) -> AsyncIterator[Callable[..., Awaitable[Relaybot]]]:
+async def make_tg_bot(tmp_path: Path, fake_openai: Any) -> AsyncIterator[Callable[..., Awaitable[Relaybot]]]:
     """Factory: ``app = await make_tg_bot(tg, **settings)`` (stopped at teardown)."""
     apps: list[Relaybot] = []
 
-    async def factory(server: FakeTelegramServer, *, extra_plugins: list[tuple[str, Any]] | None = None,
-                      bot: dict[str, Any] | None = None, **settings: Any) -> Relaybot:
-        telegram = {"token": server.token, "base_url": server.bot_base_url,
-                    "base_file_url": server.file_base_url, **FAST, **settings}
+    async def factory(
+        server: FakeTelegramServer,
+        *,
+        extra_plugins: list[tuple[str, Any]] | None = None,
+        bot: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> Relaybot:
+        telegram = {
+            "token": server.token,
+            "base_url": server.bot_base_url,
+            "base_file_url": server.file_base_url,
+            **FAST,
+            **settings,
+        }
         raw = {
             "bot": {"default_provider": "fake", "checkpoint_interval": 0.2, **(bot or {})},
-            "storage": {"url": f"sqlite+aiosqlite:///{tmp_path / f'bot{len(apps)}.db'}",
-                        "media_dir": str(tmp_path / "media")},
-            "providers": {"fake": {"type": "openai", "base_url": fake_openai.base_url,
-                                   "api_key": "sk-test-key", "model": "gpt-4o-mini"}},
+            "storage": {
+                "url": f"sqlite+aiosqlite:///{tmp_path / f'bot{len(apps)}.db'}",
+                "media_dir": str(tmp_path / "media"),
+            },
+            "providers": {
+                "fake": {
+                    "type": "openai",
+                    "base_url": fake_openai.base_url,
+                    "api_key": "sk-test-key",
+                    "model": "gpt-4o-mini",
+                }
+            },
             "connectors": {"telegram": telegram},
         }
         app = Relaybot(parse_config(raw, "<test>"), extra_plugins=extra_plugins or [])

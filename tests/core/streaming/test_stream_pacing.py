@@ -297,5 +297,26 @@ async def test_global_rate_spaces_requests_across_chats(rig):
     await asyncio.gather(*(s.finish() for s in streams))
     times = sorted(op.t for op in conn.timeline if op.op in ("send", "edit"))
     assert len(times) >= 6
-    # 20 requests/s with a burst of 1: one request per 50 ms across all chats together
-    assert all(b - a >= 0.05 - 0.005 for a, b in itertools.pairwise(times))
+    # 20 requests/s with a burst of 1: one request per 50 ms across all chats together.
+    # Checked over the whole span: single gaps can shrink when one lane's call is delayed by
+    # the event loop after it took its token, but the bucket bounds the total.
+    assert times[-1] - times[0] >= (len(times) - 1) * 0.05 - 0.03, times
+
+
+async def test_topics_of_one_group_share_the_group_budget(rig):
+    """Forum topics are separate conversations but one chat for the platform's flood limits."""
+    conn, sched = rig()
+    topic1, topic2 = ChatKey("fake", "g1", "t1"), ChatKey("fake", "g1", "t2")
+    a = sched.open(topic1, private=False)
+    b = sched.open(topic2, private=False)
+    da = [f"a{i} " for i in range(60)]
+    db = [f"b{i} " for i in range(60)]
+    await asyncio.gather(produce(a, da), produce(b, db))
+    ra, rb = await asyncio.gather(a.finish(), b.finish())
+
+    assert conn.messages(topic1) == [ra.text] and conn.messages(topic2) == [rb.text]
+    both = sorted(
+        op.t for topic in (topic1, topic2) for op in conn.ops(topic) if op.op in ("send", "edit", "draft")
+    )
+    gaps = [later - earlier for earlier, later in itertools.pairwise(both)]
+    assert all(gap >= INTERVAL - 0.005 for gap in gaps), gaps

@@ -1,0 +1,133 @@
+"""Images in (photos, image documents, size limits), images out, unsupported media."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from PIL import Image
+
+from relaybot.core.testing.fake_telegram import FakeTelegramServer
+
+from .conftest import texts, wait_text, wait_until
+
+
+def png(size: int = 32, color: str = "red") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_parts(request_json: dict) -> list[dict]:
+    content = request_json["messages"][-1]["content"]
+    return (
+        [p for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
+        if isinstance(content, list)
+        else []
+    )
+
+
+async def test_photo_reaches_the_provider_as_an_image_part(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    await make_tg_bot(tg)
+    tg.send_user_message(70, photo=png(), caption="what colour is this?")
+    await wait_text(tg, 70, "You said: what colour is this?")
+    parts = image_parts(fake_openai.requests[-1].json)
+    assert len(parts) == 1
+    assert parts[0]["image_url"]["url"].startswith("data:image/")
+    assert any(r.method == "getFile" for r in tg.timeline)
+
+
+async def test_image_document_is_read_and_other_documents_are_declined(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    await make_tg_bot(tg)
+    tg.send_user_message(71, document=(png(color="blue"), "diagram.png", "image/png"), caption="see file")
+    await wait_text(tg, 71, "You said: see file")
+    assert len(image_parts(fake_openai.requests[-1].json)) == 1
+    requests_before = len(fake_openai.requests)
+    tg.send_user_message(71, document=(b"%PDF-1.4 ...", "paper.pdf", "application/pdf"))
+    await wait_until(lambda: any("only read text and images" in t for t in texts(tg, 71)), what="decline")
+    assert len(fake_openai.requests) == requests_before
+
+
+async def test_oversized_document_is_refused_before_download(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    await make_tg_bot(tg, max_download_mb=0.01)  # 10 KB
+    big = png(size=600)  # noisy enough? make sure it is over the limit
+    big = big + b"\0" * max(0, 20_000 - len(big))
+    tg.send_user_message(72, document=(big, "huge.png", "image/png"), caption="look")
+    await wait_until(lambda: any("too big" in t for t in texts(tg, 72)), what="refusal")
+    assert not any(r.method == "getFile" for r in tg.timeline)  # refused from the size alone
+    assert fake_openai.requests == []
+
+
+async def test_not_an_image_is_refused_with_the_media_store_reason(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    await make_tg_bot(tg)
+    tg.send_user_message(73, document=(b"not really a png", "fake.png", "image/png"))
+    await wait_until(lambda: any("not an image" in t for t in texts(tg, 73)), what="refusal")
+    assert fake_openai.requests == []
+
+
+async def test_voice_video_and_stickers_get_a_polite_reply(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    await make_tg_bot(tg)
+    tg.send_user_message(74, "hi")  # registers the chat with the fake
+    await wait_text(tg, 74, "You said: hi")
+    base = {"chat": {"id": 74, "type": "private", "first_name": "U"}, "from": tg.user(74), "date": 0}
+    voice = {"file_id": "v1", "file_unique_id": "uv1", "duration": 3}
+    tg.inject_update({"message": {**base, "message_id": 100, "voice": voice}})
+    await wait_until(lambda: any("voice or video" in t for t in texts(tg, 74)), what="voice reply")
+    sticker = {
+        "file_id": "s1",
+        "file_unique_id": "us1",
+        "type": "regular",
+        "width": 512,
+        "height": 512,
+        "is_animated": False,
+        "is_video": False,
+    }
+    tg.inject_update({"message": {**base, "message_id": 101, "sticker": sticker}})
+    await wait_until(lambda: any("stickers" in t for t in texts(tg, 74)), what="sticker reply")
+    assert len(fake_openai.requests) == 1  # only "hi" went to the model
+
+
+async def test_messages_of_one_chat_stay_in_order_behind_a_download(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    app = await make_tg_bot(tg, bot={"busy_policy": "queue"})
+    seen: list[str] = []
+    original = app.dispatcher.handle
+
+    async def spy(message):  # type: ignore[no-untyped-def]
+        seen.append(message.text)
+        return await original(message)
+
+    app.connectors["telegram"]._handler = spy
+    tg.send_user_message(75, photo=png(), caption="first (photo)")
+    tg.send_user_message(75, "second (text)")
+    await wait_until(lambda: len(seen) == 2, what="both messages")
+    assert seen == ["first (photo)", "second (text)"]
+
+
+async def test_send_image_with_short_and_long_captions(tg: FakeTelegramServer, make_tg_bot) -> None:
+    app = await make_tg_bot(tg)
+    tg.send_user_message(76, "hi")
+    await wait_text(tg, 76, "You said: hi")
+    connector = app.connectors["telegram"]
+    from relaybot import ChatKey
+
+    chat = ChatKey("telegram", "76")
+    message_id = await connector.send_image(chat, png(), caption="A **red** square")
+    photo = tg.message(76, int(message_id))
+    assert photo is not None and photo.kind == "photo" and photo.text == "A red square"
+    assert any(e["type"] == "bold" for e in photo.entities)
+    long_caption = "word " * 400
+    await connector.send_image(chat, png(), caption=long_caption)
+    await wait_until(lambda: any(t == long_caption.strip() for t in texts(tg, 76)), what="caption as text")
+    await asyncio.sleep(0.1)
