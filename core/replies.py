@@ -69,6 +69,7 @@ class ReplyRunner:
         self.usage: Usage | None = None
         self.finish: Finish | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
+        self._events: Any = None  # the provider stream (it may say which fallback answered)
 
     async def run(self) -> None:
         """Answer the message. Cancellation keeps the partial reply, marked interrupted."""
@@ -116,6 +117,7 @@ class ReplyRunner:
             status=ReplyStatus.STREAMING,
             provider=provider_name,
             model=provider.model,
+            user_id=self.message.user.id,  # whom it answered: usage is counted per user
         )
 
         status = ReplyStatus.COMPLETE
@@ -242,7 +244,8 @@ class ReplyRunner:
             system=draft.system,
             messages=draft.messages,
             max_output_tokens=caps.max_output_tokens,
-            model=provider.model,
+            # no model pinned: each provider of a fallback chain sends its own
+            model=None,
         )
         app.plugins.transform(
             "before_provider_request", request=request, provider=provider_name, message=self.message
@@ -319,6 +322,7 @@ class ReplyRunner:
         append = self.stream.append
         parts = self.text_parts
         events = provider.stream(request)
+        self._events = events
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -363,9 +367,14 @@ class ReplyRunner:
             # no usage reported (a provider without it, or the reply was interrupted): record
             # our own counts, flagged, so usage accounting sees every answered request
             usage = Usage(self._input_estimate, tokens, estimated=True)
+        # with fallbacks, the provider that actually answered may not be the configured one
+        answered_by = getattr(self._events, "answered_by", None)
+        answered_model = getattr(self._events, "answered_model", None)
         await asyncio.shield(
             self.app.store.update_message(
                 reply_id,
+                provider=answered_by,
+                model=answered_model,
                 text=text,
                 status=status,
                 usage=usage,

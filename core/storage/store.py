@@ -322,6 +322,8 @@ class Store(StoreBase):
         usage: Usage | None = None,
         token_count: int | None = None,
         token_estimated: bool | None = None,
+        provider: str | None = None,
+        model: str | None = None,
     ) -> None:
         """Update a stored message in place (streaming checkpoints, the final reply).
 
@@ -340,6 +342,10 @@ class Store(StoreBase):
             values["token_count"] = token_count
         if token_estimated is not None:
             values["token_estimated"] = token_estimated
+        if provider is not None:  # a fallback provider may have answered instead
+            values["provider"] = provider
+        if model is not None:
+            values["model"] = model
         async with self._write() as conn:
             if text is not None:
                 stored = await conn.scalar(sa.select(messages.c.parts).where(messages.c.id == message_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 
 def test_scripted_chat_replies_in_order_and_commands_work(bot, fake_server) -> None:
@@ -68,3 +69,43 @@ def test_end_of_input_exits_zero_without_a_message(bot, fake_server) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert fake_server.request_count() == 0
+
+
+def test_reader_going_away_ends_the_chat_quietly(bot) -> None:
+    """`relaybot chat | head -1`: relaybot stops after the broken pipe, with no retries or traces."""
+    proc = bot.popen(
+        "chat", "--chat", "pipe", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"".join(f"line {i}\n".encode() for i in range(20)))
+    proc.stdin.close()
+    assert proc.stdout.readline() == b"You said: line 0\n"
+    proc.stdout.close()  # like `head -1` exiting
+    try:
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    stderr = proc.stderr.read().decode()
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr, stderr
+    # it stopped soon after the reader left instead of answering all 20 lines into the void
+    messages = bot.messages()
+    assert messages[:2] == [("user", "line 0", "complete"), ("assistant", "You said: line 0", "complete")]
+    assert len(messages) < 40
+    assert all(status == "complete" for _, _, status in messages)
+
+
+def test_undecodable_input_bytes_are_replaced_not_fatal(bot) -> None:
+    result = subprocess.run(
+        bot.argv("chat", "--chat", "latin"),
+        input=b"caf\xe9 au lait\nsecond\n",
+        capture_output=True,
+        timeout=60,
+        cwd=bot.root,
+        env=bot.env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == ["You said: caf\ufffd au lait", "You said: second"]
+    assert bot.messages()[0] == ("user", "caf\ufffd au lait", "complete")
+    assert b"Traceback" not in result.stderr

@@ -368,3 +368,20 @@ async def test_context_too_long_trims_harder_and_retries_once(make_bot, fake_ope
     assert second.json["messages"][-1]["content"] == "one more"
     path = await stored_path(bot)
     assert path[-1].text == "fits now" and path[-1].status == ReplyStatus.COMPLETE
+
+
+async def test_fallback_provider_answers_and_is_recorded(make_bot, fake_openai) -> None:
+    fake_openai.add_error(503, "overloaded")
+    fake_openai.add_reply("from the backup")
+    bot = await make_bot(
+        config={
+            "providers": {
+                "fake": {"max_retries": 0, "fallbacks": ["backup"]},
+                "backup": {"type": "openai", "base_url": fake_openai.base_url, "model": "gpt-4.1-mini"},
+            }
+        }
+    )
+    assert await bot.say("hi") == "from the backup"
+    reply = (await stored_path(bot))[-1]
+    assert (reply.provider, reply.model, reply.status) == ("backup", "gpt-4.1-mini", ReplyStatus.COMPLETE)
+    assert [r.json["model"] for r in fake_openai.requests] == ["gpt-4o-mini", "gpt-4.1-mini"]
