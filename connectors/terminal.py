@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import os
 import sys
 import threading
@@ -79,6 +80,9 @@ class TerminalConnector(BaseConnector):
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._background: set[asyncio.Task[None]] = set()
+        #: stdout was closed by its reader (broken pipe): nothing more is written
+        self._output_gone = False
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
@@ -103,16 +107,30 @@ class TerminalConnector(BaseConnector):
     def interrupt(self) -> None:
         """Ctrl-C: stop the reply being written, or quit when idle."""
         if self._current is not None and not self._current.done():
-            self._write("\n^C\n")
-            asyncio.get_running_loop().create_task(self._submit("/stop", wait=False))
+            self._write("\n")  # the terminal itself already echoed ^C
+            stop = asyncio.get_running_loop().create_task(self._submit("/stop", wait=False))
+            # keep a reference: the loop holds tasks only weakly, and /stop must not vanish
+            self._background.add(stop)
+            stop.add_done_callback(self._background.discard)
         else:
+            self.close()
+
+    def close(self) -> None:
+        """Quit (SIGTERM, or Ctrl-C at the prompt): :meth:`wait_closed` returns.
+
+        A reply still being written is not stopped here; the app's shutdown stops it and
+        saves the partial text as interrupted.
+        """
+        if self.interactive and not self._closed.is_set():
             self._write("\n")
-            self._closed.set()
+        self._closed.set()
 
     def _read_lines(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
+            encoding = getattr(self.stdin, "encoding", None) or "utf-8"
             for line in self.stdin:
-                loop.call_soon_threadsafe(self._lines.put_nowait, line.rstrip("\r\n"))
+                text = _valid_text(line.rstrip("\r\n"), encoding)
+                loop.call_soon_threadsafe(self._lines.put_nowait, text)
         except (OSError, ValueError):
             pass
         finally:
@@ -125,7 +143,7 @@ class TerminalConnector(BaseConnector):
         if self.interactive:
             self._write("relaybot — type a message, /help for commands, Ctrl-D to quit.\n")
         try:
-            while not self._closed.is_set():
+            while not self._closed.is_set() and not self._output_gone:
                 if self.interactive:
                     self._write("\nyou> ")
                 line = await self._lines.get()
@@ -182,8 +200,43 @@ class TerminalConnector(BaseConnector):
             self._printed.pop(message_id, None)
 
     def _write(self, text: str) -> None:
-        self.stdout.write(text)
-        self.stdout.flush()
+        if self._output_gone:
+            return
+        try:
+            self.stdout.write(text)
+            self.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`relaybot chat | head -1`): quit quietly after the message
+            # being answered, as other Unix tools do. Raising would make the scheduler retry
+            # the write for many seconds; closing right here would cancel the reply during
+            # its final bookkeeping. Replies are saved before they are shown: nothing is lost.
+            self._output_gone = True
+            _silence(self.stdout)
+
+
+def _silence(stream: IO[str]) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, so the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (tests pass StringIO): nothing will flush it at exit
+
+
+def _valid_text(line: str, encoding: str) -> str:
+    """``line`` with undecodable input bytes replaced by U+FFFD.
+
+    Python keeps bytes that are not valid in the input encoding as lone surrogates, which
+    cannot be stored or sent anywhere; one stray Latin-1 byte would fail the whole message.
+    """
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return line.encode(encoding, "surrogateescape").decode(encoding, "replace")
+    return line
 
 
 def _login_name() -> str:

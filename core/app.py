@@ -206,6 +206,11 @@ class Relaybot:
             log.warning("some messages were still being handled at shutdown")
         for scheduler in self._schedulers.values():
             await scheduler.aclose(timeout=min(timeout, 5.0))
+        for connector in list(self.connectors.values()):
+            try:
+                await asyncio.wait_for(connector.aclose(), timeout)
+            except Exception:
+                log.exception("connector %r did not close cleanly", connector.name)
         for provider in self.providers.values():
             try:
                 await provider.aclose()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from .config import RelaybotConfig, load_config
-from .errors import RelaybotError
+from .config import RelaybotConfig, find_config, load_config
+from .errors import ConfigError, RelaybotError, StorageError
 from .models import ChatKey
 from .redact import install_log_redaction, redact
 
@@ -33,7 +33,29 @@ config_option = click.option(
 )
 
 
+class _ExpectedErrorFilter(logging.Filter):
+    """Log expected failures (``RelaybotError``: locked database, provider down …) as one line.
+
+    Their message already says what happened and what to do; a stack trace would bury it (in
+    ``relaybot chat`` stderr is the user's screen). Tracebacks stay for everything else (bugs),
+    and for every error with ``--log-level DEBUG``. Must run before the redacting filter, which
+    turns the exception into plain text.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RelaybotError):
+            message = record.getMessage()
+            detail = str(exc)
+            record.msg = message if detail in message else f"{message}: {detail}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def _setup_logging(level: str) -> None:
+    debug = level.upper() == "DEBUG"
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -41,7 +63,11 @@ def _setup_logging(level: str) -> None:
     )
     # third-party chatter stays at WARNING unless asked for DEBUG
     for noisy in ("httpx", "httpcore", "aiosqlite", "alembic", "telegram", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, _ExpectedErrorFilter) for f in handler.filters):
+                handler.addFilter(_ExpectedErrorFilter())
     install_log_redaction()
 
 
@@ -56,7 +82,15 @@ def _errors() -> Iterator[None]:
 
 
 def _load(config_path: str | None) -> RelaybotConfig:
-    return load_config(config_path)
+    try:
+        return load_config(config_path)
+    except UnicodeDecodeError as exc:
+        # load_config reports unreadable files but not undecodable ones; without this the
+        # user would get a traceback for a config saved in Latin-1 or UTF-16
+        raise ConfigError(
+            f"the file is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8",
+            path=str(find_config(config_path)),
+        ) from None
 
 
 @click.group()
@@ -95,9 +129,11 @@ async def _chat(config: RelaybotConfig, chat_id: str) -> None:
     terminal = TerminalConnector("terminal", TerminalConfig(chat=chat_id))
     await app.start(connectors=[terminal], start_configured=False)
     loop = asyncio.get_running_loop()
-    if terminal.interactive:
-        loop.add_signal_handler(signal.SIGINT, terminal.interrupt)
-    loop.add_signal_handler(signal.SIGTERM, terminal.interrupt)
+    # Ctrl-C at a terminal stops the reply being written (and quits at the prompt); SIGTERM,
+    # and SIGINT to a scripted chat, quit the way `relaybot run` does: shutdown saves the
+    # partial reply as interrupted and the exit status is 0.
+    loop.add_signal_handler(signal.SIGINT, terminal.interrupt if terminal.interactive else terminal.close)
+    loop.add_signal_handler(signal.SIGTERM, terminal.close)
     try:
         await terminal.wait_closed()
     finally:
@@ -142,8 +178,13 @@ def check(config_path: str | None) -> None:
     """Validate the config and list what would start, without starting it."""
     with _errors():
         from .app import Relaybot
+        from .storage.engine import parse_url
 
         config = _load(config_path)
+        try:
+            parse_url(config.storage.url)  # no I/O: only the URL's form and driver
+        except StorageError as exc:
+            raise ConfigError(str(exc), path=config.source) from None
         plan = Relaybot(config).plan()
         click.echo(f"config: {config.source} — OK")
         for section, items in plan.items():
@@ -217,14 +258,24 @@ async def _export(
         service = ConversationService(store, ConversationManager(), key)
         conversations = await service.list()
         if not conversations:
-            raise RelaybotError(f"no conversations stored for {key}")
+            raise RelaybotError(
+                f"no conversations stored for {key} in {store.url}; check --chat "
+                "(platform:chat, e.g. terminal:NAME as used with `relaybot chat --chat NAME`) "
+                "and [storage] url"
+            )
         active = await service.active()
         chosen = conversations if export_all else [c for c in conversations if active and c.id == active.id]
         for conv in chosen or conversations[-1:]:
             text = await service.export(fmt, conv.number)
             if output:
                 path = Path(output) / f"conversation-{conv.number}.{fmt}"
-                await asyncio.to_thread(_write_file, path, text)
+                try:
+                    await asyncio.to_thread(_write_file, path, text)
+                except OSError as exc:
+                    raise RelaybotError(
+                        f"cannot write {path}: {exc.strerror or exc}; pass an --output folder "
+                        "that can be created and written"
+                    ) from None
                 click.echo(str(path), err=True)
             else:
                 click.echo(text)

@@ -29,6 +29,8 @@ from .redact import register_secret
 #: the file used when neither ``--config`` nor ``RELAYBOT_CONFIG`` names one
 DEFAULT_CONFIG_NAME = "relaybot.toml"
 #: provider configured when the config has no ``[providers]`` at all: the bundled offline model.
+#: connector started by ``relaybot run`` when the config has no ``[connectors]`` at all
+EMBEDDED_CONNECTOR = {"web": {"type": "web"}}
 #: Greedy decoding with a mild repeat penalty: a 135M-parameter model rambles when sampled.
 EMBEDDED_PROVIDER = {"local": {"type": "llama_cpp", "options": {"temperature": 0.0, "repeat_penalty": 1.15}}}
 
@@ -108,7 +110,7 @@ class RelaybotConfig(BaseModel):
     bot: BotConfig = Field(default_factory=BotConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     providers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(EMBEDDED_PROVIDER))
-    connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    connectors: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(EMBEDDED_CONNECTOR))
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     source: str = "<defaults>"

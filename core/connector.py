@@ -94,6 +94,10 @@ class BaseConnector(abc.ABC):
     async def stop(self) -> None:
         """Stop receiving and close connections. Must return even if the platform hangs."""
 
+    async def aclose(self) -> None:  # noqa: B027 - optional: most connectors close in stop()
+        """Release clients after the last reply was delivered (called after :meth:`stop` and after
+        the schedulers finished, so final "interrupted" edits can still go out). Idempotent."""
+
     @abc.abstractmethod
     async def send_text(
         self, chat: ChatKey, text: str, *, final: bool = True, reply_to: str | None = None

@@ -151,6 +151,20 @@ class ConversationService:
         await self.manager.cancel_current(self.chat)
         return await self.store.set_active(self.chat, target.id)
 
+    async def activate(self, conversation_id: int) -> Conversation:
+        """Make the conversation with this id active (for UIs that address conversations by id).
+
+        A reply streaming now is stopped and kept. Raises ``NotFoundError`` for an id of another
+        chat or an unknown one.
+        """
+        conv = await self.store.get_conversation(conversation_id)
+        if conv is None or conv.chat != self.chat:
+            from .storage import NotFoundError
+
+            raise NotFoundError(f"conversation {conversation_id} does not exist in {self.chat}")
+        await self.manager.cancel_current(self.chat)
+        return await self.store.set_active(self.chat, conversation_id)
+
     async def rename(self, title: str, number: int | None = None) -> Conversation:
         """Rename conversation ``number`` (default: the active one)."""
         title = title.strip()

@@ -7,9 +7,8 @@ Each :class:`~relaybot.connectors.telegram.connector.TelegramConnector` register
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relaybot import AccessDecision, IncomingMessage, hookimpl
 
@@ -60,7 +59,6 @@ class TelegramHooks:
     def __init__(self, connector: TelegramConnector, access: AccessList) -> None:
         self.connector = connector
         self.access = access
-        self._closing: set[asyncio.Task[Any]] = set()
 
     @hookimpl
     def check_access(self, message: IncomingMessage) -> AccessDecision | None:
@@ -69,10 +67,3 @@ class TelegramHooks:
             return None  # no opinion: later checks (budgets …) still run
         log.info("%s: denied user %s", message.chat, message.user.id)
         return AccessDecision.deny(self.access.denied)
-
-    @hookimpl
-    def relaybot_shutdown(self, app: Any) -> None:
-        """Close the Bot API client last, after the scheduler delivered the final texts."""
-        task = asyncio.get_running_loop().create_task(self.connector.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)

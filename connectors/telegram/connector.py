@@ -251,7 +251,7 @@ class TelegramConnector(BaseConnector):
         return self._closed
 
     async def aclose(self) -> None:
-        """Close the Bot API client (after :meth:`stop`; the shutdown hook calls this). Idempotent."""
+        """Close the Bot API client (the core calls this after the schedulers finished). Idempotent."""
         if self._closed:
             return
         self._closed = True

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,9 +36,10 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relaybot.core.errors import CommandError, RelaybotError
+from relaybot.core.errors import CommandError, RelaybotError, StorageError
 from relaybot.core.media import MediaError
 from relaybot.core.models import IncomingMessage, User
+from relaybot.core.redact import redact
 
 from .history import conversation_json, export_response, history_page, owned_conversation
 from .security import ApiError, BodyLimitMiddleware, client_id, token_ok
@@ -63,6 +65,8 @@ _HEADERS = {
 # renderer's escaping, an injected <script> or inline handler would not run.
 _PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
              "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+log = logging.getLogger("relaybot.connectors.web")
 
 
 def build_app(connector: WebConnector) -> Any:
@@ -96,10 +100,19 @@ def build_app(connector: WebConnector) -> Any:
         assert isinstance(exc, ApiError)
         return exc.response()
 
+    async def core_error(request: Request, exc: Exception) -> Response:
+        # any core error that escaped a route still becomes a JSON answer a page can show
+        assert isinstance(exc, RelaybotError)
+        if isinstance(exc, CommandError):
+            return ApiError(400, str(exc)).response()
+        status = 404 if isinstance(exc, LookupError) else 503 if isinstance(exc, StorageError) else 500
+        log.warning("web API %s failed: %s", request.url.path, redact(str(exc)))
+        return ApiError(status, exc.user_message).response()
+
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_SecurityHeaders), Middleware(BodyLimitMiddleware, limit_for=limit_for)],
-        exception_handlers={ApiError: api_error},
+        exception_handlers={ApiError: api_error, RelaybotError: core_error},
     )
     return app
 
@@ -299,7 +312,7 @@ class _Api:
             raise ApiError(400, "conversation_id must be an integer")
         conv = await owned_conversation(self.connector, client, conversation_id)
         if active is None or active.id != conv.id:
-            await service.switch(conv.number)
+            await service.activate(conv.id)
         return conv
 
     async def stop(self, request: Request) -> Response:
