@@ -162,11 +162,21 @@ async def _run(config: RelaybotConfig) -> None:
 
     app = Relaybot(config)
     await app.start()
+    if not app.connectors:
+        # every table has enabled = false: serving nothing until a signal would look like a hang
+        await app.stop()
+        raise RelaybotError(
+            f"{config.source}: every [connectors.*] table has enabled = false, so there is nothing "
+            "to run. Enable one, or chat here with `relaybot chat`."
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    click.echo(f"relaybot running: {', '.join(app.connectors)} (Ctrl-C to stop)", err=True)
+    for name, connector in app.connectors.items():
+        where = getattr(connector, "url", "")
+        click.echo(f"relaybot: {name} running" + (f" at {where}" if where else ""), err=True)
+    click.echo("Ctrl-C to stop", err=True)
     await stop.wait()
     click.echo("stopping: saving live replies…", err=True)
     await app.stop()

@@ -168,6 +168,10 @@ class ReplyRunner:
             delivered = tuple(result.message_ids)
             for platform_id in delivered:
                 await store.link_platform_message(self.chat, platform_id, reply_row.id)
+        except asyncio.CancelledError:
+            # cancelled a second time (shutdown after /stop): the reply is saved already; only
+            # its platform ids (used for reply-to branching) may be missing
+            cancelled = True
         except Exception:
             log.exception("could not deliver the reply in %s (it is saved)", self.chat)
         app.plugins.notify(

@@ -79,7 +79,10 @@ class WebhookServer:
             raise ConfigError(
                 "webhook mode needs uvicorn and starlette: pip install 'relaybot[web]'"
             ) from None
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose proto
+        # is IPPROTO_TCP; with proto 0 Nagle delays each response body by ~40 ms
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]

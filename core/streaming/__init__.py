@@ -6,7 +6,7 @@ stream turns appended text into paced sends, edits or drafts within the connecto
 splitting rules on their own, for connectors and tests.
 """
 
-from .lane import SchedulerStats
+from .lane import FrameTrace, SchedulerStats
 from .reply import ReplyResult, ReplyStream, StreamMode
 from .scheduler import EMPTY_REPLY_TEXT, INTERRUPTED_MARKER, StreamScheduler
 from .text import Fence, LengthUnit, Part, find_cut, split_text, text_length
@@ -15,6 +15,7 @@ __all__ = [
     "EMPTY_REPLY_TEXT",
     "INTERRUPTED_MARKER",
     "Fence",
+    "FrameTrace",
     "LengthUnit",
     "Part",
     "ReplyResult",

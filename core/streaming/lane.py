@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import (
     MessageGoneError,
@@ -57,6 +57,34 @@ class SchedulerStats:
     coalesced: int = 0
     #: other platform errors (each retried or given up on)
     errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTrace:
+    """One request a lane performed, with its timings (for benchmarks; see
+    :attr:`StreamScheduler.trace <relaybot.core.streaming.StreamScheduler.trace>`).
+
+    All times are the scheduler's clock. ``text_at`` is when the oldest text this request
+    carries became available: the first :meth:`~ReplyStream.append` not yet in an earlier
+    frame, or, for a message's final form, the :meth:`~ReplyStream.finish` call; ``0.0`` when
+    the request carries no new provider text (the empty draft placeholder, a repeat).
+    ``allowed_at`` is when the chat's interval, any 429 pause and the connector-wide bucket
+    allowed this request (``-inf`` if they never held it back). ``issued_at`` is when the
+    lane called the connector primitive, ``done_at`` when that call returned or raised.
+
+    So ``issued_at - max(text_at, allowed_at)`` is the latency the scheduler itself added:
+    neither waiting for the provider nor for the platform's budget.
+    """
+
+    chat: ChatKey
+    kind: Literal["send", "edit", "draft"]
+    final: bool
+    text_at: float
+    allowed_at: float
+    issued_at: float
+    done_at: float
+    #: "ok", "not_modified", "rate_limited", "gone" or "error"
+    outcome: str
 
 
 class TokenBucket:
@@ -231,12 +259,12 @@ class Lane:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._wait_allowed()
+                allowed = await self._wait_allowed()
                 stream = self._pop()
                 if stream is None:
                     continue
                 try:
-                    await self._serve(stream)
+                    await self._serve(stream, allowed)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -246,33 +274,44 @@ class Lane:
         finally:
             self._task = None
 
-    async def _serve(self, stream: ReplyStream) -> None:
-        """Send ``stream``'s next frame (if any) once the connector-wide budget allows."""
+    async def _serve(self, stream: ReplyStream, allowed: float) -> None:
+        """Send ``stream``'s next frame (if any) once the connector-wide budget allows.
+
+        ``allowed`` is when the chat's own budget allowed this request (for tracing only).
+        """
         job = stream._job()
         if job is None:
             return
         bucket = self._sched.bucket
         if bucket is not None:
             clock = self._sched.clock
-            delay = bucket.reserve(clock())
+            now = clock()
+            delay = bucket.reserve(now)
             if delay > 0:
+                allowed = max(allowed, now + delay)
                 await asyncio.sleep(delay)
                 if self.blocked_until() > clock():
+                    stream._untrace(job)
                     self.enqueue(stream, front=True)  # a 429 arrived meanwhile
                     return
+                stream._untrace(job)  # the fresher job below carries this one's text
                 job = stream._job()  # carry what arrived while we waited
                 if job is None:
                     return
-        await self._perform(stream, job)
+        await self._perform(stream, job, allowed)
 
-    async def _wait_allowed(self) -> None:
+    async def _wait_allowed(self) -> float:
+        """Sleep until the chat's budget allows a request; return when it did (may be -inf)."""
         clock = self._sched.clock
-        wait = self.earliest() - clock()
+        earliest = self.earliest()
+        wait = earliest - clock()
         while wait > 0:
             # A deadline timer, not a poll: it sleeps exactly until the budget allows, and
             # re-checks only because a 429 that arrived meanwhile may have moved the deadline.
             await asyncio.sleep(wait)
-            wait = self.earliest() - clock()
+            earliest = self.earliest()
+            wait = earliest - clock()
+        return earliest
 
     def _pop(self) -> ReplyStream | None:
         while self.ready:
@@ -282,12 +321,15 @@ class Lane:
                 return stream
         return None
 
-    async def _perform(self, stream: ReplyStream, job: Job) -> None:
+    async def _perform(self, stream: ReplyStream, job: Job, allowed: float = float("-inf")) -> None:
         sched = self._sched
         conn = sched.connector
         stats = sched.stats
         stats.requests += 1
         message_id = job.message_id
+        trace = sched.trace
+        issued = sched.clock() if trace is not None else 0.0
+        outcome = "ok"
         try:
             if job.kind == "send":
                 stats.sends += 1
@@ -301,22 +343,33 @@ class Lane:
                 stats.drafts += 1
                 await conn.send_draft(stream.chat, stream.draft_id, job.text)
         except PlatformRateLimitError as exc:
+            outcome = "rate_limited"
+            stream._untrace(job)
             self.rate_limited(exc)
             self.enqueue(stream, front=True)  # it keeps its turn; the next frame is fresher
         except MessageNotModifiedError:
+            outcome = "not_modified"
             stats.not_modified += 1
             stream._sent(job, message_id)
         except MessageGoneError as exc:
+            outcome = "gone"
+            stream._untrace(job)
             stream._gone(job, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # PlatformError, or a connector bug: retried with backoff
+            outcome = "error"
             stats.errors += 1
+            stream._untrace(job)
             stream._failed(job, exc)
         else:
             stream._sent(job, message_id)
         finally:
             now = sched.clock()
             self.next_ok = max(self.next_ok, now + self.current_interval(now))
+        if trace is not None:
+            trace(FrameTrace(
+                stream.chat, job.kind, job.final, job.text_at, allowed, issued, now, outcome
+            ))  # fmt: skip
         if not stream.done:
             self.enqueue(stream)  # round-robin: back of the queue; dropped if it has no job

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -84,6 +85,8 @@ class Job:
     reply_to: str | None = None
     #: the stream's append counter when the frame was built (for coalescing stats)
     version: int = 0
+    #: when the oldest text this job carries became available (tracing only; 0.0: untraced)
+    text_at: float = 0.0
 
 
 class ReplyStream:
@@ -98,8 +101,10 @@ class ReplyStream:
 
     __slots__ = (
         "__weakref__",
+        "_backlog",
         "_chunks",
         "_counted",
+        "_deferred",
         "_delivered",
         "_draft_text",
         "_errors",
@@ -124,8 +129,10 @@ class ReplyStream:
         "_sched",
         "_seg_units",
         "_state",
+        "_text_at",
         "_text_shown",
         "_timer",
+        "_traced",
         "_typing",
         "_unit",
         "_utf16",
@@ -189,6 +196,12 @@ class ReplyStream:
         self._timer: asyncio.TimerHandle | None = None
         self._typing: asyncio.Handle | None = None
         self._text_shown = False
+        # coalesce=False (benchmarks): appended deltas wait here and go out one per frame
+        self._backlog: deque[str] | None = None if scheduler.coalesce else deque()
+        self._deferred: tuple[bool, str] | None = None  # finish() args while the backlog drains
+        # tracing (StreamScheduler.trace): when the oldest text not yet in a frame arrived
+        self._traced = scheduler.trace is not None
+        self._text_at = 0.0
         self._future: asyncio.Future[ReplyResult] = asyncio.get_running_loop().create_future()
 
     # -- producer API ----------------------------------------------------------------------
@@ -201,7 +214,7 @@ class ReplyStream:
     @property
     def finished(self) -> bool:
         """True once :meth:`finish` (or :meth:`cancel`) was called."""
-        return self._state is not _State.OPEN
+        return self._state is not _State.OPEN or self._deferred is not None
 
     def append(self, delta: str) -> None:
         """Add text. Synchronous and cheap: it only records the text and wakes the lane.
@@ -209,12 +222,30 @@ class ReplyStream:
         Raises ``RuntimeError`` after :meth:`finish`; ignored after :meth:`cancel` or
         scheduler shutdown (a producer may still be winding down).
         """
-        if self._state is not _State.OPEN:
-            if self._state is _State.FINISHED:
+        if self._state is not _State.OPEN or self._deferred is not None:
+            if self._state is _State.FINISHED or self._deferred is not None:
                 raise RuntimeError("append() after finish()")
             return
         if not delta:
             return
+        if self._traced and not self._text_at:
+            self._text_at = self._sched.clock()
+        backlog = self._backlog
+        if backlog is not None and (self._live or backlog):
+            backlog.append(delta)  # not coalescing: the lane takes one delta per frame
+            if not self._queued:
+                self._lane.enqueue(self)
+            return
+        if self._add(delta):
+            self._lane.enqueue(self)
+        elif self._live:
+            if not self._queued:
+                self._lane.enqueue(self)
+        elif len(self._chunks) >= _COMPACT_EVERY:
+            self._chunks = ["".join(self._chunks)]
+
+    def _add(self, delta: str) -> bool:
+        """Record ``delta`` in the tail; return True when that finalised a message (a cut)."""
         self._chunks.append(delta)
         self._seg_units += (
             text_length(delta, "utf16") if self._utf16 and not delta.isascii() else len(delta)
@@ -222,12 +253,8 @@ class ReplyStream:
         self._version += 1
         if self._seg_units + self._prefix_units > self._limit:
             self._cut()
-            self._lane.enqueue(self)
-        elif self._live:
-            if not self._queued:
-                self._lane.enqueue(self)
-        elif len(self._chunks) >= _COMPACT_EVERY:
-            self._chunks = ["".join(self._chunks)]
+            return True
+        return False
 
     async def finish(self, *, interrupted: bool = False, note: str = "") -> ReplyResult:
         """Mark the end and wait until every message is delivered in final form, once.
@@ -244,8 +271,15 @@ class ReplyStream:
 
     def finish_nowait(self, *, interrupted: bool = False, note: str = "") -> None:
         """Like :meth:`finish` but without waiting; delivery continues in the background."""
-        if self._state is not _State.OPEN:
+        if self._state is not _State.OPEN or self._deferred is not None:
             return
+        if self._backlog:
+            # not coalescing: every delta still gets its own frame before the final one
+            self._deferred = (interrupted, note)
+            self._lane.enqueue(self)
+            return
+        if self._traced:
+            self._text_at = self._sched.clock()  # the final form exists from now on
         self._interrupted = interrupted
         text = self._tail().rstrip()
         open_fence = scan_fences(text, self._fence, line_start=self._line_start)
@@ -285,7 +319,8 @@ class ReplyStream:
     @property
     def text(self) -> str:
         """The full text so far (finalised parts and the growing tail)."""
-        return "".join(p.body for p in self._parts) + "".join(self._chunks)
+        backlog = "".join(self._backlog) if self._backlog else ""
+        return "".join(p.body for p in self._parts) + "".join(self._chunks) + backlog
 
     async def __aenter__(self) -> ReplyStream:
         return self
@@ -333,6 +368,28 @@ class ReplyStream:
 
     def _job(self) -> Job | None:
         """The next request for this stream, from the latest text; ``None`` if nothing."""
+        job = self._next_job()
+        if self._backlog is not None:
+            # not coalescing: show the next waiting delta once the current text is out
+            while job is None and self._backlog and self._state is _State.OPEN:
+                self._add(self._backlog.popleft())
+                job = self._next_job()
+            if job is None and self._deferred is not None and not self._backlog:
+                interrupted, note = self._deferred
+                self._deferred = None
+                self.finish_nowait(interrupted=interrupted, note=note)
+                job = self._next_job()
+        if job is not None and self._traced and job.text:
+            job.text_at = self._text_at
+            self._text_at = 0.0
+        return job
+
+    def _untrace(self, job: Job) -> None:
+        """``job`` was not delivered: its text counts as waiting again (tracing only)."""
+        if job.text_at and (not self._text_at or job.text_at < self._text_at):
+            self._text_at = job.text_at
+
+    def _next_job(self) -> Job | None:
         if self._state is _State.DONE:
             return None
         index = self._delivered

@@ -20,6 +20,11 @@ Budgets, as the connector's :class:`~relaybot.core.connector.StreamPolicy` decla
   chats; a global 429 pauses every chat.
 
 Typing indicators are not messages: they skip both budgets but never break a 429 pause.
+
+For benchmarks: :attr:`StreamScheduler.stats` counts requests, and :attr:`StreamScheduler.trace`
+(off by default, free when off) receives a :class:`~relaybot.core.streaming.lane.FrameTrace`
+with the timings of every request. ``coalesce=False`` sends every appended delta as its own
+frame (still paced and 429-aware), to measure what coalescing saves; never use it in a bot.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 from ..connector import BaseConnector, StreamPolicy
 from ..models import ChatKey
-from .lane import Lane, SchedulerStats, TokenBucket
+from .lane import FrameTrace, Lane, SchedulerStats, TokenBucket
 from .reply import ReplyStream, StreamMode
 from .text import MIN_LIMIT
 
@@ -56,7 +61,8 @@ class StreamScheduler:
     must run on the same time base); ``max_retries`` bounds retries of a request that fails
     with a non-429 platform error (429s are always retried after their pause);
     ``retry_backoff`` is the first retry delay, doubled per attempt; ``global_burst`` is the
-    bucket size of the connector-wide budget (default: a fifth of a second's worth, ≥ 1).
+    bucket size of the connector-wide budget (default: a fifth of a second's worth, ≥ 1);
+    ``coalesce=False`` is for benchmarks only (see the module docstring).
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class StreamScheduler:
         global_burst: float | None = None,
         interrupted_marker: str = INTERRUPTED_MARKER,
         empty_text: str = EMPTY_REPLY_TEXT,
+        coalesce: bool = True,
     ) -> None:
         policy: StreamPolicy = connector.policy
         if policy.max_length < MIN_LIMIT:
@@ -82,6 +89,13 @@ class StreamScheduler:
         self.empty_text = empty_text
         #: counters for benchmarks (requests, 429s, not-modified, coalesced frames …)
         self.stats = SchedulerStats()
+        #: called with a :class:`FrameTrace` after every request (benchmarks; ``None`` = off).
+        #: Set it before opening streams: streams opened earlier are not traced. It runs in
+        #: the lane's task, so it must be quick and must not raise.
+        self.trace: Callable[[FrameTrace], None] | None = None
+        #: False: every appended delta becomes its own frame (benchmarks only); read by streams
+        #: when they open
+        self.coalesce = coalesce
         #: end of a connector-wide 429 pause (in the past when not paused)
         self.paused_until = float("-inf")
         self.bucket: TokenBucket | None = None

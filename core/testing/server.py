@@ -38,7 +38,9 @@ class LoopbackServer:
         """Bind the port and start serving; return once requests are accepted."""
         import uvicorn  # lazy: only the testing kit needs it
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+        # is IPPROTO_TCP (a proto-0 socket keeps Nagle on: +40 ms per response on loopback)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
         self.port = sock.getsockname()[1]

@@ -62,9 +62,7 @@ class Terminal:
 def terminal(bot):
     master, slave = pty.openpty()
     # its own session: the SIGINT the test sends is for relaybot only, never for pytest
-    proc = bot.popen(
-        "chat", "--chat", "tty", stdin=slave, stdout=slave, stderr=slave, start_new_session=True
-    )
+    proc = bot.popen("chat", "--chat", "tty", stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     term = Terminal(proc, master)
     yield term

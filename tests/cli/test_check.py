@@ -130,24 +130,35 @@ def test_secret_from_the_environment_never_appears_in_output(bot, fake_server) -
         )
     )
     # a hostile/buggy server that echoes the whole key back in its 401 body
-    fake_server.call(lambda s: s.add_error(401, f"Incorrect API key provided: {SECRET}."))
-    fake_server.call(lambda s: s.add_error(401, f"Incorrect API key provided: {SECRET}."))
+    for _ in range(2):
+        fake_server.call(lambda s: s.add_error(401, f"Incorrect API key provided: {SECRET}."))
 
-    chat = bot.run("--log-level", "DEBUG", "chat", input="hello\n/export json\n")
-    assert chat.returncode == 0, chat.stderr
+    debug_chat = bot.run("--log-level", "DEBUG", "chat", input="hello\n/export json\n")
+    assert debug_chat.returncode == 0, debug_chat.stderr
     # the user was told, and the key reached the server (so it really was used)
-    assert "API key" in chat.stdout
+    assert "API key" in debug_chat.stdout
     sent = fake_server.call(lambda s: s.requests[0].headers["authorization"])
     assert sent == f"Bearer {SECRET}"
+
+    chat = bot.run("chat", input="hello again\n")
+    assert chat.returncode == 0, chat.stderr
+    assert "API key" in chat.stdout and fake_server.request_count() == 2
 
     check = bot.run("--log-level", "DEBUG", "check")
     assert check.returncode == 0, check.stderr
 
-    # a second run, at the default log level, through the error path of `run`
-    bad = bot.run("run")
+    # `run` through an error path after the provider (and its key) was set up
+    bot.write_config(
+        "[connectors.terminal]\nenabled = false\n",
+        provider=(
+            f'[providers.fake]\ntype = "openai"\nbase_url = "{fake_server.base_url}"\n'
+            'api_key = "${OPENAI_API_KEY}"\n'
+        ),
+    )
+    bad = bot.run("--log-level", "DEBUG", "run")
     assert bad.returncode == 2
 
-    for result in (chat, check, bad):
+    for result in (debug_chat, chat, check, bad):
         assert SECRET not in result.stdout + result.stderr
         assert "supersecret" not in result.stdout + result.stderr
     # stored history has no key either (the error text is not stored as a message)

@@ -55,7 +55,7 @@ def test_run_stops_on_sigterm_saving_the_partial_reply(bot, fake_server) -> None
     # (SIGINT takes the same path in `run`: both set the stop event)
     bot.write_config('[bot]\ncheckpoint_interval = 0.3\n[connectors.terminal]\nchat = "ops"\n')
     partial, out, err = stop_while_streaming(bot, fake_server, signal.SIGTERM, "run")
-    assert "relaybot running: terminal" in err
+    assert "relaybot: terminal running" in err
     assert_partial_kept(bot, partial, out)
 
 
@@ -66,10 +66,17 @@ def test_scripted_chat_stops_on_signal_saving_the_partial_reply(bot, fake_server
     assert_partial_kept(bot, partial, out)
 
 
-def test_run_without_connectors_exits_2_with_a_hint(bot) -> None:
+@pytest.mark.parametrize(
+    "connectors",
+    ["[connectors]\n", "[connectors.terminal]\nenabled = false\n"],
+    ids=["empty-table", "all-disabled"],
+)
+def test_run_with_nothing_to_start_exits_2_with_a_hint(bot, connectors: str) -> None:
+    bot.write_config(connectors)
     result = bot.run("run")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "relaybot.toml" in lines[0] and "[connectors." in lines[0] and "relaybot chat" in lines[0]
-    assert "Traceback" not in result.stderr
+    line = lines[0]
+    assert line.startswith("error: relaybot.toml: ") and "[connectors." in line and "relaybot chat" in line
+    assert "nothing to run" in line
