@@ -148,17 +148,20 @@ def bot_config(urls: dict[str, str], db: Path, args: argparse.Namespace) -> dict
         "storage": {"url": f"sqlite+aiosqlite:///{db}", "media_dir": str(db.parent / "media")},
         "providers": {
             "bench": {
-                "type": "openai", "base_url": urls["openai_base_url"], "api_key": API_KEY,
+                "type": "openai",
+                "base_url": urls["openai_base_url"],
+                "api_key": API_KEY,
                 "model": "gpt-4o-mini",
             }
-        },  # fmt: skip
+        },
         # the connector's defaults: long polling, drafts in private chats, Telegram's limits
         "connectors": {
             "telegram": {
-                "token": TOKEN, "base_url": urls["bot_base_url"],
+                "token": TOKEN,
+                "base_url": urls["bot_base_url"],
                 "base_file_url": urls["file_base_url"],
             }
-        },  # fmt: skip
+        },
     }
 
 
@@ -213,8 +216,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     scheduler = app.scheduler("telegram")
     scheduler.trace = traces.append  # list.append: the cheapest possible hook
     scheduler.coalesce = not args.no_coalesce
-    log(f"bot up; injecting {args.chats} private messages + {args.group_streams} topic messages "
-        f"({args.tokens} tokens at {args.rate:g}/s each, coalescing {'off' if args.no_coalesce else 'on'})")
+    log(
+        f"bot up; injecting {args.chats} private messages + {args.group_streams} topic messages "
+        f"({args.tokens} tokens at {args.rate:g}/s each, coalescing {'off' if args.no_coalesce else 'on'})"
+    )
 
     gc.collect()
     sampler = Sampler()
@@ -226,14 +231,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     timed_out = False
     while not counter.all_done.is_set():
         try:
-            await asyncio.wait_for(counter.all_done.wait(), timeout=min(5.0, max(0.01, deadline - time.monotonic())))
+            await asyncio.wait_for(
+                counter.all_done.wait(), timeout=min(5.0, max(0.01, deadline - time.monotonic()))
+            )
         except TimeoutError:
             pass
         seen = await fakes.progress()
-        log(f"t={time.monotonic() - t0:6.1f}s replies {len(counter.done)}/{expected} "
+        log(
+            f"t={time.monotonic() - t0:6.1f}s replies {len(counter.done)}/{expected} "
             f"requests {scheduler.stats.requests} (coalesced deltas {scheduler.stats.coalesced}) "
             f"fake saw {seen['requests']} calls, {seen['platform_429']} x 429, "
-            f"cpu {cpu_seconds() - cpu_start:.1f}s rss {rss_now_mb():.0f} MB")
+            f"cpu {cpu_seconds() - cpu_start:.1f}s rss {rss_now_mb():.0f} MB"
+        )
         if time.monotonic() >= deadline and not counter.all_done.is_set():
             timed_out = True
             log(f"time limit of {args.seconds_limit:g}s reached; reporting what completed")
@@ -249,7 +258,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await app.stop(timeout=5.0)
     await fakes.stop()
     tmp.cleanup()
-    return summarize(args, plan, counter, traces, seen, stats, wall, cpu, peak_rss, sampler, timed_out, fakes.separate)
+    return summarize(
+        args, plan, counter, traces, seen, stats, wall, cpu, peak_rss, sampler, timed_out, fakes.separate
+    )
 
 
 def summarize(
@@ -298,7 +309,9 @@ def summarize(
             "edits_per_reply": rnd(statistics.fmean(replies[k]["requests"] for k in keys), 2),
             "drafts_per_reply": rnd(statistics.fmean(replies[k]["drafts"] for k in keys), 2),
             "typing_per_reply": rnd(statistics.fmean(replies[k]["typing"] for k in keys), 2),
-            "messages_per_reply": rnd(statistics.fmean(replies[k]["messages"] for k in done), 2) if done else None,
+            "messages_per_reply": rnd(statistics.fmean(replies[k]["messages"] for k in done), 2)
+            if done
+            else None,
             "reply_done_s_p50": rnd(percentile(last, 50), 1),
             "reply_done_s_max": rnd(max(last, default=None), 1),
             "platform_429": sum(replies[k]["rate_limited"] for k in keys),
@@ -357,20 +370,28 @@ def summarize(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chats", type=int, default=200, help="private chats, one reply each")
-    parser.add_argument("--group-streams", type=int, default=50, help="forum topics of one group, one reply each")
+    parser.add_argument(
+        "--group-streams", type=int, default=50, help="forum topics of one group, one reply each"
+    )
     parser.add_argument("--tokens", type=int, default=500, help="tokens per reply (one SSE chunk each)")
     parser.add_argument("--rate", type=float, default=30.0, help="tokens per second per reply")
     parser.add_argument("--first-token-delay", type=float, default=0.0, help="provider think time (s)")
     parser.add_argument("--ramp", type=float, default=0.0, help="spread the messages over N seconds")
     parser.add_argument("--no-coalesce", action="store_true", help="one frame per delta (to compare)")
     parser.add_argument("--seconds-limit", type=float, default=600.0, help="stop waiting after N seconds")
-    parser.add_argument("--fakes-in-process", action="store_true",
-                        help="run the fake servers in the bot's process (CPU then includes them)")
+    parser.add_argument(
+        "--fakes-in-process",
+        action="store_true",
+        help="run the fake servers in the bot's process (CPU then includes them)",
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the bot process into FILE")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("relaybot.core.streaming").setLevel(logging.ERROR if args.no_coalesce else logging.WARNING)
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("relaybot.core.streaming").setLevel(
+        logging.ERROR if args.no_coalesce else logging.WARNING
+    )
     if args.profile:
         import cProfile
 

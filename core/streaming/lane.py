@@ -102,6 +102,15 @@ class TokenBucket:
         self.tokens = self.burst
         self._last = now
 
+    def try_take(self, now: float) -> bool:
+        """Take one token only if one is available now (nobody waits for it)."""
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
     def reserve(self, now: float) -> float:
         """Take one token; return the seconds to wait before using it (0: go now)."""
         self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
@@ -283,7 +292,9 @@ class Lane:
         if job is None:
             return
         bucket = self._sched.bucket
-        if bucket is not None:
+        if stream._prepaid:
+            stream._prepaid = False  # the placeholder took its token when the stream opened
+        elif bucket is not None:
             clock = self._sched.clock
             now = clock()
             delay = bucket.reserve(now)

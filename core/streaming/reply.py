@@ -124,6 +124,7 @@ class ReplyStream:
         "_parts",
         "_placeholder",
         "_prefix_units",
+        "_prepaid",
         "_queued",
         "_reply_to",
         "_sched",
@@ -186,6 +187,7 @@ class ReplyStream:
         self._delivered = 0  # parts delivered in final form (or given up)
         self._draft_text: str | None = None
         self._placeholder = self.mode is StreamMode.DRAFT
+        self._prepaid = False  # the next request already holds a connector-wide token
         self._state = _State.OPEN
         self._interrupted = False
         self._errors: list[str] = []
@@ -525,7 +527,9 @@ class ReplyStream:
         if self.mode is StreamMode.FINAL:
             return True  # nothing shows progress until a message is complete
         if self.mode is StreamMode.DRAFT:
-            return False  # the draft placeholder is the feedback
+            # the placeholder draft is the feedback; typing only stands in while no draft
+            # could be sent yet (the budget was busy when the stream opened)
+            return not self._text_shown and not self._placeholder and self._draft_text is None
         return not self._text_shown
 
     def _typing_tick(self) -> None:

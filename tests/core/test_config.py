@@ -122,3 +122,14 @@ def test_log_records_are_redacted(caplog) -> None:
     RedactingFilter().filter(record)
     assert record.getMessage() == "token *** failed"
     assert redact_url("postgresql+asyncpg://bob:hunter2@db/x") == "postgresql+asyncpg://bob:***@db/x"
+
+
+def test_the_example_config_is_valid(monkeypatch) -> None:
+    """config.example.toml is documentation: it must load and every section must validate."""
+    from pathlib import Path
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
+    config = load_config(Path(__file__).resolve().parents[2] / "config.example.toml")
+    plan = Relaybot(config).plan()
+    assert plan["providers"] == ["openai: openai model='gpt-4o-mini' (default)"]
+    assert plan["connectors"] == ["web: web"]
