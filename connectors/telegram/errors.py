@@ -52,6 +52,8 @@ def retry_after_seconds(exc: tg.RetryAfter) -> float:
     value = getattr(exc, "_retry_after", None)
     if isinstance(value, timedelta):
         return value.total_seconds()
+    if isinstance(value, int | float):  # read the stored value: the property warns (PTB 22.2+)
+        return float(value)
     raw = exc.retry_after
     return raw.total_seconds() if isinstance(raw, timedelta) else float(raw)
 
