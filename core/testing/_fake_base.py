@@ -18,12 +18,20 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
-from .fake_openai import FakeRequest
 from .server import LoopbackServer
 
-__all__ = ["FakeStreamingServer", "RecordedRequest", "ScriptedReply", "split_text"]
+__all__ = ["FakeRequest", "FakeStreamingServer", "RecordedRequest", "ScriptedReply", "split_text"]
+
+
+@dataclass(slots=True)
+class FakeRequest:
+    """One request the fake received: its path, parsed JSON body and headers (lower-case)."""
+
+    path: str
+    json: dict[str, Any]
+    headers: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -74,14 +82,18 @@ def split_text(text: str, chunk_size_chars: int | list[str]) -> tuple[str, list[
     return text, [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
-class FakeStreamingServer(abc.ABC):
+ReplyT = TypeVar("ReplyT", bound=ScriptedReply)
+
+
+class FakeStreamingServer(abc.ABC, Generic[ReplyT]):
     """Base of the fake provider servers: lifecycle, script queue, request log, raw replay.
 
     Attributes a test reads: :attr:`requests` (every request, in order) and :attr:`disconnects`
-    (streams the client closed before the server finished them).
+    (streams the client closed before the server finished them). ``reply_type`` is the
+    :class:`ScriptedReply` subclass the fake queues (what :meth:`add_raw` builds).
     """
 
-    def __init__(self, *, api_key: str | None, model: str) -> None:
+    def __init__(self, *, api_key: str | None, model: str, reply_type: type[ReplyT]) -> None:
         from starlette.applications import Starlette  # lazy: starlette is a testing extra
 
         self.api_key = api_key
@@ -90,7 +102,8 @@ class FakeStreamingServer(abc.ABC):
         self.default: Callable[[dict[str, Any]], str] = lambda body: f"You said: {self.last_user_text(body)}"
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
-        self._queue: deque[ScriptedReply] = deque()
+        self._reply_type = reply_type
+        self._queue: deque[ReplyT] = deque()
         self._disconnected = asyncio.Event()
         self._server = LoopbackServer(Starlette(routes=self._routes()))
 
@@ -105,7 +118,7 @@ class FakeStreamingServer(abc.ABC):
         """The text of the last user message in a request body (for the default answer)."""
 
     @abc.abstractmethod
-    def _default_reply(self, text: str) -> ScriptedReply:
+    def _default_reply(self, text: str) -> ReplyT:
         """The reply used when nothing is queued."""
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
@@ -142,7 +155,7 @@ class FakeStreamingServer(abc.ABC):
         """How many scripted replies are still queued."""
         return len(self._queue)
 
-    def _enqueue(self, reply: ScriptedReply) -> ScriptedReply:
+    def _enqueue(self, reply: ReplyT) -> ReplyT:
         self._queue.append(reply)
         return reply
 
@@ -155,7 +168,7 @@ class FakeStreamingServer(abc.ABC):
         status: int = 200,
         content_type: str = "text/event-stream",
         headers: dict[str, str] | None = None,
-    ) -> ScriptedReply:
+    ) -> ReplyT:
         """Queue a body replayed byte for byte (e.g. a recorded ``.sse`` fixture).
 
         The body is sent in pieces cut at the ``split_at`` byte offsets, with ``chunk_delay``
@@ -163,7 +176,7 @@ class FakeStreamingServer(abc.ABC):
         in its own read.
         """
         return self._enqueue(
-            ScriptedReply(
+            self._reply_type(
                 raw=bytes(body),
                 split_at=sorted(set(split_at or [])),
                 chunk_delay=chunk_delay,
@@ -197,7 +210,7 @@ class FakeStreamingServer(abc.ABC):
         self.requests.append(record)
         return record, body if isinstance(body, dict) else None
 
-    def _next_reply(self, body: dict[str, Any]) -> ScriptedReply:
+    def _next_reply(self, body: dict[str, Any]) -> ReplyT:
         if self._queue:
             return self._queue.popleft()
         return self._default_reply(self.default(body))

@@ -81,7 +81,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-class FakeAnthropicServer(FakeStreamingServer):
+class FakeAnthropicServer(FakeStreamingServer[FakeAnthropicReply]):
     """Serves ``POST /v1/messages`` (streaming and not).
 
     With ``api_key`` set, requests without a matching ``x-api-key`` header get Anthropic's 401
@@ -90,7 +90,7 @@ class FakeAnthropicServer(FakeStreamingServer):
     """
 
     def __init__(self, *, api_key: str | None = None, model: str = "claude-sonnet-4-5") -> None:
-        super().__init__(api_key=api_key, model=model)
+        super().__init__(api_key=api_key, model=model, reply_type=FakeAnthropicReply)
         #: reject requests the real API would reject (see the module docstring)
         self.strict = True
 
@@ -111,7 +111,7 @@ class FakeAnthropicServer(FakeStreamingServer):
                 return _content_text(message.get("content"))
         return ""
 
-    def _default_reply(self, text: str) -> ScriptedReply:
+    def _default_reply(self, text: str) -> FakeAnthropicReply:
         text, chunks = split_text(text, 4)
         return FakeAnthropicReply(text=text, chunks=chunks, finish_reason="end_turn")
 

@@ -119,7 +119,7 @@ def _ratings(blocked: str | None) -> list[dict[str, Any]]:
     return ratings
 
 
-class FakeGeminiServer(FakeStreamingServer):
+class FakeGeminiServer(FakeStreamingServer[FakeGeminiReply]):
     """Serves ``POST /{version}/models/{model}:streamGenerateContent`` and ``:generateContent``.
 
     With ``api_key`` set, requests need it in ``x-goog-api-key`` (or ``?key=``, which the real
@@ -129,7 +129,7 @@ class FakeGeminiServer(FakeStreamingServer):
     """
 
     def __init__(self, *, api_key: str | None = None, model: str = "gemini-2.5-flash") -> None:
-        super().__init__(api_key=api_key, model=model)
+        super().__init__(api_key=api_key, model=model, reply_type=FakeGeminiReply)
         #: reject contents the real API would reject (see the module docstring)
         self.strict = True
 
@@ -151,7 +151,7 @@ class FakeGeminiServer(FakeStreamingServer):
                 return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
         return ""
 
-    def _default_reply(self, text: str) -> ScriptedReply:
+    def _default_reply(self, text: str) -> FakeGeminiReply:
         text, chunks = split_text(text, 4)
         return FakeGeminiReply(text=text, chunks=chunks, finish_reason="STOP")
 

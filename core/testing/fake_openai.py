@@ -29,18 +29,15 @@ import asyncio
 import base64
 import hashlib
 import io
-import itertools
 import json
 import math
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
-from types import TracebackType
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from .server import LoopbackServer
+from ._fake_base import FakeRequest, FakeStreamingServer, ScriptedReply, split_text
 
 __all__ = ["FakeOpenAIServer", "FakeReply", "FakeRequest"]
 
@@ -54,33 +51,11 @@ _ERROR_TYPES = {
 
 
 @dataclass(slots=True)
-class FakeRequest:
-    """One request the fake received: its path, parsed JSON body and headers (lower-case)."""
-
-    path: str
-    json: dict[str, Any]
-    headers: dict[str, str]
-
-
-@dataclass(slots=True)
-class FakeReply:
+class FakeReply(ScriptedReply):
     """One scripted response (build it with the ``add_*`` methods of the server)."""
 
-    text: str = ""
-    chunks: list[str] = field(default_factory=list)
-    first_token_delay: float = 0.0
-    tokens_per_second: float | None = None
-    usage: tuple[int, int] | None = None
     finish_reason: str = "stop"
-    drop_after_chars: int | None = None
-    status: int = 200
-    error_body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
     refusal: bool = False
-    raw: bytes | None = None
-    split_at: list[int] | None = None
-    chunk_delay: float = 0.0
-    content_type: str = "text/event-stream"
     #: for image requests: the PNG to return (``None``: one drawn from the prompt)
     image: bytes | None = None
 
@@ -115,11 +90,7 @@ def estimate_usage(request_json: dict[str, Any], text: str) -> tuple[int, int]:
     return prompt, math.ceil(len(text) / 4)
 
 
-def _split(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-class FakeOpenAIServer:
+class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
     """Serves ``POST /v1/chat/completions`` (streaming and not) and ``GET /v1/models``.
 
     Attributes a test reads: :attr:`requests` (every request, in order), :attr:`disconnects`
@@ -128,66 +99,35 @@ class FakeOpenAIServer:
     """
 
     def __init__(self, *, api_key: str | None = None, model: str = "gpt-4o-mini") -> None:
-        from starlette.applications import Starlette  # lazy: starlette is a testing extra
+        self._files: dict[str, bytes] = {}  # images served by URL (dall-e response_format="url")
+        super().__init__(api_key=api_key, model=model, reply_type=FakeReply)
+        #: answers requests when no scripted reply is queued: ``request_json -> text``
+        self.default = default_responder
+
+    def _routes(self) -> list[Any]:
         from starlette.routing import Route
 
-        self.api_key = api_key
-        self.model = model
-        #: answers requests when no scripted reply is queued: ``request_json -> text``
-        self.default: Callable[[dict[str, Any]], str] = default_responder
-        self.requests: list[FakeRequest] = []
-        self.disconnects = 0
-        self._queue: deque[FakeReply] = deque()
-        self._disconnected = asyncio.Event()
-        self._files: dict[str, bytes] = {}  # images served by URL (dall-e response_format="url")
-        app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                Route("/v1/models", self._models, methods=["GET"]),
-                Route("/v1/images/generations", self._images, methods=["POST"]),
-                Route("/v1/fake-files/{name}", self._file, methods=["GET"]),
-            ]
-        )
-        self._server = LoopbackServer(app)
+        return [
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/images/generations", self._images, methods=["POST"]),
+            Route("/v1/fake-files/{name}", self._file, methods=["GET"]),
+        ]
 
-    # ── lifecycle ───────────────────────────────────────────────────────────────────────────
+    def last_user_text(self, body: dict[str, Any]) -> str:
+        """The text of the last ``user`` message of a request body."""
+        return _last_user_text(body)
 
-    @property
-    def url(self) -> str:
-        """Root URL of the server (``http://127.0.0.1:PORT``)."""
-        return self._server.url
+    def _default_reply(self, text: str) -> FakeReply:
+        text, chunks = split_text(text, 4)
+        return FakeReply(text=text, chunks=chunks)
 
     @property
     def base_url(self) -> str:
         """What an OpenAI client takes as ``base_url`` (``url + "/v1"``)."""
-        return self._server.url + "/v1"
-
-    async def start(self) -> None:
-        """Start serving on a free loopback port."""
-        await self._server.start()
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        await self._server.stop()
-
-    async def __aenter__(self) -> FakeOpenAIServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        return self.url + "/v1"
 
     # ── scripting ───────────────────────────────────────────────────────────────────────────
-
-    @property
-    def pending(self) -> int:
-        """How many scripted replies are still queued."""
-        return len(self._queue)
 
     def add_reply(
         self,
@@ -214,15 +154,7 @@ class FakeOpenAIServer:
         ``delta.refusal``. A ``status`` other than 200 answers with ``error_body`` (JSON for a
         dict, else as is) and ``headers`` instead of a stream.
         """
-        if isinstance(chunk_size_chars, list):
-            chunks = list(chunk_size_chars)
-            if text and "".join(chunks) != text:
-                raise ValueError("the chunks do not join to the text")
-            text = "".join(chunks)
-        else:
-            if chunk_size_chars < 1:
-                raise ValueError("chunk_size_chars must be at least 1")
-            chunks = _split(text, chunk_size_chars)
+        text, chunks = split_text(text, chunk_size_chars)
         if status != 200 and error_body is None:
             error_body = _error_body(status, f"fake error (HTTP {status})", None)
         reply = FakeReply(
@@ -238,8 +170,7 @@ class FakeOpenAIServer:
             headers=dict(headers or {}),
             refusal=refusal,
         )
-        self._queue.append(reply)
-        return reply
+        return self._enqueue(reply)
 
     def add_error(
         self,
@@ -263,44 +194,7 @@ class FakeOpenAIServer:
         """Queue the answer to the next request: for an image request, ``png`` (default: one
         drawn from the prompt) after ``delay`` seconds, with ``revised_prompt`` (dall-e-3
         rewrites prompts)."""
-        reply = FakeReply(text=revised_prompt, image=png, first_token_delay=delay)
-        self._queue.append(reply)
-        return reply
-
-    def add_raw(
-        self,
-        body: bytes,
-        *,
-        split_at: list[int] | None = None,
-        chunk_delay: float = 0.0,
-        status: int = 200,
-        content_type: str = "text/event-stream",
-    ) -> FakeReply:
-        """Queue a body replayed byte for byte (e.g. a recorded ``.sse`` fixture).
-
-        The body is sent in pieces cut at the ``split_at`` byte offsets, with ``chunk_delay``
-        seconds between pieces; a delay makes it likely that each piece reaches the client
-        in its own read.
-        """
-        reply = FakeReply(
-            raw=bytes(body),
-            split_at=sorted(set(split_at or [])),
-            chunk_delay=chunk_delay,
-            status=status,
-            content_type=content_type,
-        )
-        self._queue.append(reply)
-        return reply
-
-    async def wait_for_disconnects(self, count: int = 1) -> None:
-        """Return once at least ``count`` streams were closed early by clients.
-
-        Bound the wait with ``asyncio.timeout(...)``; a disconnect is seen as soon as the
-        server notices the closed socket.
-        """
-        while self.disconnects < count:
-            self._disconnected.clear()
-            await self._disconnected.wait()
+        return self._enqueue(FakeReply(text=revised_prompt, image=png, first_token_delay=delay))
 
     # ── HTTP handlers ───────────────────────────────────────────────────────────────────────
 
@@ -313,18 +207,9 @@ class FakeOpenAIServer:
     async def _images(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.requests.append(FakeRequest(request.url.path, body if isinstance(body, dict) else {}, headers))
-        if not isinstance(body, dict):
-            return JSONResponse(_error_body(400, "We could not parse the JSON body.", None), 400)
-        if self.api_key is not None:
-            denied = self._check_key(headers.get("authorization", ""))
-            if denied is not None:
-                return JSONResponse(denied, 401)
+        body, refused = await self._admit(request)
+        if refused is not None:
+            return refused
         reply = self._queue.popleft() if self._queue else FakeReply()
         if reply.status != 200:
             if isinstance(reply.error_body, dict | list):
@@ -365,33 +250,30 @@ class FakeOpenAIServer:
             return Response(b"not found", 404)
         return Response(data, media_type="image/png")
 
-    async def _chat(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse, Response
+    async def _admit(self, request: Any) -> tuple[dict[str, Any], Any]:
+        """Record ``request``; return its JSON body and, if it is refused, the error response."""
+        from starlette.responses import JSONResponse
 
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.requests.append(FakeRequest(request.url.path, body or {}, headers))
-        if not isinstance(body, dict):
-            return JSONResponse(_error_body(400, "We could not parse the JSON body.", None), 400)
+        record, body = await self._record(request)
+        if body is None:
+            return {}, JSONResponse(_error_body(400, "We could not parse the JSON body.", None), 400)
         if self.api_key is not None:
-            denied = self._check_key(headers.get("authorization", ""))
+            denied = self._check_key(record.headers.get("authorization", ""))
             if denied is not None:
-                return JSONResponse(denied, 401)
-        if self._queue:
-            reply = self._queue.popleft()
-        else:
-            text = self.default(body)
-            reply = FakeReply(text=text, chunks=_split(text, 4))
+                return body, JSONResponse(denied, 401)
+        return body, None
+
+    async def _chat(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        body, refused = await self._admit(request)
+        if refused is not None:
+            return refused
+        reply = self._next_reply(body)
         if reply.raw is not None:
-            return self._streaming(self._raw_pieces(reply), reply.status, reply.headers, reply.content_type)
+            return self._raw_response(reply)
         if reply.status != 200:
-            if isinstance(reply.error_body, dict | list):
-                return JSONResponse(reply.error_body, reply.status, headers=reply.headers)
-            content = reply.error_body if reply.error_body is not None else b""
-            return Response(content, reply.status, headers=reply.headers)
+            return self._error_response(reply)
         if not body.get("stream"):
             return JSONResponse(self._completion(reply, body), headers=reply.headers)
         return self._streaming(self._frames(reply, body), 200, reply.headers, "text/event-stream")
@@ -409,45 +291,6 @@ class FakeOpenAIServer:
         # Like OpenAI: the key is echoed only masked.
         masked = given[:3] + "*" * 4 + given[-4:] if len(given) > 8 else "****"
         return _error_body(401, f"Incorrect API key provided: {masked}.", "invalid_api_key")
-
-    def _streaming(
-        self, pieces: AsyncIterator[bytes], status: int, headers: dict[str, str], media: str
-    ) -> Any:
-        from starlette.responses import StreamingResponse
-
-        tracked = self._track(pieces)
-
-        class _ClosingResponse(StreamingResponse):
-            # Starlette cancels the sending task when the client disconnects; the body
-            # generator may then be parked at a ``yield`` and would only be finalised by the
-            # garbage collector. Closing it here runs its ``finally`` (which counts the
-            # disconnect) at once.
-            async def stream_response(self, send: Any) -> None:
-                try:
-                    await super().stream_response(send)
-                finally:
-                    await tracked.aclose()
-
-        return _ClosingResponse(tracked, status_code=status, headers=headers, media_type=media)
-
-    async def _track(self, pieces: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-        finished = False
-        try:
-            async for piece in pieces:
-                yield piece
-            finished = True
-        finally:
-            if not finished:
-                self.disconnects += 1
-                self._disconnected.set()
-
-    async def _raw_pieces(self, reply: FakeReply) -> AsyncIterator[bytes]:
-        assert reply.raw is not None
-        bounds = [0, *(i for i in reply.split_at or [] if 0 < i < len(reply.raw)), len(reply.raw)]
-        for n, (start, end) in enumerate(itertools.pairwise(bounds)):
-            if n and reply.chunk_delay:
-                await asyncio.sleep(reply.chunk_delay)
-            yield reply.raw[start:end]
 
     async def _frames(self, reply: FakeReply, request_json: dict[str, Any]) -> AsyncIterator[bytes]:
         chunk_id = "chatcmpl-" + uuid.uuid4().hex[:29]
@@ -476,21 +319,11 @@ class FakeOpenAIServer:
             else {"role": "assistant", "content": "", "refusal": None}
         )
         yield frame(choice(first))
-        if reply.first_token_delay:
-            await asyncio.sleep(reply.first_token_delay)
-        interval = 1.0 / reply.tokens_per_second if reply.tokens_per_second else 0.0
-        sent = 0
-        for n, piece in enumerate(reply.chunks):
-            if n and interval:
-                await asyncio.sleep(interval)
-            if reply.drop_after_chars is not None and sent + len(piece) >= reply.drop_after_chars:
-                rest = piece[: reply.drop_after_chars - sent]
-                if rest:
-                    yield frame(choice({key: rest}))
-                return  # the body ends here: no finish_reason, no [DONE]
-            if piece:
-                yield frame(choice({key: piece}))
-            sent += len(piece)
+        cut = reply.drop_after_chars
+        async for piece, _last in self._paced(reply, cut):
+            yield frame(choice({key: piece}))
+        if cut is not None and reply.chunks and sum(len(c) for c in reply.chunks) >= cut:
+            return  # the text was cut: the body ends here, with no finish_reason and no [DONE]
         yield frame(choice({}, reply.finish_reason))
         if (request_json.get("stream_options") or {}).get("include_usage"):
             prompt, completion = reply.usage or estimate_usage(request_json, reply.text)

@@ -25,18 +25,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pydantic
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import ServerSentEvent
 from pydantic import Field
 
 from relaybot.core.errors import (
     CapabilityError,
-    ContextTooLongError,
     ProviderError,
     ProviderRateLimitError,
     ProviderResponseError,
@@ -56,40 +54,31 @@ from relaybot.core.models import (
     TextPart,
     Usage,
 )
-from relaybot.core.provider import (
-    BaseProvider,
-    BaseProviderConfig,
-    ProviderCapabilities,
-    ProviderType,
-)
-from relaybot.core.redact import register_secret
+from relaybot.core.provider import ProviderCapabilities, ProviderType
 
 from . import _http
+from ._sse import BaseSSEProvider, HTTPProviderConfig, SSEState
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AnthropicConfig", "AnthropicProvider"]
 
 
-class AnthropicConfig(BaseProviderConfig):
-    """``[providers.NAME]`` keys of an Anthropic Messages provider."""
+class AnthropicConfig(HTTPProviderConfig):
+    """``[providers.NAME]`` keys of an Anthropic Messages provider.
+
+    ``api_key`` is sent as ``x-api-key``; ``extra_headers`` takes e.g.
+    ``{"anthropic-beta" = "…"}``; ``vision = None`` guesses from the model name (Claude 3 and
+    newer). The shared keys are documented on :class:`HTTPProviderConfig`.
+    """
 
     type: str = "anthropic"
     #: the API root, without ``/v1`` (a trailing ``/v1`` is tolerated)
     base_url: str = "https://api.anthropic.com"
-    #: sent as ``x-api-key``; never logged or put in error messages
-    api_key: pydantic.SecretStr | None = None
     model: str = "claude-sonnet-4-5"
     anthropic_version: str = "2023-06-01"
-    connect_timeout: float = Field(default=10, gt=0)
-    #: max seconds of silence from the server: to the first byte, and between two events
-    chunk_timeout: float = Field(default=60, gt=0)
     #: sent as ``max_tokens``, which the Messages API requires on every request
     max_output_tokens: int = Field(default=1024, gt=0)  # type: ignore[assignment]
-    #: e.g. ``{"anthropic-beta" = "…"}``; values of secret-looking names are redacted
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    #: whether the model accepts images; ``None`` guesses from the model name (Claude 3 and newer)
-    vision: bool | None = None
 
 
 _DEFAULT_CONTEXT_WINDOW = 200_000
@@ -118,7 +107,6 @@ _STOP_MESSAGES = {
 _UNAVAILABLE_ERRORS = frozenset({"overloaded_error", "api_error"})
 # Body keys the provider owns; ``options`` cannot override them without breaking the stream.
 _RESERVED_KEYS = frozenset({"model", "messages", "stream"})
-_SECRET_HEADER = re.compile(r"auth|key|token|secret", re.IGNORECASE)
 
 
 def _guess_vision(model: str) -> bool:
@@ -131,16 +119,14 @@ def _int(value: Any) -> int:
 
 
 @dataclass(slots=True)
-class _StreamState:
-    """What one stream has seen so far."""
+class _StreamState(SSEState):
+    """What one stream has seen so far (``received`` counts events, ``ended`` is ``message_stop``)."""
 
-    events: int = 0
     input_tokens: int | None = None
     cache_tokens: int = 0
     output_tokens: int | None = None
     stop_reason: str | None = None
     stop_details: dict[str, Any] | None = None
-    stopped: bool = False
 
     @property
     def complete(self) -> bool:
@@ -149,7 +135,7 @@ class _StreamState:
         ``message_delta`` with a ``stop_reason`` is enough: a body that ends right after it (the
         last event of a recording may lack its terminating blank line) lost nothing.
         """
-        return self.stopped or self.stop_reason is not None
+        return self.ended or self.stop_reason is not None
 
     def add_usage(self, usage: Any) -> None:
         """Take the counts from a ``message_start``/``message_delta`` ``usage`` object.
@@ -169,11 +155,8 @@ class _StreamState:
             )
         if "output_tokens" in usage:
             self.output_tokens = _int(usage["output_tokens"])
-
-    def usage(self) -> Usage | None:
-        if self.input_tokens is None and self.output_tokens is None:
-            return None
-        return Usage((self.input_tokens or 0) + self.cache_tokens, self.output_tokens or 0)
+        if self.input_tokens is not None or self.output_tokens is not None:
+            self.usage = Usage((self.input_tokens or 0) + self.cache_tokens, self.output_tokens or 0)
 
     def finish(self) -> Finish:
         raw = self.stop_reason or "end_turn"
@@ -199,12 +182,16 @@ class _StreamState:
         return message + "."
 
 
-class AnthropicProvider(BaseProvider):
+class AnthropicProvider(BaseSSEProvider[AnthropicConfig, _StreamState]):
     """Streams answers from the Anthropic Messages API (``/v1/messages``).
 
     One ``httpx.AsyncClient`` is shared by all requests of an instance; :meth:`aclose` closes
     it. ``transport`` replaces the network (tests, custom TLS/proxy setups).
     """
+
+    _request_id_header = "request-id"
+    _quote_error_type = True
+    _no_events_message = "the response held no Messages API events; is base_url the Anthropic API?"
 
     def __init__(
         self,
@@ -213,10 +200,7 @@ class AnthropicProvider(BaseProvider):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self.config = config
-        self.model = config.model
-        self.capabilities = ProviderCapabilities(
+        capabilities = ProviderCapabilities(
             streaming=True,
             vision=_guess_vision(config.model) if config.vision is None else config.vision,
             context_window=config.context_window or _DEFAULT_CONTEXT_WINDOW,
@@ -226,22 +210,16 @@ class AnthropicProvider(BaseProvider):
         )
         root = config.base_url.rstrip("/").removesuffix("/v1")
         self._url = root + "/v1/messages"
-        self._where = f"POST {_http.safe_url(self._url)}"
-        headers = {"User-Agent": "relaybot", "anthropic-version": config.anthropic_version}
-        api_key = config.api_key.get_secret_value() if config.api_key else None
+        super().__init__(name, config, capabilities, transport=transport)
+
+    def _auth_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": self.config.anthropic_version}
         if api_key:
             headers["x-api-key"] = api_key
-        headers.update(config.extra_headers)
-        self._secrets = [api_key] + [v for k, v in config.extra_headers.items() if _SECRET_HEADER.search(k)]
-        for secret in self._secrets:
-            # also hide them from every log record, whoever logs them (httpx, the core, …)
-            register_secret(secret)
-        self._client = _http.build_client(
-            connect_timeout=config.connect_timeout,
-            chunk_timeout=config.chunk_timeout,
-            headers=headers,
-            transport=transport,
-        )
+        return headers
+
+    def _endpoint(self, request: ProviderRequest) -> str:
+        return self._url
 
     # ── request ─────────────────────────────────────────────────────────────────────────────
 
@@ -351,78 +329,22 @@ class AnthropicProvider(BaseProvider):
 
     # ── streaming ───────────────────────────────────────────────────────────────────────────
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        """Stream the answer (see :meth:`BaseProvider.stream` for the contract).
+    def _new_state(self) -> _StreamState:
+        return _StreamState()
 
-        Usage (when the server reports it) is yielded once, right before the final ``Finish``.
-        Closing the generator early closes the HTTP response, so the server sees the
-        disconnect at once; use ``contextlib.aclosing`` when breaking out of ``async for``.
-        """
-        body = self.build_body(request)  # fails before any I/O on capability problems
-        state = _StreamState()
-        log.debug("%s: %s model=%s", self.name, self._where, body["model"])
-        try:
-            async with self._client.stream(
-                "POST", self._url, json=body, headers={"Accept": "text/event-stream"}
-            ) as response:
-                if response.is_error:
-                    raise await self._status_error(response)
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type:
-                    # A proxy that ignores stream=true answers with one Message document.
-                    for event in await self._whole_response(response, content_type):
-                        yield event
-                    return
-                async for sse in EventSource(response).aiter_sse():
-                    for event in self._on_event(sse, state):
-                        yield event
-                    if state.stopped:
-                        break
-                downloaded = response.num_bytes_downloaded
-        except httpx.TransportError as exc:
-            # Once the server has said why it stopped, a failure while waiting for the
-            # trailing message_stop loses nothing the user would see.
-            if not state.complete:
-                raise _http.transport_error(
-                    exc,
-                    provider=self.name,
-                    where=self._where,
-                    connect_timeout=self.config.connect_timeout,
-                    chunk_timeout=self.config.chunk_timeout,
-                ) from exc
-            downloaded = 1
-        if not state.complete:
-            if state.events == 0 and downloaded > 0:
-                raise self._response_error(
-                    "the response held no Messages API events; is base_url the Anthropic API?"
-                )
-            raise ProviderUnavailableError(
-                f"{self.name}: {self._where}: stream cut off before the answer finished "
-                f"(no stop_reason and no message_stop after {state.events} events)",
-                provider=self.name,
-            )
-        usage = state.usage()
-        if usage is not None:
-            yield usage
-        yield state.finish()
+    def _cut_off_detail(self, state: _StreamState) -> str:
+        return f"no stop_reason and no message_stop after {state.received} events"
 
-    def _on_event(self, sse: ServerSentEvent, state: _StreamState) -> list[ProviderEvent]:
+    def _on_event(self, sse: ServerSentEvent, state: _StreamState, where: str) -> list[ProviderEvent]:
         data = sse.data.strip()
         if not data:
             return []
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise self._response_error(
-                f"event {state.events + 1} ({sse.event}) is not valid JSON: {_http.quote(data, 120)}"
-            ) from None
-        if not isinstance(payload, dict):
-            raise self._response_error(f"event data is not a JSON object: {_http.quote(data, 120)}")
-        state.events += 1
+        payload = self._json_object(data, where, f"event {state.received + 1} ({sse.event})", "event data")
+        state.received += 1
         # The ``type`` inside the data is authoritative; the ``event:`` line repeats it.
         kind = payload.get("type") or sse.event
         if kind == "error" or sse.event == "error":
-            raise self._stream_error(payload)
+            raise self._stream_error(payload, where)
         if kind == "message_start":
             message = payload.get("message")
             if isinstance(message, dict):
@@ -446,16 +368,16 @@ class AnthropicProvider(BaseProvider):
                 state.stop_details = delta["stop_details"]
             state.add_usage(payload.get("usage"))
         elif kind == "message_stop":
-            state.stopped = True
+            state.ended = True
         # ping, content_block_stop and event types added after this was written: ignored.
         return []
 
-    def _stream_error(self, payload: dict[str, Any]) -> ProviderError:
+    def _stream_error(self, payload: dict[str, Any], where: str) -> ProviderError:
         error = payload.get("error")
         etype = str(error.get("type") or "") if isinstance(error, dict) else ""
         message = (error.get("message") if isinstance(error, dict) else None) or etype or "unknown error"
         text = _http.redact(
-            f"{self.name}: {self._where}: error event in the stream: {_http.quote(str(message))}"
+            f"{self.name}: {where}: error event in the stream: {_http.quote(str(message))}"
             + (f" ({etype})" if etype else ""),
             self._secrets,
         )
@@ -465,7 +387,9 @@ class AnthropicProvider(BaseProvider):
             return ProviderRateLimitError(text, provider=self.name)
         return ProviderResponseError(text, provider=self.name)
 
-    async def _whole_response(self, response: httpx.Response, content_type: str) -> list[ProviderEvent]:
+    async def _whole_response(
+        self, response: httpx.Response, content_type: str, where: str, state: _StreamState
+    ) -> list[ProviderEvent]:
         raw = await response.aread()
         try:
             doc = json.loads(raw) if "json" in content_type else None
@@ -473,60 +397,19 @@ class AnthropicProvider(BaseProvider):
             doc = None
         if not isinstance(doc, dict) or doc.get("type") != "message":
             raise self._response_error(
+                where,
                 f"expected an event stream, got {content_type or 'no content type'}: "
-                f"{_http.quote(raw.decode('utf-8', 'replace'), 120)}"
+                f"{_http.quote(raw.decode('utf-8', 'replace'), 120)}",
             )
-        state = _StreamState(stop_reason=str(doc.get("stop_reason") or "end_turn"))
+        state.stop_reason = str(doc.get("stop_reason") or "end_turn")
         if isinstance(doc.get("stop_details"), dict):
             state.stop_details = doc["stop_details"]
         state.add_usage(doc.get("usage"))
-        events: list[ProviderEvent] = [
+        return [
             TextDelta(block["text"])
             for block in doc.get("content") or ()
             if isinstance(block, dict) and block.get("type") == "text" and block.get("text")
         ]
-        usage = state.usage()
-        if usage is not None:
-            events.append(usage)
-        events.append(state.finish())
-        return events
-
-    # ── errors ──────────────────────────────────────────────────────────────────────────────
-
-    async def _status_error(self, response: httpx.Response) -> ProviderError:
-        body = await _http.read_error_body(response)
-        message, etype, code = _http.error_details(body)
-        message = _http.redact(message, self._secrets)
-        if etype and etype not in message:
-            message += f" ({etype})"
-        request_id = response.headers.get("request-id")
-        if request_id:
-            message += f" [request id {request_id}]"
-        status = response.status_code
-        if status in (400, 413) and _http.looks_like_context_overflow(message, code):
-            # 400 invalid_request_error "prompt is too long: 210000 tokens > 200000 maximum"
-            return ContextTooLongError(
-                f"{self.name}: {self._where} failed with HTTP {status}: {message}",
-                provider=self.name,
-                status=status,
-            )
-        return _http.status_error(
-            provider=self.name,
-            where=self._where,
-            status=status,
-            message=message,
-            headers=response.headers,
-        )
-
-    def _response_error(self, detail: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            f"{self.name}: {self._where}: {_http.redact(detail, self._secrets)}",
-            provider=self.name,
-        )
-
-    async def aclose(self) -> None:
-        """Close the shared HTTP client (and its pooled connections)."""
-        await self._client.aclose()
 
 
 @hookimpl

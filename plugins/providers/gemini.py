@@ -23,17 +23,14 @@ separate resilience layer that sees the typed errors.
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote as url_quote
 
 import httpx
-import pydantic
-from httpx_sse import EventSource, ServerSentEvent
-from pydantic import Field
+from httpx_sse import ServerSentEvent
 
 from relaybot.core.errors import (
     CapabilityError,
@@ -58,35 +55,25 @@ from relaybot.core.models import (
     TextPart,
     Usage,
 )
-from relaybot.core.provider import (
-    BaseProvider,
-    BaseProviderConfig,
-    ProviderCapabilities,
-    ProviderType,
-)
-from relaybot.core.redact import register_secret
+from relaybot.core.provider import ProviderCapabilities, ProviderType
 
 from . import _http
-
-log = logging.getLogger(__name__)
+from ._sse import BaseSSEProvider, HTTPProviderConfig, SSEState
 
 __all__ = ["GeminiConfig", "GeminiProvider"]
 
 
-class GeminiConfig(BaseProviderConfig):
-    """``[providers.NAME]`` keys of a Gemini API provider."""
+class GeminiConfig(HTTPProviderConfig):
+    """``[providers.NAME]`` keys of a Gemini API provider.
+
+    ``api_key`` is sent as ``x-goog-api-key``, never in the URL. The shared keys (timeouts,
+    ``extra_headers``) are documented on :class:`HTTPProviderConfig`.
+    """
 
     type: str = "gemini"
     base_url: str = "https://generativelanguage.googleapis.com"
     api_version: str = "v1beta"
-    #: sent as ``x-goog-api-key``; never logged, put in a URL or in error messages
-    api_key: pydantic.SecretStr | None = None
     model: str = "gemini-2.5-flash"
-    connect_timeout: float = Field(default=10, gt=0)
-    #: max seconds of silence from the server: to the first byte, and between two frames
-    chunk_timeout: float = Field(default=60, gt=0)
-    #: values of secret-looking header names are redacted like the key
-    extra_headers: dict[str, str] = Field(default_factory=dict)
     #: whether the model accepts images (every Gemini model does)
     vision: bool = True
 
@@ -127,7 +114,6 @@ _TOP_LEVEL_KEYS = frozenset(
 _RESERVED_KEYS = frozenset({"contents", "systemInstruction", "system_instruction"})
 _UNAVAILABLE_STATUSES = frozenset({"UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "UNKNOWN"})
 _TOKEN_OVERFLOW = re.compile(r"exceeds the maximum number of tokens|input token count", re.IGNORECASE)
-_SECRET_HEADER = re.compile(r"auth|key|token|secret", re.IGNORECASE)
 
 
 def _model_info(model: str) -> tuple[int, int]:
@@ -149,15 +135,13 @@ def _words(enum_name: str) -> str:
 
 
 @dataclass(slots=True)
-class _StreamState:
-    """What one stream has seen so far."""
+class _StreamState(SSEState):
+    """What one stream has seen so far (``received`` counts frames; there is no end marker)."""
 
-    frames: int = 0
     finish_reason: str | None = None
     block_reason: str | None = None
     block_message: str | None = None
     flagged: list[str] = field(default_factory=list)
-    usage: Usage | None = None
 
     @property
     def complete(self) -> bool:
@@ -193,12 +177,15 @@ class _StreamState:
                     self.flagged.append(words)
 
 
-class GeminiProvider(BaseProvider):
+class GeminiProvider(BaseSSEProvider[GeminiConfig, _StreamState]):
     """Streams answers from the Gemini API (``models/{model}:streamGenerateContent``).
 
     One ``httpx.AsyncClient`` is shared by all requests of an instance; :meth:`aclose` closes
-    it. ``transport`` replaces the network (tests, custom TLS/proxy setups).
+    it. ``transport`` replaces the network (tests, custom TLS/proxy setups). A prompt blocked
+    by Gemini's filters ends with ``Finish("content_filter", …)`` and no text.
     """
+
+    _no_events_message = "the response held no GenerateContentResponse frames; is base_url the Gemini API?"
 
     def __init__(
         self,
@@ -207,11 +194,8 @@ class GeminiProvider(BaseProvider):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self.config = config
-        self.model = config.model
         window, max_output = _model_info(config.model)
-        self.capabilities = ProviderCapabilities(
+        capabilities = ProviderCapabilities(
             streaming=True,
             vision=config.vision,
             context_window=config.context_window or window,
@@ -220,21 +204,13 @@ class GeminiProvider(BaseProvider):
             image_limits=GEMINI_IMAGE_LIMITS,
         )
         self._root = f"{config.base_url.rstrip('/')}/{config.api_version.strip('/')}"
-        headers = {"User-Agent": "relaybot"}
-        api_key = config.api_key.get_secret_value() if config.api_key else None
-        if api_key:
-            headers["x-goog-api-key"] = api_key
-        headers.update(config.extra_headers)
-        self._secrets = [api_key] + [v for k, v in config.extra_headers.items() if _SECRET_HEADER.search(k)]
-        for secret in self._secrets:
-            # also hide them from every log record, whoever logs them (httpx, the core, …)
-            register_secret(secret)
-        self._client = _http.build_client(
-            connect_timeout=config.connect_timeout,
-            chunk_timeout=config.chunk_timeout,
-            headers=headers,
-            transport=transport,
-        )
+        super().__init__(name, config, capabilities, transport=transport)
+
+    def _auth_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"x-goog-api-key": api_key} if api_key else {}
+
+    def _endpoint(self, request: ProviderRequest) -> str:
+        return self.url_for(request.model or self.config.model)
 
     def url_for(self, model: str) -> str:
         """The streaming endpoint for ``model`` (``models/`` prefix optional)."""
@@ -327,79 +303,23 @@ class GeminiProvider(BaseProvider):
 
     # ── streaming ───────────────────────────────────────────────────────────────────────────
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        """Stream the answer (see :meth:`BaseProvider.stream` for the contract).
+    def _new_state(self) -> _StreamState:
+        return _StreamState()
 
-        Usage (when the server reports it) is yielded once, right before the final ``Finish``.
-        A prompt blocked by Gemini's filters ends with ``Finish("content_filter", …)`` and no
-        text. Closing the generator early closes the HTTP response, so the server sees the
-        disconnect at once; use ``contextlib.aclosing`` when breaking out of ``async for``.
-        """
-        body = self.build_body(request)  # fails before any I/O on capability problems
-        url = self.url_for(request.model or self.config.model)
-        where = f"POST {_http.safe_url(url)}"
-        state = _StreamState()
-        log.debug("%s: %s", self.name, where)
-        try:
-            async with self._client.stream(
-                "POST", url, json=body, headers={"Accept": "text/event-stream"}
-            ) as response:
-                if response.is_error:
-                    raise await self._status_error(response, where)
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type:
-                    # Without alt=sse (a proxy dropping the query) the answer is one JSON array.
-                    for event in await self._whole_response(response, content_type, where, state):
-                        yield event
-                else:
-                    async for sse in EventSource(response).aiter_sse():
-                        for event in self._on_frame(sse, state, where):
-                            yield event
-                downloaded = response.num_bytes_downloaded
-        except httpx.TransportError as exc:
-            # Once the server has said why it stopped, a failure while waiting for a trailing
-            # usage frame loses nothing the user would see.
-            if not state.complete:
-                raise _http.transport_error(
-                    exc,
-                    provider=self.name,
-                    where=where,
-                    connect_timeout=self.config.connect_timeout,
-                    chunk_timeout=self.config.chunk_timeout,
-                ) from exc
-            downloaded = 1
-        if not state.complete:
-            if state.frames == 0 and downloaded > 0:
-                raise self._response_error(
-                    where, "the response held no GenerateContentResponse frames; is base_url the Gemini API?"
-                )
-            raise ProviderUnavailableError(
-                f"{self.name}: {where}: stream cut off before the answer finished "
-                f"(no finishReason after {state.frames} frames)",
-                provider=self.name,
-            )
-        if state.usage is not None:
-            yield state.usage
-        yield state.finish()
+    def _cut_off_detail(self, state: _StreamState) -> str:
+        return f"no finishReason after {state.received} frames"
 
-    def _on_frame(self, sse: ServerSentEvent, state: _StreamState, where: str) -> list[ProviderEvent]:
+    def _on_event(self, sse: ServerSentEvent, state: _StreamState, where: str) -> list[ProviderEvent]:
         data = sse.data.strip()
         if not data:
             return []
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise self._response_error(
-                where, f"frame {state.frames + 1} is not valid JSON: {_http.quote(data, 120)}"
-            ) from None
-        if not isinstance(chunk, dict):
-            raise self._response_error(where, f"frame is not a JSON object: {_http.quote(data, 120)}")
+        chunk = self._json_object(data, where, f"frame {state.received + 1}", "frame")
         return self._on_chunk(chunk, state, where)
 
     def _on_chunk(self, chunk: dict[str, Any], state: _StreamState, where: str) -> list[ProviderEvent]:
         if "error" in chunk:
             raise self._error(chunk["error"], where, "error in the stream")
-        state.frames += 1
+        state.received += 1
         usage = chunk.get("usageMetadata")
         if isinstance(usage, dict):
             # Running totals: the last frame's counts are the answer. Thinking tokens are output
@@ -506,15 +426,6 @@ class GeminiProvider(BaseProvider):
         if (status or 0) >= 500 or rpc_status in _UNAVAILABLE_STATUSES:
             return ProviderUnavailableError(text, provider=self.name, status=status)
         return ProviderResponseError(text, provider=self.name, status=status)
-
-    def _response_error(self, where: str, detail: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            f"{self.name}: {where}: {_http.redact(detail, self._secrets)}", provider=self.name
-        )
-
-    async def aclose(self) -> None:
-        """Close the shared HTTP client (and its pooled connections)."""
-        await self._client.aclose()
 
 
 @hookimpl

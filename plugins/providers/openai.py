@@ -21,24 +21,15 @@ retry: retries and fallbacks are a separate resilience layer that sees the typed
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pydantic
-from httpx_sse import EventSource, ServerSentEvent
-from pydantic import Field
+from httpx_sse import ServerSentEvent
 
-from relaybot.core.errors import (
-    CapabilityError,
-    ContextTooLongError,
-    ProviderError,
-    ProviderResponseError,
-    ProviderUnavailableError,
-)
+from relaybot.core.errors import CapabilityError
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.images import OPENAI_IMAGE_LIMITS
 from relaybot.core.models import (
@@ -52,36 +43,25 @@ from relaybot.core.models import (
     TextPart,
     Usage,
 )
-from relaybot.core.provider import (
-    BaseProvider,
-    BaseProviderConfig,
-    ProviderCapabilities,
-    ProviderType,
-)
-from relaybot.core.redact import register_secret
+from relaybot.core.provider import ProviderCapabilities, ProviderType
 
 from . import _http
-
-log = logging.getLogger(__name__)
+from ._sse import BaseSSEProvider, HTTPProviderConfig, SSEState
 
 __all__ = ["OpenAIConfig", "OpenAIProvider"]
 
 
-class OpenAIConfig(BaseProviderConfig):
-    """``[providers.NAME]`` keys of an OpenAI-compatible provider."""
+class OpenAIConfig(HTTPProviderConfig):
+    """``[providers.NAME]`` keys of an OpenAI-compatible provider.
+
+    ``api_key`` is sent as ``Authorization: Bearer …``; the shared keys (timeouts,
+    ``extra_headers``, ``vision``) are documented on :class:`HTTPProviderConfig`.
+    """
 
     type: str = "openai"
     base_url: str = "https://api.openai.com/v1"
-    #: sent as ``Authorization: Bearer …``; never logged or put in error messages
-    api_key: pydantic.SecretStr | None = None
     model: str = "gpt-4o-mini"
-    connect_timeout: float = Field(default=10, gt=0)
-    #: max seconds of silence from the server: to the first byte, and between two chunks
-    chunk_timeout: float = Field(default=60, gt=0)
     organization: str | None = None
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    #: whether the model accepts images; ``None`` guesses from the model name
-    vision: bool | None = None
 
 
 # (model-name prefix, context window, max output tokens, tiktoken encoding). Matched by the
@@ -131,7 +111,7 @@ _FINISH_MESSAGES = {
 }
 # Body keys the provider owns; ``options`` cannot override them without breaking the stream.
 _RESERVED_KEYS = frozenset({"model", "messages", "stream"})
-_SECRET_HEADER = re.compile(r"auth|key|token|secret", re.IGNORECASE)
+_NO_EVENTS = "the response held no Chat Completions events; is base_url an OpenAI-compatible API?"
 
 
 def _model_info(model: str) -> tuple[int, int, str | None]:
@@ -154,19 +134,16 @@ def _usage(usage: dict[str, Any]) -> Usage:
 
 
 @dataclass(slots=True)
-class _StreamState:
-    """What one stream has seen so far."""
+class _StreamState(SSEState):
+    """What one stream has seen so far (``received`` counts frames, ``ended`` is ``[DONE]``)."""
 
-    frames: int = 0
     finish_reason: str | None = None
-    done: bool = False
     refused: bool = False
-    usage: Usage | None = None
 
     @property
     def complete(self) -> bool:
         """The answer is whole: the server said why it stopped, or said ``[DONE]``."""
-        return self.done or self.finish_reason is not None
+        return self.ended or self.finish_reason is not None
 
     def finish(self) -> Finish:
         reason = _FINISH_REASONS.get(self.finish_reason or "stop", "other")
@@ -179,12 +156,14 @@ class _StreamState:
         return Finish(reason, message)
 
 
-class OpenAIProvider(BaseProvider):
+class OpenAIProvider(BaseSSEProvider[OpenAIConfig, _StreamState]):
     """Streams answers from an OpenAI-compatible ``/chat/completions`` endpoint.
 
     One ``httpx.AsyncClient`` is shared by all requests of an instance; :meth:`aclose` closes
     it. ``transport`` replaces the network (tests, custom TLS/proxy setups).
     """
+
+    _no_events_message = _NO_EVENTS
 
     def __init__(
         self,
@@ -193,11 +172,8 @@ class OpenAIProvider(BaseProvider):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self.config = config
-        self.model = config.model
         window, max_output, tokenizer = _model_info(config.model)
-        self.capabilities = ProviderCapabilities(
+        capabilities = ProviderCapabilities(
             streaming=True,
             vision=_guess_vision(config.model) if config.vision is None else config.vision,
             context_window=config.context_window or window,
@@ -206,30 +182,22 @@ class OpenAIProvider(BaseProvider):
             image_limits=OPENAI_IMAGE_LIMITS,
         )
         self._url = config.base_url.rstrip("/") + "/chat/completions"
-        self._where = f"POST {_http.safe_url(self._url)}"
-        headers = {"User-Agent": "relaybot"}
-        api_key = config.api_key.get_secret_value() if config.api_key else None
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        if config.organization:
-            headers["OpenAI-Organization"] = config.organization
-        headers.update(config.extra_headers)
-        self._secrets = [api_key] + [v for k, v in config.extra_headers.items() if _SECRET_HEADER.search(k)]
-        for secret in self._secrets:
-            # also hide them from every log record, whoever logs them (httpx, the core, …)
-            register_secret(secret)
+        super().__init__(name, config, capabilities, transport=transport)
         # The official API wants max_completion_tokens (o-series reject max_tokens); most
         # compatible servers only know max_tokens.
         host = httpx.URL(self._url).host
         self._max_tokens_key = (
             "max_completion_tokens" if host.endswith(("openai.com", "openai.azure.com")) else "max_tokens"
         )
-        self._client = _http.build_client(
-            connect_timeout=config.connect_timeout,
-            chunk_timeout=config.chunk_timeout,
-            headers=headers,
-            transport=transport,
-        )
+
+    def _auth_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if self.config.organization:
+            headers["OpenAI-Organization"] = self.config.organization
+        return headers
+
+    def _endpoint(self, request: ProviderRequest) -> str:
+        return self._url
 
     # ── request ─────────────────────────────────────────────────────────────────────────────
 
@@ -299,79 +267,24 @@ class OpenAIProvider(BaseProvider):
 
     # ── streaming ───────────────────────────────────────────────────────────────────────────
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        """Stream the answer (see :meth:`BaseProvider.stream` for the contract).
+    def _new_state(self) -> _StreamState:
+        return _StreamState()
 
-        Usage (when the server reports it) is yielded once, right before the final ``Finish``.
-        Closing the generator early closes the HTTP response, so the server sees the
-        disconnect at once; use ``contextlib.aclosing`` when breaking out of ``async for``.
-        """
-        body = self.build_body(request)  # fails before any I/O on capability problems
-        state = _StreamState()
-        log.debug("%s: %s model=%s", self.name, self._where, body["model"])
-        try:
-            async with self._client.stream(
-                "POST", self._url, json=body, headers={"Accept": "text/event-stream"}
-            ) as response:
-                if response.is_error:
-                    raise await self._status_error(response)
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type:
-                    # Some servers ignore stream=true and answer with one JSON document.
-                    for event in await self._whole_response(response, content_type):
-                        yield event
-                    return
-                async for sse in EventSource(response).aiter_sse():
-                    for event in self._on_frame(sse, state):
-                        yield event
-                    if state.done:
-                        break
-                downloaded = response.num_bytes_downloaded
-        except httpx.TransportError as exc:
-            # Once the server has said why it stopped, a failure while waiting for the
-            # trailing usage/[DONE] frames loses nothing the user would see.
-            if not state.complete:
-                raise _http.transport_error(
-                    exc,
-                    provider=self.name,
-                    where=self._where,
-                    connect_timeout=self.config.connect_timeout,
-                    chunk_timeout=self.config.chunk_timeout,
-                ) from exc
-            downloaded = 1
-        if not state.complete:
-            if state.frames == 0 and downloaded > 0:
-                raise self._response_error(
-                    "the response held no Chat Completions events; is base_url an OpenAI-compatible API?"
-                )
-            raise ProviderUnavailableError(
-                f"{self.name}: {self._where}: stream cut off before the answer finished "
-                f"(no finish_reason and no [DONE] after {state.frames} frames)",
-                provider=self.name,
-            )
-        if state.usage is not None:
-            yield state.usage
-        yield state.finish()
+    def _cut_off_detail(self, state: _StreamState) -> str:
+        return f"no finish_reason and no [DONE] after {state.received} frames"
 
-    def _on_frame(self, sse: ServerSentEvent, state: _StreamState) -> list[ProviderEvent]:
+    def _on_event(self, sse: ServerSentEvent, state: _StreamState, where: str) -> list[ProviderEvent]:
         data = sse.data.strip()
         if not data:
             return []
         if data == "[DONE]":
-            state.done = True
+            state.ended = True
             return []
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise self._response_error(
-                f"frame {state.frames + 1} is not valid JSON: {_http.quote(data, 120)}"
-            ) from None
-        if not isinstance(chunk, dict):
-            raise self._response_error(f"frame is not a JSON object: {_http.quote(data, 120)}")
+        chunk = self._json_object(data, where, f"frame {state.received + 1}", "frame")
         if chunk.get("error") or sse.event == "error":
             message, _type, _code = _http.error_details(data.encode())
-            raise self._response_error(f"error event in the stream: {message}")
-        state.frames += 1
+            raise self._response_error(where, f"error event in the stream: {message}")
+        state.received += 1
         usage = chunk.get("usage")
         if isinstance(usage, dict) and usage:
             # Servers that repeat usage send running totals: the last one is the answer.
@@ -392,7 +305,9 @@ class OpenAIProvider(BaseProvider):
                 state.finish_reason = str(choice["finish_reason"])
         return events
 
-    async def _whole_response(self, response: httpx.Response, content_type: str) -> list[ProviderEvent]:
+    async def _whole_response(
+        self, response: httpx.Response, content_type: str, where: str, state: _StreamState
+    ) -> list[ProviderEvent]:
         raw = await response.aread()
         try:
             doc = json.loads(raw) if "json" in content_type else None
@@ -401,10 +316,11 @@ class OpenAIProvider(BaseProvider):
             choice = None
         if not isinstance(choice, dict) or not isinstance(doc, dict):
             raise self._response_error(
+                where,
                 f"expected an event stream, got {content_type or 'no content type'}: "
-                f"{_http.quote(raw.decode('utf-8', 'replace'), 120)}"
+                f"{_http.quote(raw.decode('utf-8', 'replace'), 120)}",
             )
-        state = _StreamState(finish_reason=choice.get("finish_reason") or "stop")
+        state.finish_reason = choice.get("finish_reason") or "stop"
         message = choice.get("message") or {}
         events: list[ProviderEvent] = []
         if message.get("content"):
@@ -414,47 +330,8 @@ class OpenAIProvider(BaseProvider):
             events.append(TextDelta(str(message["refusal"]), kind="refusal"))
         usage = doc.get("usage")
         if isinstance(usage, dict):
-            events.append(_usage(usage))
-        events.append(state.finish())
+            state.usage = _usage(usage)
         return events
-
-    # ── errors ──────────────────────────────────────────────────────────────────────────────
-
-    async def _status_error(self, response: httpx.Response) -> ProviderError:
-        body = bytearray()
-        async for piece in response.aiter_bytes():
-            body += piece
-            if len(body) >= _http.MAX_ERROR_BODY_BYTES:
-                break
-        message, _type, code = _http.error_details(bytes(body))
-        message = _http.redact(message, self._secrets)
-        request_id = response.headers.get("x-request-id")
-        if request_id:
-            message += f" [request id {request_id}]"
-        status = response.status_code
-        if status in (400, 413) and _http.looks_like_context_overflow(message, code):
-            return ContextTooLongError(
-                f"{self.name}: {self._where} failed with HTTP {status}: {message}",
-                provider=self.name,
-                status=status,
-            )
-        return _http.status_error(
-            provider=self.name,
-            where=self._where,
-            status=status,
-            message=message,
-            headers=response.headers,
-        )
-
-    def _response_error(self, detail: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            f"{self.name}: {self._where}: {_http.redact(detail, self._secrets)}",
-            provider=self.name,
-        )
-
-    async def aclose(self) -> None:
-        """Close the shared HTTP client (and its pooled connections)."""
-        await self._client.aclose()
 
 
 @hookimpl

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import logging
 import random
 import re
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,11 +16,9 @@ from relaybot.core.errors import (
     CapabilityError,
     ContextTooLongError,
     ProviderAuthError,
-    ProviderError,
     ProviderNotFoundError,
     ProviderRateLimitError,
     ProviderResponseError,
-    ProviderTimeoutError,
     ProviderUnavailableError,
 )
 from relaybot.core.models import (
@@ -42,37 +37,26 @@ from relaybot.core.testing.fake_anthropic import FakeAnthropicServer
 from relaybot.plugins.providers import anthropic as anthropic_plugin
 from relaybot.plugins.providers.anthropic import AnthropicConfig, AnthropicProvider
 
+from .conftest import (
+    check_aclose_closes_the_http_stream,
+    check_chunk_timeout,
+    check_task_cancel_closes_the_http_stream,
+    collect,
+    cut,
+    failure,
+    fixture_bytes,
+    hello,
+    provider_maker,
+    sse_transport,
+    text_of,
+)
+
 KEY = "sk-ant-test-5e4d3c2b1a09f8e7d6c5"
-STREAMS = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "streams"
 # fixture -> (text, usage, finish reason, words the finish message must contain)
 EXPECTED: dict[str, tuple[str, tuple[int, int], str, tuple[str, ...]]] = {
     "anthropic-basic.sse": ("Hello there!", (11, 6), "stop", ()),
     "anthropic-refusal.sse": ("", (20, 0), "refusal", ("refused", "This request was refused due to policy.")),
 }
-
-
-def fixture_bytes(name: str) -> bytes:
-    path = STREAMS / name
-    if not path.exists():
-        pytest.skip(f"recorded streams not found at {STREAMS}")
-    return path.read_bytes()
-
-
-def hello(text: str = "hi", **kw: object) -> ProviderRequest:
-    return ProviderRequest("Be brief.", [ChatMessage.text(Role.USER, text)], **kw)  # type: ignore[arg-type]
-
-
-async def collect(provider: AnthropicProvider, request: ProviderRequest | None = None) -> list[ProviderEvent]:
-    """All events of one stream, checking the stream contract on the way."""
-    events = [e async for e in provider.stream(request or hello())]
-    assert isinstance(events[-1], Finish)
-    assert sum(isinstance(e, Finish) for e in events) == 1
-    assert sum(isinstance(e, Usage) for e in events) <= 1
-    return events
-
-
-def text_of(events: Iterable[ProviderEvent]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 def check_fixture(name: str, events: list[ProviderEvent]) -> None:
@@ -85,15 +69,6 @@ def check_fixture(name: str, events: list[ProviderEvent]) -> None:
         assert word in finish.message  # the user is told the request was refused, and why
 
 
-async def failure(provider: AnthropicProvider, request: ProviderRequest | None = None):
-    """Run a stream that must fail; return (text delivered before the error, the error)."""
-    got: list[ProviderEvent] = []
-    with pytest.raises(ProviderError) as info:
-        async for event in provider.stream(request or hello()):
-            got.append(event)
-    return text_of(got), info.value
-
-
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAnthropicServer]:
     async with FakeAnthropicServer(api_key=KEY) as server:
@@ -102,18 +77,11 @@ async def fake() -> AsyncIterator[FakeAnthropicServer]:
 
 @pytest.fixture
 async def make(fake: FakeAnthropicServer):
-    made: list[AnthropicProvider] = []
+    def build(**config: object) -> AnthropicProvider:
+        return AnthropicProvider("claude", AnthropicConfig(**config))  # type: ignore[arg-type]
 
-    def _make(**config: object) -> AnthropicProvider:
-        config.setdefault("base_url", fake.base_url)
-        config.setdefault("api_key", KEY)
-        provider = AnthropicProvider("claude", AnthropicConfig(**config))  # type: ignore[arg-type]
-        made.append(provider)
-        return provider
-
-    yield _make
-    for provider in made:
-        await provider.aclose()
+    async with provider_maker(build, base_url=fake.base_url, api_key=KEY) as make:
+        yield make
 
 
 # ── recorded streams ────────────────────────────────────────────────────────────────────────
@@ -143,30 +111,11 @@ async def test_recorded_stream_over_http_split_anywhere(fake: FakeAnthropicServe
     assert fake.disconnects == 0
 
 
-class _Pieces(httpx.AsyncByteStream):
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            yield piece
-
-
-def _cut(body: bytes, offsets: Iterable[int]) -> list[bytes]:
-    bounds = [0, *sorted(set(offsets)), len(body)]
-    return [body[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-
-
 def mock_provider(pieces: list[bytes], seen: list[httpx.Request] | None = None) -> AnthropicProvider:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(request)
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Pieces(pieces))
-
     return AnthropicProvider(
         "claude",
         AnthropicConfig(base_url="http://fake.invalid", api_key=KEY),
-        transport=httpx.MockTransport(handler),
+        transport=sse_transport(pieces, seen),
     )
 
 
@@ -177,7 +126,7 @@ async def test_recorded_stream_exact_chunk_boundaries(name: str):
     plans: list[Iterable[int]] = [range(1, len(body)), range(3, len(body), 3), range(61, len(body), 61)]
     plans += [random.Random(seed).sample(range(1, len(body)), 60) for seed in range(6)]
     for offsets in plans:
-        provider = mock_provider(_cut(body, offsets))
+        provider = mock_provider(cut(body, offsets))
         check_fixture(name, await collect(provider))
         await provider.aclose()
 
@@ -552,47 +501,18 @@ async def test_malformed_bodies_are_response_errors(fake, make, body, content_ty
 
 @pytest.mark.parametrize("stall", ["first_byte", "between_chunks"])
 async def test_chunk_timeout(fake: FakeAnthropicServer, make, stall: str):
-    if stall == "first_byte":
-        fake.add_reply("late", first_token_delay=3)
-    else:
-        fake.add_reply("one two three", chunk_size_chars=4, tokens_per_second=0.3)
-    text, err = await failure(make(chunk_timeout=0.3))
-    assert type(err) is ProviderTimeoutError
-    assert "0.3s" in str(err)
-    assert text == ("" if stall == "first_byte" else "one ")
+    await check_chunk_timeout(fake, make, stall)
 
 
 # ── cancellation ────────────────────────────────────────────────────────────────────────────
 
 
 async def test_aclose_closes_the_http_stream(fake: FakeAnthropicServer, make):
-    fake.add_reply("word " * 200, chunk_size_chars=5, tokens_per_second=20)
-    stream = make().stream(hello())
-    assert await anext(stream) == TextDelta("word ")
-    await stream.aclose()
-    async with asyncio.timeout(5):
-        await fake.wait_for_disconnects(1)
+    await check_aclose_closes_the_http_stream(fake, make())
 
 
 async def test_task_cancel_closes_the_http_stream(fake: FakeAnthropicServer, make):
-    fake.add_reply("word " * 200, chunk_size_chars=5, tokens_per_second=20)
-    provider, first = make(), asyncio.Event()
-
-    async def consume() -> None:
-        async with contextlib.aclosing(provider.stream(hello())) as stream:
-            async for _ in stream:
-                first.set()
-
-    task = asyncio.create_task(consume())
-    async with asyncio.timeout(5):
-        await first.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    async with asyncio.timeout(5):
-        await fake.wait_for_disconnects(1)
-    fake.add_reply("again")  # the provider keeps working after a cancelled stream
-    assert text_of(await collect(provider)) == "again"
+    await check_task_cancel_closes_the_http_stream(fake, make())
 
 
 # ── secrets ─────────────────────────────────────────────────────────────────────────────────

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -11,18 +9,15 @@ import random
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import httpx
 import pytest
 
 from relaybot.core.errors import (
     CapabilityError,
     ContextTooLongError,
     ProviderAuthError,
-    ProviderError,
     ProviderNotFoundError,
     ProviderRateLimitError,
     ProviderResponseError,
-    ProviderTimeoutError,
     ProviderUnavailableError,
 )
 from relaybot.core.models import (
@@ -30,7 +25,6 @@ from relaybot.core.models import (
     Finish,
     ImagePart,
     ImageRef,
-    ProviderEvent,
     ProviderRequest,
     Role,
     TextDelta,
@@ -41,33 +35,18 @@ from relaybot.core.testing.fake_gemini import FakeGeminiServer
 from relaybot.plugins.providers import gemini as gemini_plugin
 from relaybot.plugins.providers.gemini import GeminiConfig, GeminiProvider
 
+from .conftest import (
+    check_chunk_timeout,
+    check_task_cancel_closes_the_http_stream,
+    collect,
+    failure,
+    hello,
+    provider_maker,
+    sse_transport,
+    text_of,
+)
+
 KEY = "AIzaSyTest-0123456789abcdefGHIJ"
-
-
-def hello(text: str = "hi", **kw: object) -> ProviderRequest:
-    return ProviderRequest("Be brief.", [ChatMessage.text(Role.USER, text)], **kw)  # type: ignore[arg-type]
-
-
-async def collect(provider: GeminiProvider, request: ProviderRequest | None = None) -> list[ProviderEvent]:
-    """All events of one stream, checking the stream contract on the way."""
-    events = [e async for e in provider.stream(request or hello())]
-    assert isinstance(events[-1], Finish)
-    assert sum(isinstance(e, Finish) for e in events) == 1
-    assert sum(isinstance(e, Usage) for e in events) <= 1
-    return events
-
-
-def text_of(events: Iterable[ProviderEvent]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
-
-
-async def failure(provider: GeminiProvider, request: ProviderRequest | None = None):
-    """Run a stream that must fail; return (text delivered before the error, the error)."""
-    got: list[ProviderEvent] = []
-    with pytest.raises(ProviderError) as info:
-        async for event in provider.stream(request or hello()):
-            got.append(event)
-    return text_of(got), info.value
 
 
 def sse(*frames: dict[str, Any], sep: bytes = b"\r\n\r\n") -> bytes:
@@ -91,18 +70,11 @@ async def fake() -> AsyncIterator[FakeGeminiServer]:
 
 @pytest.fixture
 async def make(fake: FakeGeminiServer):
-    made: list[GeminiProvider] = []
+    def build(**config: object) -> GeminiProvider:
+        return GeminiProvider("gem", GeminiConfig(**config))  # type: ignore[arg-type]
 
-    def _make(**config: object) -> GeminiProvider:
-        config.setdefault("base_url", fake.base_url)
-        config.setdefault("api_key", KEY)
-        provider = GeminiProvider("gem", GeminiConfig(**config))  # type: ignore[arg-type]
-        made.append(provider)
-        return provider
-
-    yield _make
-    for provider in made:
-        await provider.aclose()
+    async with provider_maker(build, base_url=fake.base_url, api_key=KEY) as make:
+        yield make
 
 
 # ── stream parsing ──────────────────────────────────────────────────────────────────────────
@@ -117,23 +89,11 @@ async def test_text_over_several_frames_with_usage(fake: FakeGeminiServer, make)
     assert fake.disconnects == 0
 
 
-class _Pieces(httpx.AsyncByteStream):
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            yield piece
-
-
 def mock_provider(pieces: list[bytes], **config: Any) -> GeminiProvider:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Pieces(pieces))
-
     return GeminiProvider(
         "gem",
         GeminiConfig(base_url="http://fake.invalid", api_key=KEY, **config),
-        transport=httpx.MockTransport(handler),
+        transport=sse_transport(pieces),
     )
 
 
@@ -458,38 +418,14 @@ async def test_cut_off_stream_is_unavailable(fake: FakeGeminiServer, make):
 
 @pytest.mark.parametrize("stall", ["first_byte", "between_chunks"])
 async def test_chunk_timeout(fake: FakeGeminiServer, make, stall: str):
-    if stall == "first_byte":
-        fake.add_reply("late", first_token_delay=3)
-    else:
-        fake.add_reply("one two three", chunk_size_chars=4, tokens_per_second=0.3)
-    text, err = await failure(make(chunk_timeout=0.3))
-    assert type(err) is ProviderTimeoutError
-    assert "0.3s" in str(err)
-    assert text == ("" if stall == "first_byte" else "one ")
+    await check_chunk_timeout(fake, make, stall)
 
 
 # ── cancellation ────────────────────────────────────────────────────────────────────────────
 
 
 async def test_task_cancel_closes_the_http_stream(fake: FakeGeminiServer, make):
-    fake.add_reply("word " * 200, chunk_size_chars=5, tokens_per_second=20)
-    provider, first = make(), asyncio.Event()
-
-    async def consume() -> None:
-        async with contextlib.aclosing(provider.stream(hello())) as stream:
-            async for _ in stream:
-                first.set()
-
-    task = asyncio.create_task(consume())
-    async with asyncio.timeout(5):
-        await first.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    async with asyncio.timeout(5):
-        await fake.wait_for_disconnects(1)
-    fake.add_reply("again")  # the provider keeps working after a cancelled stream
-    assert text_of(await collect(provider)) == "again"
+    await check_task_cancel_closes_the_http_stream(fake, make())
 
 
 # ── secrets ─────────────────────────────────────────────────────────────────────────────────

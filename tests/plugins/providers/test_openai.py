@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email.utils
-import itertools
 import json
 import logging
 import random
@@ -13,20 +10,16 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 
-import httpx
 import pytest
 
 from relaybot.core.errors import (
     CapabilityError,
     ContextTooLongError,
     ProviderAuthError,
-    ProviderError,
     ProviderNotFoundError,
     ProviderRateLimitError,
     ProviderResponseError,
-    ProviderTimeoutError,
     ProviderUnavailableError,
 )
 from relaybot.core.models import (
@@ -45,8 +38,21 @@ from relaybot.core.testing.fake_openai import FakeOpenAIServer
 from relaybot.plugins.providers import openai as openai_plugin
 from relaybot.plugins.providers.openai import OpenAIConfig, OpenAIProvider
 
+from .conftest import (
+    check_aclose_closes_the_http_stream,
+    check_chunk_timeout,
+    check_task_cancel_closes_the_http_stream,
+    collect,
+    cut,
+    fixture_bytes,
+    hello,
+    provider_maker,
+    sse_transport,
+)
+from .conftest import failure as shared_failure
+from .conftest import text_of as shared_text_of
+
 KEY = "sk-test-9f8e7d6c5b4a39281706"
-STREAMS = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "streams"
 PLAIN = (
     "I'm unable to provide real-time weather updates. To get the current weather in San "
     "Francisco, I recommend checking a reliable weather website or a weather app."
@@ -60,28 +66,8 @@ EXPECTED: dict[str, tuple[str, str | None, tuple[int, int], str]] = {
 }
 
 
-def fixture_bytes(name: str) -> bytes:
-    path = STREAMS / name
-    if not path.exists():
-        pytest.skip(f"recorded streams not found at {STREAMS.resolve()}")
-    return path.read_bytes()
-
-
-def hello(text: str = "hi", **kw: object) -> ProviderRequest:
-    return ProviderRequest("Be brief.", [ChatMessage.text(Role.USER, text)], **kw)  # type: ignore[arg-type]
-
-
-async def collect(provider: OpenAIProvider, request: ProviderRequest | None = None):
-    """All events of one stream, checking the stream contract on the way."""
-    events = [e async for e in provider.stream(request or hello())]
-    assert isinstance(events[-1], Finish)
-    assert sum(isinstance(e, Finish) for e in events) == 1
-    assert sum(isinstance(e, Usage) for e in events) <= 1
-    return events
-
-
 def text_of(events: Iterable[ProviderEvent], kind: str = "text") -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta) and e.kind == kind)
+    return shared_text_of(events, kind)
 
 
 def check_fixture(name: str, events: list[ProviderEvent]) -> None:
@@ -107,18 +93,11 @@ async def fake() -> AsyncIterator[FakeOpenAIServer]:
 
 @pytest.fixture
 async def make(fake: FakeOpenAIServer):
-    made: list[OpenAIProvider] = []
+    def build(**config: object) -> OpenAIProvider:
+        return OpenAIProvider("oa", OpenAIConfig(**config))  # type: ignore[arg-type]
 
-    def _make(**config: object) -> OpenAIProvider:
-        config.setdefault("base_url", fake.base_url)
-        config.setdefault("api_key", KEY)
-        provider = OpenAIProvider("oa", OpenAIConfig(**config))  # type: ignore[arg-type]
-        made.append(provider)
-        return provider
-
-    yield _make
-    for provider in made:
-        await provider.aclose()
+    async with provider_maker(build, base_url=fake.base_url, api_key=KEY) as make:
+        yield make
 
 
 # ── recorded streams ────────────────────────────────────────────────────────────────────────
@@ -150,20 +129,6 @@ async def test_recorded_stream_over_http_split_anywhere(fake: FakeOpenAIServer, 
             raise AssertionError(f"split plan {plan!r}: {exc}") from exc
 
 
-class _Pieces(httpx.AsyncByteStream):
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            yield piece
-
-
-def _cut(body: bytes, offsets: Iterable[int]) -> list[bytes]:
-    bounds = [0, *sorted(set(offsets)), len(body)]
-    return [body[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-
-
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_recorded_stream_exact_chunk_boundaries(name: str):
     """Every cut reaches the parser exactly (a mock transport cannot coalesce reads)."""
@@ -174,15 +139,10 @@ async def test_recorded_stream_exact_chunk_boundaries(name: str):
         if b >= 0xC0:  # cut after each byte of a multi-byte character
             plans.append([i + 1, i + 2])
     for offsets in plans:
-        pieces = _cut(body, offsets)
-
-        def handler(request: httpx.Request, pieces: list[bytes] = pieces) -> httpx.Response:
-            return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Pieces(pieces))
-
         provider = OpenAIProvider(
             "oa",
             OpenAIConfig(base_url="http://fake.invalid/v1"),
-            transport=httpx.MockTransport(handler),
+            transport=sse_transport(cut(body, offsets)),
         )
         check_fixture(name, await collect(provider))
         await provider.aclose()
@@ -324,11 +284,7 @@ def test_registers_provider_type():
 
 async def failure(provider: OpenAIProvider, request: ProviderRequest | None = None):
     """Run a stream that must fail; return (text delivered before the error, the error)."""
-    got: list[ProviderEvent] = []
-    with pytest.raises(ProviderError) as info:
-        async for event in provider.stream(request or hello()):
-            got.append(event)
-    return text_of(got), info.value
+    return await shared_failure(provider, request, kind="text")
 
 
 @pytest.mark.parametrize(
@@ -429,14 +385,7 @@ async def test_truncated_recording_is_unavailable(fake: FakeOpenAIServer, make):
 
 @pytest.mark.parametrize("stall", ["first_byte", "between_chunks"])
 async def test_chunk_timeout(fake: FakeOpenAIServer, make, stall: str):
-    if stall == "first_byte":
-        fake.add_reply("late", first_token_delay=3)
-    else:
-        fake.add_reply("one two three", chunk_size_chars=4, tokens_per_second=0.3)
-    text, err = await failure(make(chunk_timeout=0.3))
-    assert type(err) is ProviderTimeoutError
-    assert "0.3s" in str(err)
-    assert text == ("" if stall == "first_byte" else "one ")
+    await check_chunk_timeout(fake, make, stall)
 
 
 async def test_connect_refused_is_unavailable():
@@ -454,34 +403,11 @@ async def test_connect_refused_is_unavailable():
 
 
 async def test_aclose_closes_the_http_stream(fake: FakeOpenAIServer, make):
-    fake.add_reply("word " * 200, chunk_size_chars=5, tokens_per_second=20)
-    stream = make().stream(hello())
-    assert await anext(stream) == TextDelta("word ")
-    await stream.aclose()
-    async with asyncio.timeout(5):
-        await fake.wait_for_disconnects(1)
+    await check_aclose_closes_the_http_stream(fake, make())
 
 
 async def test_task_cancel_closes_the_http_stream(fake: FakeOpenAIServer, make):
-    fake.add_reply("word " * 200, chunk_size_chars=5, tokens_per_second=20)
-    provider, first = make(), asyncio.Event()
-
-    async def consume() -> None:
-        async with contextlib.aclosing(provider.stream(hello())) as stream:
-            async for _ in stream:
-                first.set()
-
-    task = asyncio.create_task(consume())
-    async with asyncio.timeout(5):
-        await first.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    async with asyncio.timeout(5):
-        await fake.wait_for_disconnects(1)
-    # the provider keeps working after a cancelled stream
-    fake.add_reply("again")
-    assert text_of(await collect(provider)) == "again"
+    await check_task_cancel_closes_the_http_stream(fake, make())
 
 
 # ── secrets ─────────────────────────────────────────────────────────────────────────────────
