@@ -249,6 +249,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             break
     wall = time.monotonic() - t0
     cpu = cpu_seconds() - cpu_start
+    # replies finished in time (stopping the bot below ends the others as undelivered)
+    finished_in_time = set(counter.done)
     sampler.stop()
     peak_rss = rss_peak_mb()
     stats = scheduler.stats
@@ -256,6 +258,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seen = await fakes.collect()
     log("stopping the bot")
     await app.stop(timeout=5.0)
+    counter.done = {k: v for k, v in counter.done.items() if k in finished_in_time}
     await fakes.stop()
     tmp.cleanup()
     return summarize(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -87,41 +88,66 @@ class FrameTrace:
     outcome: str
 
 
-class TokenBucket:
-    """Connector-wide request budget: ``rate`` per second with a small ``burst``.
+class GlobalPacer:
+    """Connector-wide request budget: one request per ``1 / rate`` seconds, in FIFO order.
 
-    :meth:`reserve` takes a token now and returns how long the caller must wait for it; the
-    balance may go negative, which queues callers in reservation order without any polling.
+    Spacing is applied when each request is *released*, not reserved in advance: after an
+    event-loop stall nothing "catches up" in a burst (platforms count arrivals in sliding
+    windows, so a burst of overdue requests is exactly what earns a 429). Nothing polls: one
+    timer releases the head waiter and re-arms itself while others wait.
     """
 
-    __slots__ = ("_last", "burst", "rate", "tokens")
+    __slots__ = ("_clock", "_timer", "_waiters", "interval", "next_at")
 
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, burst)
-        self.tokens = self.burst
-        self._last = now
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        self.interval = 1.0 / rate
+        self._clock = clock
+        #: earliest time the next request may go
+        self.next_at = clock()
+        self._waiters: deque[asyncio.Future[float]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     def try_take(self, now: float) -> bool:
-        """Take one token only if one is available now (nobody waits for it)."""
-        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self.tokens < 1.0:
+        """Take the budget for a request now if nobody waits and the spacing allows it."""
+        if self._waiters or now < self.next_at:
             return False
-        self.tokens -= 1.0
+        self.next_at = now + self.interval
         return True
 
-    def reserve(self, now: float) -> float:
-        """Take one token; return the seconds to wait before using it (0: go now)."""
-        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
-        self._last = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+    async def acquire(self) -> float:
+        """Wait for this request's turn; return when it was due (for tracing)."""
+        now = self._clock()
+        if self.try_take(now):
+            return now
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        if self._timer is None:
+            self._arm()
+        return await future
 
     def drain(self, now: float) -> None:
-        """Drop the saved burst (after a global 429, resume gently)."""
-        self.reserve(now)
-        self.tokens = min(self.tokens + 1.0, 0.0)
+        """After a connector-wide 429: nothing goes before one more interval has passed."""
+        self.next_at = max(self.next_at, now + self.interval)
+
+    def _arm(self) -> None:
+        due = self.next_at
+        delay = max(0.0, due - self._clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._release, due)
+
+    def _release(self, due: float) -> None:
+        self._timer = None
+        now = self._clock()
+        if now < self.next_at:  # drain() moved the deadline meanwhile
+            self._arm()
+            return
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():  # a cancelled lane leaves a cancelled future behind
+                future.set_result(due)
+                self.next_at = now + self.interval
+                break
+        if self._waiters:
+            self._arm()
 
 
 class Lane:
@@ -234,9 +260,12 @@ class Lane:
         if now - self.last_typing.get(chat, float("-inf")) < interval * 0.8:
             return
         self.last_typing[chat] = now
-        self._sched.spawn(self._send_typing(chat))
+        self._sched.send_typing(self, chat)
 
     async def _send_typing(self, chat: ChatKey) -> None:
+        """One typing request (the scheduler bounds how many run at once)."""
+        if not self.streams or self.blocked_until() > self._sched.clock():
+            return  # queued behind others and no longer useful (or the chat got paused)
         try:
             await self._sched.connector.send_typing(chat)
             self._sched.stats.typing += 1
@@ -291,16 +320,13 @@ class Lane:
         job = stream._job()
         if job is None:
             return
-        bucket = self._sched.bucket
+        pacer = self._sched.pacer
         if stream._prepaid:
-            stream._prepaid = False  # the placeholder took its token when the stream opened
-        elif bucket is not None:
+            stream._prepaid = False  # the placeholder took its turn when the stream opened
+        elif pacer is not None:
             clock = self._sched.clock
-            now = clock()
-            delay = bucket.reserve(now)
-            if delay > 0:
-                allowed = max(allowed, now + delay)
-                await asyncio.sleep(delay)
+            if not pacer.try_take(clock()):
+                allowed = max(allowed, await pacer.acquire())
                 if self.blocked_until() > clock():
                     stream._untrace(job)
                     self.enqueue(stream, front=True)  # a 429 arrived meanwhile

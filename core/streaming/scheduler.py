@@ -16,8 +16,9 @@ Budgets, as the connector's :class:`~relaybot.core.connector.StreamPolicy` decla
 * per chat (:class:`~relaybot.core.streaming.lane.Lane`): every stream in one ChatKey shares
   one minimum interval between requests (``private_interval`` or ``group_interval``); a
   chat-scoped 429 pauses the chat for ``retry_after`` and slows it down for a while after;
-* per connector: a token bucket of 90% of ``global_rate`` requests/s (burst 1) shared by
-  all chats; a global 429 pauses every chat.
+* per connector: a :class:`~relaybot.core.streaming.lane.GlobalPacer` spacing requests of all
+  chats at 90% of ``global_rate``, FIFO, without catch-up bursts after event-loop stalls; a
+  global 429 pauses every chat.
 
 Feedback comes at once: a typing indicator, or in draft mode an empty placeholder draft when
 the budgets allow it right now (else typing, and the first draft carries text).
@@ -36,12 +37,13 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..connector import BaseConnector, StreamPolicy
 from ..models import ChatKey
-from .lane import FrameTrace, Lane, SchedulerStats, TokenBucket
+from .lane import FrameTrace, GlobalPacer, Lane, SchedulerStats
 from .reply import ReplyStream, StreamMode
 from .text import MIN_LIMIT
 
@@ -52,6 +54,8 @@ INTERRUPTED_MARKER = "⏹ interrupted"
 #: shown when a reply has no text and no note
 EMPTY_REPLY_TEXT = "(empty reply)"
 
+#: typing requests in flight at once per connector (more wait in a queue; see send_typing)
+MAX_TYPING_INFLIGHT = 16
 #: the connector-wide bucket runs at this fraction of ``policy.global_rate`` (see __init__)
 GLOBAL_HEADROOM = 0.9
 
@@ -66,9 +70,9 @@ class StreamScheduler:
     Parameters: ``clock`` is the monotonic time source in seconds (the event loop's timers
     must run on the same time base); ``max_retries`` bounds retries of a request that fails
     with a non-429 platform error (429s are always retried after their pause);
-    ``retry_backoff`` is the first retry delay, doubled per attempt; ``global_burst`` is the
-    bucket size of the connector-wide budget (default 1; the bucket refills at
-    ``GLOBAL_HEADROOM`` × ``policy.global_rate`` so jitter cannot push arrivals over the limit);
+    ``retry_backoff`` is the first retry delay, doubled per attempt; ``global_burst`` is
+    accepted for compatibility and ignored: the connector-wide pacer has no burst and runs at
+    ``GLOBAL_HEADROOM`` × ``policy.global_rate``, so jitter cannot push arrivals over the limit;
     ``coalesce=False`` is for benchmarks only (see the module docstring).
     """
 
@@ -105,18 +109,20 @@ class StreamScheduler:
         self.coalesce = coalesce
         #: end of a connector-wide 429 pause (in the past when not paused)
         self.paused_until = float("-inf")
-        self.bucket: TokenBucket | None = None
+        #: the connector-wide budget (``None`` when ``policy.global_rate`` is 0)
+        self.pacer: GlobalPacer | None = None
         if policy.global_rate > 0:
-            # Platforms count requests in sliding windows as they *arrive*: a bucket at exactly
-            # the limit, or with a saved burst on top of it, overshoots whenever network jitter
-            # bunches arrivals (the streaming benchmark saw ~2 global 429s/s at 30/s, burst 6).
-            rate = policy.global_rate * GLOBAL_HEADROOM
-            burst = global_burst if global_burst is not None else 1.0
-            self.bucket = TokenBucket(rate, burst, clock())
+            # Platforms count requests in sliding windows as they *arrive*: a budget at exactly
+            # the limit, a saved burst, or overdue requests released together after an
+            # event-loop stall all overshoot it (the streaming benchmark saw ~2 global 429/s
+            # with a token bucket at 30/s, burst 6).
+            self.pacer = GlobalPacer(policy.global_rate * GLOBAL_HEADROOM, clock)
         self._lanes: dict[ChatKey, Lane] = {}
         self._new_lanes = 0
         self._draft_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._typing_inflight = 0
+        self._typing_queue: deque[tuple[Lane, ChatKey]] = deque()
         self._closed = False
 
     @property
@@ -160,9 +166,9 @@ class StreamScheduler:
             stream._placeholder = False
         elif stream.mode is StreamMode.DRAFT:
             now = self.clock()
-            bucket = self.bucket
-            if not lane.ready and lane.earliest() <= now and (bucket is None or bucket.try_take(now)):
-                stream._prepaid = bucket is not None
+            pacer = self.pacer
+            if not lane.ready and lane.earliest() <= now and (pacer is None or pacer.try_take(now)):
+                stream._prepaid = pacer is not None
                 lane.enqueue(stream)  # the placeholder draft can go out at once
             else:
                 # The chat's or the connector's budget is busy (many replies starting at
@@ -178,8 +184,30 @@ class StreamScheduler:
         """Pause every chat for ``seconds`` (a connector-wide 429)."""
         now = self.clock()
         self.paused_until = max(self.paused_until, now + seconds)
-        if self.bucket is not None:
-            self.bucket.drain(now)
+        if self.pacer is not None:
+            self.pacer.drain(now)
+
+    def send_typing(self, lane: Lane, chat: ChatKey) -> None:
+        """Send a typing indicator into ``chat`` soon; at most ``MAX_TYPING_INFLIGHT`` at once.
+
+        Typing skips the platform budgets, so hundreds of replies starting together would
+        otherwise open hundreds of concurrent requests, and HTTP connection pools (httpcore)
+        scan every connection per request: that burst cost seconds of CPU in the streaming
+        benchmark and delayed everyone's feedback. Queued indicators go out in order.
+        """
+        if self._typing_inflight >= MAX_TYPING_INFLIGHT:
+            self._typing_queue.append((lane, chat))
+            return
+        self._typing_inflight += 1
+        self.spawn(self._typing(lane, chat))
+
+    async def _typing(self, lane: Lane, chat: ChatKey) -> None:
+        try:
+            await lane._send_typing(chat)
+        finally:
+            self._typing_inflight -= 1
+            if self._typing_queue and not self._closed:
+                self.send_typing(*self._typing_queue.popleft())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a fire-and-forget helper (typing) that :meth:`aclose` can cancel."""
