@@ -2,20 +2,23 @@
 
 The order is what makes "nothing is lost" true:
 
-1. the user message is stored before the provider is called;
-2. a placeholder reply (status *streaming*) is stored before the first token;
-3. while streaming, the partial text is checkpointed every ``bot.checkpoint_interval`` seconds
+1. the user message and a placeholder reply (status *streaming*) under it are stored in one
+   transaction before the context is built and the provider is called;
+2. while streaming, the partial text is checkpointed every ``bot.checkpoint_interval`` seconds
    (in the background, never more than one write in flight);
-4. the final text, status and usage are written once at the end — also when the reply is
-   interrupted (``/stop``, a new message, a switch, shutdown) or fails.
+3. the final text, status and usage are written once at the end — also when the reply is
+   interrupted (``/stop``, a new message, a switch, shutdown) or fails — and is delivered;
+4. the platform ids it was delivered as are linked to it (for reply-to branching).
 
-So a reply costs two writes plus one per checkpoint, whatever its length; a crash leaves the
+So a reply costs three writes plus one per checkpoint, whatever its length (a new
+conversation adds its creation); a crash leaves the
 placeholder *streaming*, which start-up turns into *interrupted* (``Store.recover_interrupted``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -40,6 +43,7 @@ from .models import (
     Usage,
 )
 from .redact import redact
+from .storage import NewMessage
 
 if TYPE_CHECKING:
     from .app import Relaybot
@@ -80,45 +84,66 @@ class ReplyRunner:
         counter = app.token_counter(provider_name)
         caps = provider.capabilities
 
-        if self.regenerate:
-            conversation, user_row = await self._last_user_turn()
-        else:
-            conversation = await self._conversation()
-            user_parts = self.message.parts
-            user_tokens = counter.count_message(ChatMessage(Role.USER, list(user_parts)))
-            user_row = await store.add_message(
-                conversation.id,
-                role=Role.USER,
-                parts=list(user_parts),
-                parent_id=self._parent_id,
-                token_count=user_tokens,
-                token_estimated=not counter.exact,
-                user_id=self.message.user.id,
-            )
-            if self.message.platform_message_id:
-                await store.link_platform_message(self.chat, self.message.platform_message_id, user_row.id)
-            if not conversation.title and self.message.text:
-                await store.rename_conversation(conversation.id, _auto_title(self.message.text))
-
-        max_out = caps.max_output_tokens
-        budget = input_budget(caps.context_window, max_out)
-        request, dropped, notes, sent = await self._prepare(
-            user_row.id, budget, provider_name, provider, counter
-        )
-        noticed = app.conversations.state(self.chat).truncation_noticed
-        if dropped and conversation.id not in noticed:
-            noticed.add(conversation.id)
-            notes.insert(0, truncation_notice(dropped))
-        reply_row = await store.add_message(
-            conversation.id,
+        placeholder = NewMessage(
             role=Role.ASSISTANT,
             parts=[TextPart("")],
-            parent_id=user_row.id,
             status=ReplyStatus.STREAMING,
             provider=provider_name,
             model=provider.model,
             user_id=self.message.user.id,  # whom it answered: usage is counted per user
         )
+        if self.regenerate:
+            conversation, user_row = await self._last_user_turn()
+            reply_row = await store.add_message(
+                conversation.id,
+                role=placeholder.role,
+                parts=placeholder.parts,
+                parent_id=user_row.id,
+                status=placeholder.status,
+                provider=placeholder.provider,
+                model=placeholder.model,
+                user_id=placeholder.user_id,
+            )
+        else:
+            conversation = await self._conversation()
+            user_parts = self.message.parts
+            user_tokens = counter.count_message(ChatMessage(Role.USER, list(user_parts)))
+            # One write: the user's message (linked to its platform id), the reply's
+            # placeholder under it, and the conversation's title on its first message.
+            user_row, reply_row = await store.add_messages(
+                conversation.id,
+                [
+                    NewMessage(
+                        role=Role.USER,
+                        parts=list(user_parts),
+                        token_count=user_tokens,
+                        token_estimated=not counter.exact,
+                        user_id=self.message.user.id,
+                    ),
+                    placeholder,
+                ],
+                parent_id=self._parent_id,
+                platform_message_id=self.message.platform_message_id or None,
+                title=_auto_title(self.message.text)
+                if not conversation.title and self.message.text
+                else None,
+            )
+
+        max_out = caps.max_output_tokens
+        budget = input_budget(caps.context_window, max_out)
+        try:
+            request, dropped, notes, sent = await self._prepare(
+                user_row.id, budget, provider_name, provider, counter
+            )
+        except BaseException:
+            # the placeholder must not stay "streaming": nothing was asked of the provider
+            with contextlib.suppress(Exception):
+                await asyncio.shield(store.update_message(reply_row.id, status=ReplyStatus.FAILED))
+            raise
+        noticed = app.conversations.state(self.chat).truncation_noticed
+        if dropped and conversation.id not in noticed:
+            noticed.add(conversation.id)
+            notes.insert(0, truncation_notice(dropped))
 
         status = ReplyStatus.COMPLETE
         error_text = ""
@@ -166,8 +191,7 @@ class ReplyRunner:
                 interrupted=status == ReplyStatus.INTERRUPTED, note="\n\n".join(n for n in notes if n)
             )
             delivered = tuple(result.message_ids)
-            for platform_id in delivered:
-                await store.link_platform_message(self.chat, platform_id, reply_row.id)
+            await store.link_platform_messages(self.chat, delivered, reply_row.id)
         except asyncio.CancelledError:
             # cancelled a second time (shutdown after /stop): the reply is saved already; only
             # its platform ids (used for reply-to branching) may be missing

@@ -8,6 +8,7 @@ concurrency rules. Failures raise :class:`~relaybot.core.errors.StorageError`.
 from relaybot.core.storage.records import (
     USE_LEAF,
     Conversation,
+    NewMessage,
     NotFoundError,
     Path,
     StoredMessage,
@@ -17,6 +18,7 @@ from relaybot.core.storage.store import Store
 __all__ = [
     "USE_LEAF",
     "Conversation",
+    "NewMessage",
     "NotFoundError",
     "Path",
     "Store",

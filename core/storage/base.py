@@ -13,6 +13,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -40,7 +41,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S", bound="StoreBase")
 
-_NEW_CHATS = "relaybot_new_chat_ids"  # key in Connection.info, see StoreBase._write
+#: chat ids inserted by the current write transaction (see StoreBase._write). A context
+#: variable, not ``Connection.info``: after a cancellation mid-statement the connection is
+#: invalidated, and touching its ``info`` then would try to reconnect outside SQLAlchemy's
+#: greenlet and turn the cancellation into a StorageError.
+_new_chats: ContextVar[dict[tuple[str, str, str], int] | None] = ContextVar(
+    "relaybot_new_chats", default=None
+)
 
 
 def translated(
@@ -155,15 +162,17 @@ class StoreBase:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self._writer.connect() as conn:
-            try:
+        pending: dict[tuple[str, str, str], int] = {}
+        token = _new_chats.set(pending)
+        try:
+            async with self._write_lock, self._writer.connect() as conn:
                 async with conn.begin():
                     yield conn
-                # Chat ids seen in this transaction are cached only once it committed: a
-                # rolled-back insert must not leave an id that points at no row.
-                self._chat_ids.update(conn.info.get(_NEW_CHATS, {}))
-            finally:
-                conn.info.pop(_NEW_CHATS, None)
+            # Chat ids seen in this transaction are cached only once it committed: a
+            # rolled-back insert must not leave an id that points at no row.
+            self._chat_ids.update(pending)
+        finally:
+            _new_chats.reset(token)
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -200,7 +209,9 @@ class StoreBase:
         await conn.execute(insert)
         row_id = await conn.scalar(sa.select(chats.c.id).where(q.chat_matches(chat)))
         assert row_id is not None  # inserted or already present
-        conn.info.setdefault(_NEW_CHATS, {})[key] = row_id
+        pending = _new_chats.get()
+        if pending is not None:
+            pending[key] = row_id
         return row_id
 
 

@@ -40,6 +40,20 @@ USE_LEAF: Final = _UseLeaf.USE_LEAF
 UseLeaf = _UseLeaf
 
 
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to append with :meth:`Store.add_messages` (the fields of ``add_message``)."""
+
+    role: Role
+    parts: list[ContentPart]
+    token_count: int = 0
+    token_estimated: bool = False
+    status: ReplyStatus = ReplyStatus.COMPLETE
+    user_id: str = ""
+    provider: str = ""
+    model: str = ""
+
+
 class NotFoundError(StorageError, LookupError):
     """A conversation or message id given to the store does not exist (any more).
 

@@ -37,6 +37,7 @@ from relaybot.core.storage.base import StoreBase, translated
 from relaybot.core.storage.records import (
     USE_LEAF,
     Conversation,
+    NewMessage,
     NotFoundError,
     Path,
     StoredMessage,
@@ -247,6 +248,39 @@ class Store(StoreBase):
         branches from it (the conversation continues from there). Raises NotFoundError for an
         unknown conversation or parent.
         """
+        new = NewMessage(
+            role=role,
+            parts=parts,
+            token_count=token_count,
+            token_estimated=token_estimated,
+            status=status,
+            user_id=user_id,
+            provider=provider,
+            model=model,
+        )
+        (stored,) = await self.add_messages(conversation_id, [new], parent_id=parent_id)
+        return stored
+
+    @translated
+    async def add_messages(
+        self,
+        conversation_id: int,
+        chain: list[NewMessage],
+        *,
+        parent_id: int | UseLeaf | None = USE_LEAF,
+        platform_message_id: str | None = None,
+        title: str | None = None,
+    ) -> list[StoredMessage]:
+        """Append ``chain`` (each message the parent of the next) in one transaction.
+
+        The first message attaches like :meth:`add_message`'s ``parent_id`` says; the
+        conversation's leaf moves to the last one. ``platform_message_id`` links the first
+        message to its platform id (as :meth:`link_platform_message`); ``title`` renames the
+        conversation. A reply starts with one such write: the user's message and the reply's
+        placeholder together. Raises NotFoundError for an unknown conversation or parent.
+        """
+        if not chain:
+            raise ValueError("add_messages needs at least one message")
         async with self._write() as conn:
             row = (
                 await conn.execute(
@@ -267,50 +301,59 @@ class Store(StoreBase):
                 await self._check_message_in_chat(conn, parent, chat_id)
                 root_id = await conn.scalar(q.root_of(parent))
             now = utcnow()
-            values: dict[str, Any] = {
-                "chat_id": chat_id,
-                "conversation_id": conversation_id,
-                "parent_id": parent,
-                "role": Role(role).value,
-                "parts": parts_to_json(parts),
-                "text": joined_text(parts),
-                "token_count": token_count,
-                "token_estimated": token_estimated,
-                "status": ReplyStatus(status).value,
-                "user_id": user_id,
-                "provider": provider,
-                "model": model,
-                "created_at": now,
-                "updated_at": now,
-            }
-            result = await conn.execute(sa.insert(messages).values(**values))
-            message_id = _new_id(result)
-            await conn.execute(
-                sa.update(conversations)
-                .where(conversations.c.id == conversation_id)
-                .values(
-                    leaf_id=message_id,
-                    root_id=root_id if root_id is not None else message_id,
-                    updated_at=now,
+            stored: list[StoredMessage] = []
+            for new in chain:
+                text = joined_text(new.parts)
+                result = await conn.execute(
+                    sa.insert(messages).values(
+                        chat_id=chat_id,
+                        conversation_id=conversation_id,
+                        parent_id=parent,
+                        role=Role(new.role).value,
+                        parts=parts_to_json(new.parts),
+                        text=text,
+                        token_count=new.token_count,
+                        token_estimated=new.token_estimated,
+                        status=ReplyStatus(new.status).value,
+                        user_id=new.user_id,
+                        provider=new.provider,
+                        model=new.model,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
+                message_id = _new_id(result)
+                if root_id is None:
+                    root_id = message_id
+                stored.append(
+                    StoredMessage(
+                        id=message_id,
+                        conversation_id=conversation_id,
+                        parent_id=parent,
+                        role=Role(new.role),
+                        parts=list(new.parts),
+                        text=text,
+                        token_count=new.token_count,
+                        token_estimated=new.token_estimated,
+                        status=ReplyStatus(new.status),
+                        usage=None,
+                        user_id=new.user_id,
+                        provider=new.provider,
+                        model=new.model,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                parent = message_id
+            values: dict[str, Any] = {"leaf_id": parent, "root_id": root_id, "updated_at": now}
+            if title is not None:
+                values["title"] = title
+            await conn.execute(
+                sa.update(conversations).where(conversations.c.id == conversation_id).values(**values)
             )
-        return StoredMessage(
-            id=message_id,
-            conversation_id=conversation_id,
-            parent_id=parent,
-            role=Role(role),
-            parts=list(parts),
-            text=values["text"],
-            token_count=token_count,
-            token_estimated=token_estimated,
-            status=ReplyStatus(status),
-            usage=None,
-            user_id=user_id,
-            provider=provider,
-            model=model,
-            created_at=now,
-            updated_at=now,
-        )
+            if platform_message_id is not None:
+                await self._link(conn, chat_id, [platform_message_id], stored[0].id)
+        return stored
 
     @translated
     async def update_message(
@@ -403,17 +446,31 @@ class Store(StoreBase):
         A long reply may be linked to several platform messages; linking an id again moves
         it to the new message. Raises NotFoundError if the message is not in this chat.
         """
+        await self.link_platform_messages(chat, [platform_message_id], message_id)
+
+    @translated
+    async def link_platform_messages(
+        self, chat: ChatKey, platform_message_ids: list[str] | tuple[str, ...], message_id: int
+    ) -> None:
+        """:meth:`link_platform_message` for several platform ids, in one transaction."""
+        if not platform_message_ids:
+            return
         async with self._write() as conn:
             chat_id = await self._chat_id(conn, chat)
             await self._check_message_in_chat(conn, message_id, chat_id)
-            stmt = q.upsert(conn.dialect, platform_messages).values(
-                chat_id=chat_id, platform_message_id=platform_message_id, message_id=message_id
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["chat_id", "platform_message_id"],
-                set_={"message_id": stmt.excluded.message_id},
-            )
-            await conn.execute(stmt)
+            await self._link(conn, chat_id, platform_message_ids, message_id)
+
+    async def _link(
+        self, conn: AsyncConnection, chat_id: int, platform_ids: list[str] | tuple[str, ...], message_id: int
+    ) -> None:
+        stmt = q.upsert(conn.dialect, platform_messages).values(
+            [{"chat_id": chat_id, "platform_message_id": p, "message_id": message_id} for p in platform_ids]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["chat_id", "platform_message_id"],
+            set_={"message_id": stmt.excluded.message_id},
+        )
+        await conn.execute(stmt)
 
     @translated
     async def find_by_platform_id(self, chat: ChatKey, platform_message_id: str) -> StoredMessage | None:

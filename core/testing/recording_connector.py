@@ -167,9 +167,11 @@ class RecordingConnector(BaseConnector):
 
     def messages(self, chat: ChatKey) -> list[str]:
         """Current texts of the messages sent into ``chat`` (deleted ones left out), in order."""
-        return [
-            self._messages[mid].text for mid in self._order[chat] if not self._messages[mid].deleted
-        ]
+        return [self._messages[mid].text for mid in self._order[chat] if not self._messages[mid].deleted]
+
+    def message_ids(self, chat: ChatKey) -> list[str]:
+        """Ids of the messages sent into ``chat`` (deleted ones left out), in order."""
+        return [mid for mid in self._order[chat] if not self._messages[mid].deleted]
 
     def text_of(self, message_id: str) -> str:
         """Current text of one message."""
@@ -185,11 +187,7 @@ class RecordingConnector(BaseConnector):
 
     def ops(self, chat: ChatKey | None = None, op: str | None = None) -> list[RecordedOp]:
         """Accepted calls, optionally only into ``chat`` and/or of kind ``op``."""
-        return [
-            r
-            for r in self.timeline
-            if (chat is None or r.chat == chat) and (op is None or r.op == op)
-        ]
+        return [r for r in self.timeline if (chat is None or r.chat == chat) and (op is None or r.op == op)]
 
     def count(self, op: str, chat: ChatKey | None = None) -> int:
         """How many accepted calls of kind ``op`` (optionally into ``chat``)."""
@@ -233,9 +231,7 @@ class RecordingConnector(BaseConnector):
         now = self._arrive("edit", chat, message_id, text, message=True)
         message = self._messages.get(message_id)
         if message is None or message.deleted or message.chat != chat:
-            self._reject(
-                "edit", chat, message_id, text, now, MessageGoneError("message to edit not found")
-            )
+            self._reject("edit", chat, message_id, text, now, MessageGoneError("message to edit not found"))
         if message.text == text and message.final == final:
             self._reject(
                 "edit",
@@ -260,9 +256,7 @@ class RecordingConnector(BaseConnector):
             or chat.chat in self.groups
             or draft_id == 0
         ):
-            self._reject(
-                "draft", chat, None, text, now, PlatformError("Bad Request: TEXTDRAFT_PEER_INVALID")
-            )
+            self._reject("draft", chat, None, text, now, PlatformError("Bad Request: TEXTDRAFT_PEER_INVALID"))
         if text_length(text, self.policy.length_unit) > self.policy.max_length:
             self._reject("draft", chat, None, text, now, PlatformError("draft text is too long"))
         self._drafts[(chat, draft_id)] = text
@@ -290,9 +284,7 @@ class RecordingConnector(BaseConnector):
 
     # -- rules -----------------------------------------------------------------------------
 
-    def _arrive(
-        self, op: str, chat: ChatKey, message_id: str | None, text: str, *, message: bool
-    ) -> float:
+    def _arrive(self, op: str, chat: ChatKey, message_id: str | None, text: str, *, message: bool) -> float:
         """Apply scripted failures and the rate rules; return the arrival time."""
         now = self.clock()
         if self._failures[op]:
@@ -316,9 +308,7 @@ class RecordingConnector(BaseConnector):
             self._last[chat] = now
         return now
 
-    def _check_text(
-        self, op: str, chat: ChatKey, message_id: str | None, text: str, now: float
-    ) -> None:
+    def _check_text(self, op: str, chat: ChatKey, message_id: str | None, text: str, now: float) -> None:
         if not text.strip():
             self._reject(op, chat, message_id, text, now, PlatformError("message text is empty"))
         length = text_length(text, self.policy.length_unit)

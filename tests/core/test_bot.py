@@ -258,26 +258,33 @@ async def test_stream_cut_midway_keeps_partial_and_says_so(make_bot, fake_openai
 
 
 async def test_storage_writes_per_reply_are_constant(make_bot, fake_openai) -> None:
+    from sqlalchemy import event
+
     bot = await make_bot(config={"bot": {"checkpoint_interval": 100}})
-    store = bot.app.store
-    calls: list[str] = []
-    for name in ("add_message", "update_message"):
-        original = getattr(store, name)
+    writes: list[str] = []
 
-        def wrap(original=original, name=name):
-            async def counted(*a, **kw):
-                calls.append(name)
-                return await original(*a, **kw)
+    def on_sql(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("BEGIN IMMEDIATE"):  # every SQLite write transaction
+            writes.append(statement)
 
-            return counted
-
-        setattr(store, name, wrap())
-    for length in (10, 2000):
-        calls.clear()
-        fake_openai.add_reply("x" * length, chunk_size_chars=2)
-        await bot.say("go")
-        # the user message, the reply placeholder, the final reply write
-        assert calls == ["add_message", "add_message", "update_message"], (length, calls)
+    engine = bot.app.store._engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_sql)
+    await bot.say("first", message_id="u0")  # creates the conversation: one write more
+    for n, length in enumerate((10, 2000, 30_000)):  # the longest is split over messages
+        writes.clear()
+        fake_openai.add_reply("x " * (length // 2), chunk_size_chars=2)
+        await bot.send("go", message_id=f"u{n + 1}")
+        # user message + placeholder + title; the final reply; its platform ids
+        assert len(writes) == 3, (length, writes)
+    event.remove(engine, "before_cursor_execute", on_sql)
+    path = await stored_path(bot)
+    assert [m.status for m in path] == [ReplyStatus.COMPLETE] * len(path)
+    # every platform id of the long reply leads back to it (reply-to branching works)
+    ids = bot.connector.message_ids(bot.chat())[-3:]
+    for platform_id in ids:
+        found = await bot.app.store.find_by_platform_id(bot.chat(), platform_id)
+        assert found is not None and found.id == path[-1].id
+    assert (await bot.app.store.find_by_platform_id(bot.chat(), "u3")).id == path[-2].id
 
 
 async def test_context_trimming_tells_the_user_once(make_bot, fake_openai) -> None:

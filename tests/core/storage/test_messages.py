@@ -299,3 +299,83 @@ async def test_export_conversation_is_json_ready(store: Store) -> None:
 
     empty = await store.create_conversation(CHAT, "empty")
     assert (await store.export_conversation(empty.id))["messages"] == []
+
+
+async def test_add_messages_appends_a_chain_with_link_and_title_in_one_go(store: Store) -> None:
+    from relaybot.core.storage import NewMessage
+
+    conv = await store.create_conversation(CHAT, "")
+    first = await add(store, conv.id, "q1")
+    answer = await add(store, conv.id, "a1", role=Role.ASSISTANT)
+    user, reply = await store.add_messages(
+        conv.id,
+        [
+            NewMessage(Role.USER, [TextPart("q2")], token_count=3, user_id="u1"),
+            NewMessage(Role.ASSISTANT, [TextPart("")], status=ReplyStatus.STREAMING, provider="p", model="m"),
+        ],
+        platform_message_id="tg-42",
+        title="About q2",
+    )
+    assert user.parent_id == answer and reply.parent_id == user.id
+    assert (reply.status, reply.provider, reply.model, user.user_id) == (
+        ReplyStatus.STREAMING,
+        "p",
+        "m",
+        "u1",
+    )
+    after = await store.get_conversation(conv.id)
+    assert after is not None and (after.title, after.root_id, after.leaf_id) == ("About q2", first, reply.id)
+    assert await texts(store, reply.id) == ["q1", "a1", "q2", ""]
+    found = await store.find_by_platform_id(CHAT, "tg-42")
+    assert found is not None and found.id == user.id
+
+    # branching from an older message, into a conversation of its own
+    branch = await store.create_conversation(CHAT, "b", branch_from=first)
+    (alt,) = await store.add_messages(
+        branch.id, [NewMessage(Role.ASSISTANT, [TextPart("a1'")])], parent_id=first
+    )
+    assert await texts(store, alt.id) == ["q1", "a1'"]
+    # a new root
+    fresh = await store.create_conversation(CHAT, "")
+    (root,) = await store.add_messages(fresh.id, [NewMessage(Role.USER, [TextPart("solo")])], parent_id=None)
+    got = await store.get_conversation(fresh.id)
+    assert got is not None and got.root_id == root.id == got.leaf_id and got.title == ""
+
+
+async def test_link_platform_messages_links_several_ids_at_once(store: Store) -> None:
+    conv = await store.create_conversation(CHAT, "t")
+    reply = await add(store, conv.id, "long reply", role=Role.ASSISTANT)
+    await store.link_platform_messages(CHAT, ["m1", "m2", "m3"], reply)
+    await store.link_platform_messages(CHAT, [], reply)  # nothing delivered: nothing to do
+    for pid in ("m1", "m2", "m3"):
+        found = await store.find_by_platform_id(CHAT, pid)
+        assert found is not None and found.id == reply
+
+
+async def test_a_write_cancelled_mid_statement_stays_a_cancellation(store: Store) -> None:
+    import asyncio
+
+    from sqlalchemy import event
+
+    conv = await store.create_conversation(CHAT, "t")
+    kept = await add(store, conv.id, "kept")
+    started = asyncio.Event()
+
+    def on_sql(*args: object) -> None:
+        started.set()
+
+    engine = store._engine.sync_engine
+    event.listen(engine, "before_cursor_execute", on_sql)
+    task = asyncio.create_task(store.link_platform_messages(ChatKey("slack", "C9"), ["p1", "p2"], kept))
+    await started.wait()
+    task.cancel()
+    # a cancellation, not a StorageError: the reply that was cancelled must see it as one
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    event.remove(engine, "before_cursor_execute", on_sql)
+    # the store keeps working, and the chat row of the rolled-back write is not cached
+    later = await add(store, conv.id, "later")
+    assert await texts(store, later) == ["kept", "later"]
+    await store.link_platform_messages(CHAT, ["p1"], later)
+    found = await store.find_by_platform_id(CHAT, "p1")
+    assert found is not None and found.id == later
