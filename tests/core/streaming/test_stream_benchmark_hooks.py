@@ -72,3 +72,48 @@ async def test_busy_budget_gives_typing_instead_of_an_empty_draft(rig):
     results = await asyncio.wait_for(asyncio.gather(*(s.finish() for s in streams)), 5)
     assert [r.text for r in results] == [f"answer {n}" for n in range(5)]
     assert all(conn.messages(c) == [f"answer {n}"] for n, c in enumerate(chats))
+
+
+async def test_feedback_issued_waits_for_the_typing_indicator_of_its_own_reply(rig):
+    # typing requests take 50 ms each and at most MAX_TYPING_INFLIGHT run at once, so the
+    # chats beyond that wait in the queue: their replies must wait for their own indicator
+    from relaybot.core.streaming.scheduler import MAX_TYPING_INFLIGHT
+
+    conn, sched = rig(rig.policy(typing_interval=4.5), latency=0.05)
+    n = MAX_TYPING_INFLIGHT + 4
+    chats = [ChatKey("fake", f"t{i}") for i in range(n)]
+    streams = [sched.open(c, private=True) for c in chats]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waited: dict[ChatKey, float] = {}
+
+    async def wait(stream):
+        await stream.feedback_issued(timeout=2.0)
+        waited[stream.chat] = loop.time() - started
+
+    await asyncio.wait_for(asyncio.gather(*(wait(s) for s in streams)), 5)
+    first_typing = {op.chat: op.t for op in reversed(conn.ops(op="typing"))}
+    assert set(first_typing) == set(chats)
+    assert max(waited[c] for c in chats[:MAX_TYPING_INFLIGHT]) < 0.04  # issued at once
+    assert min(waited[c] for c in chats[MAX_TYPING_INFLIGHT:]) >= 0.04  # queued behind a batch
+    for s in streams:
+        s.append("ok")
+    await asyncio.wait_for(asyncio.gather(*(s.finish() for s in streams)), 5)
+
+
+async def test_feedback_issued_returns_at_once_without_planned_feedback_and_is_bounded(rig):
+    _conn, sched = rig(rig.policy(typing_interval=None))  # a connector without typing indicator
+    stream = sched.open(DM, private=True)
+    await asyncio.wait_for(stream.feedback_issued(timeout=10.0), 0.5)
+    stream.append("x")
+    await stream.finish()
+    await sched.aclose(timeout=1)
+
+    _conn, sched = rig(rig.policy(typing_interval=4.5))
+    paused = sched.open(DM, private=True)
+    sched.pause_all(30.0)  # a global 429 just arrived: typing must wait, so must not we
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await paused.feedback_issued(timeout=0.1)
+    assert 0.09 <= loop.time() - t0 < 1.0
+    paused.cancel()
