@@ -26,9 +26,6 @@ log = logging.getLogger("relaybot.dispatcher")
 
 #: a denied user is told why at most once per this many seconds (no spam, no silence)
 DENIAL_REPEAT_SECONDS = 3600.0
-#: how long a new reply waits for its typing indicator / draft to go out before it starts
-#: (normally well under a millisecond; bounds the wait when the platform budget is paused)
-FEEDBACK_HEAD_START = 0.25
 
 
 class Dispatcher:
@@ -119,13 +116,6 @@ class Dispatcher:
         stream = scheduler.open(
             message.chat, private=message.is_private, reply_to=message.platform_message_id
         )
-        # Feedback first: when many messages arrive at once, their typing indicators / drafts
-        # must not queue behind the storage and provider work of all the others.
-        try:
-            await stream.feedback_issued(FEEDBACK_HEAD_START)
-        except BaseException:
-            stream.cancel()  # shutdown while waiting: nothing was shown or stored yet
-            raise
         runner = ReplyRunner(self.app, message, stream, regenerate=regenerate)
         await self.app.conversations.run_exclusive(message.chat, runner.run)
 

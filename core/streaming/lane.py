@@ -258,9 +258,6 @@ class Lane:
         chat = chat or self.chat
         interval = self._sched.policy.typing_interval or 0.0
         if now - self.last_typing.get(chat, float("-inf")) < interval * 0.8:
-            for stream in self.streams:  # another reply here just showed "typing…"
-                if stream.chat == chat:
-                    stream._feedback_out()
             return
         self.last_typing[chat] = now
         self._sched.send_typing(self, chat)
@@ -269,9 +266,6 @@ class Lane:
         """One typing request (the scheduler bounds how many run at once)."""
         if not self.streams or self.blocked_until() > self._sched.clock():
             return  # queued behind others and no longer useful (or the chat got paused)
-        for stream in self.streams:
-            if stream.chat == chat:
-                stream._feedback_out()
         try:
             await self._sched.connector.send_typing(chat)
             self._sched.stats.typing += 1
@@ -369,7 +363,6 @@ class Lane:
         conn = sched.connector
         stats = sched.stats
         stats.requests += 1
-        stream._feedback_out()
         message_id = job.message_id
         trace = sched.trace
         issued = sched.clock() if trace is not None else 0.0

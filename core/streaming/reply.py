@@ -20,7 +20,6 @@ Delivery modes (chosen from the connector's policy when the stream opens):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections import deque
@@ -110,8 +109,6 @@ class ReplyStream:
         "_draft_text",
         "_errors",
         "_failures",
-        "_feedback",
-        "_feedback_sent",
         "_fence",
         "_framed",
         "_frames_ok",
@@ -201,9 +198,6 @@ class ReplyStream:
         self._timer: asyncio.TimerHandle | None = None
         self._typing: asyncio.Handle | None = None
         self._text_shown = False
-        #: resolved once the first feedback request (typing, draft, message) was issued
-        self._feedback: asyncio.Future[None] | None = None  # only while someone waits
-        self._feedback_sent = False
         # coalesce=False (benchmarks): appended deltas wait here and go out one per frame
         self._backlog: deque[str] | None = None if scheduler.coalesce else deque()
         self._deferred: tuple[bool, str] | None = None  # finish() args while the backlog drains
@@ -213,32 +207,6 @@ class ReplyStream:
         self._future: asyncio.Future[ReplyResult] = asyncio.get_running_loop().create_future()
 
     # -- producer API ----------------------------------------------------------------------
-
-    async def feedback_issued(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` seconds) until this reply's first feedback request went out.
-
-        Returns at once when no feedback is planned (``feedback=False``, or a connector
-        without typing indicator or drafts). The dispatcher waits here before it starts
-        storing and building the reply, so that when many messages arrive at once every
-        user gets the typing indicator or "Thinking…" draft first and the heavier work of
-        all replies follows, instead of every feedback request queueing behind it.
-        """
-        if self._feedback_sent or self._state is _State.DONE:
-            return
-        if not (self._placeholder or self._typing is not None):
-            return
-        if self._feedback is None:
-            self._feedback = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._feedback), timeout)
-
-    def _feedback_out(self) -> None:
-        """The first request that shows the user something is being issued now."""
-        if self._feedback_sent:
-            return
-        self._feedback_sent = True
-        if self._feedback is not None and not self._feedback.done():
-            self._feedback.set_result(None)
 
     @property
     def done(self) -> bool:
