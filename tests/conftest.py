@@ -14,9 +14,8 @@ from sqlalchemy.engine import make_url
 
 from relaybot.testing import FakeOpenAIServer, require_service
 
-#: the shared folder (design docs, recorded streams) sits beside the checkout
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURE_STREAMS = SHARED / "fixtures" / "streams"
+#: recorded provider streams (copied from the shared fixtures; see the README there)
+FIXTURE_STREAMS = Path(__file__).resolve().parent / "fixtures" / "streams"
 
 
 @pytest.fixture

@@ -29,18 +29,15 @@ from relaybot.core.models import (
 )
 from relaybot.core.provider import BaseProvider
 
-#: recorded provider streams (``/work/shared/fixtures/streams``)
-STREAMS = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "streams"
+#: recorded provider streams (copies of the shared fixtures, see its README)
+STREAMS = Path(__file__).resolve().parents[2] / "fixtures" / "streams"
 
 P = TypeVar("P", bound=BaseProvider)
 
 
 def fixture_bytes(name: str) -> bytes:
-    """A recorded stream; skips the test when the recordings are not there."""
-    path = STREAMS / name
-    if not path.exists():
-        pytest.skip(f"recorded streams not found at {STREAMS}")
-    return path.read_bytes()
+    """A recorded stream (``tests/fixtures/streams/NAME``)."""
+    return (STREAMS / name).read_bytes()
 
 
 def hello(text: str = "hi", **kw: object) -> ProviderRequest:
