@@ -94,16 +94,7 @@ class ReplyRunner:
         )
         if self.regenerate:
             conversation, user_row = await self._last_user_turn()
-            reply_row = await store.add_message(
-                conversation.id,
-                role=placeholder.role,
-                parts=placeholder.parts,
-                parent_id=user_row.id,
-                status=placeholder.status,
-                provider=placeholder.provider,
-                model=placeholder.model,
-                user_id=placeholder.user_id,
-            )
+            (reply_row,) = await store.add_messages(conversation.id, [placeholder], parent_id=user_row.id)
         else:
             conversation = await self._conversation()
             user_parts = self.message.parts

@@ -287,6 +287,26 @@ async def test_storage_writes_per_reply_are_constant(make_bot, fake_openai) -> N
     assert (await bot.app.store.find_by_platform_id(bot.chat(), "u3")).id == path[-2].id
 
 
+async def test_a_failure_before_the_provider_marks_the_reply_failed(make_bot, fake_openai) -> None:
+    from relaybot.core.errors import StorageError
+
+    bot = await make_bot()
+    store = bot.app.store
+    real_path = store.path
+
+    async def broken_path(*args, **kwargs):  # the context cannot be read (database trouble)
+        raise StorageError("the database is unreadable right now")
+
+    store.path = broken_path
+    answer = await bot.say("hello")
+    store.path = real_path
+    assert "⚠️" in answer and not fake_openai.requests
+    path = await stored_path(bot)
+    # the user's message is kept; its reply is not left "streaming" (recovery would call it
+    # interrupted as if text had been cut off): nothing was asked, so it failed
+    assert [(m.text, m.status) for m in path] == [("hello", ReplyStatus.COMPLETE), ("", ReplyStatus.FAILED)]
+
+
 async def test_context_trimming_tells_the_user_once(make_bot, fake_openai) -> None:
     bot = await make_bot(config={"providers": {"fake": {"context_window": 600, "max_output_tokens": 100}}})
     notices = 0
