@@ -69,7 +69,7 @@ class FrameTrace:
     carries became available: the first :meth:`~ReplyStream.append` not yet in an earlier
     frame, or, for a message's final form, the :meth:`~ReplyStream.finish` call; ``0.0`` when
     the request carries no new provider text (the empty draft placeholder, a repeat).
-    ``allowed_at`` is when the chat's interval, any 429 pause and the connector-wide bucket
+    ``allowed_at`` is when the chat's interval, any 429 pause and the connector-wide pacer
     allowed this request (``-inf`` if they never held it back). ``issued_at`` is when the
     lane called the connector primitive, ``done_at`` when that call returned or raised.
 
@@ -252,7 +252,7 @@ class Lane:
         """Refresh the typing indicator of ``chat`` (a thread of this lane's chat, or the chat
         itself) unless another stream there just did.
 
-        Typing is not a message: it skips the chat interval and the global bucket, but the
+        Typing is not a message: it skips the chat interval and the global pacer, but the
         caller checks :meth:`blocked_until` first, so it never breaks a 429 pause.
         """
         chat = chat or self.chat

@@ -56,7 +56,7 @@ EMPTY_REPLY_TEXT = "(empty reply)"
 
 #: typing requests in flight at once per connector (more wait in a queue; see send_typing)
 MAX_TYPING_INFLIGHT = 16
-#: the connector-wide bucket runs at this fraction of ``policy.global_rate`` (see __init__)
+#: the connector-wide pacer runs at this fraction of ``policy.global_rate`` (see __init__)
 GLOBAL_HEADROOM = 0.9
 
 _MAX_DRAFT_ID = 2**31 - 1
@@ -70,10 +70,9 @@ class StreamScheduler:
     Parameters: ``clock`` is the monotonic time source in seconds (the event loop's timers
     must run on the same time base); ``max_retries`` bounds retries of a request that fails
     with a non-429 platform error (429s are always retried after their pause);
-    ``retry_backoff`` is the first retry delay, doubled per attempt; ``global_burst`` is
-    accepted for compatibility and ignored: the connector-wide pacer has no burst and runs at
-    ``GLOBAL_HEADROOM`` × ``policy.global_rate``, so jitter cannot push arrivals over the limit;
-    ``coalesce=False`` is for benchmarks only (see the module docstring).
+    ``retry_backoff`` is the first retry delay, doubled per attempt; the connector-wide pacer
+    has no burst and runs at ``GLOBAL_HEADROOM`` × ``policy.global_rate``, so jitter cannot
+    push arrivals over the limit; ``coalesce=False`` is for benchmarks only (see the module docstring).
     """
 
     def __init__(
@@ -83,7 +82,6 @@ class StreamScheduler:
         clock: Callable[[], float] = time.monotonic,
         max_retries: int = 5,
         retry_backoff: float = 0.5,
-        global_burst: float | None = None,
         interrupted_marker: str = INTERRUPTED_MARKER,
         empty_text: str = EMPTY_REPLY_TEXT,
         coalesce: bool = True,
