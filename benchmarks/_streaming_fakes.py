@@ -221,6 +221,7 @@ class FakeWorld:
         return {
             "replies": replies,
             "platform_429": tg.count_429,
+            "platform_429_rules": dict(tg.flood.violations),
             "platform_errors": errors,
             "requests_total": len(tg.timeline),
             "provider_requests": len(self.openai.requests),

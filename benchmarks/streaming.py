@@ -36,6 +36,7 @@ from typing import Any
 
 from _streaming_fakes import API_KEY, TOKEN, FakeWorld, Plan, cpu_seconds, reply_tokens, serve_in_child
 
+from relaybot.core import eventloop
 from relaybot.core.app import Relaybot
 from relaybot.core.config import parse_config
 from relaybot.core.hookspecs import hookimpl
@@ -324,6 +325,7 @@ def summarize(
     missing_feedback = sum(1 for r in replies.values() if r["feedback_ms"] is None)
     result: dict[str, Any] = {
         "benchmark": "streaming",
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "concurrent": expected,
         "chats": plan.chats,
         "group_streams": plan.topics,
@@ -344,6 +346,7 @@ def summarize(
         "first_feedback_ms_p50": rnd(percentile(feedback_all + [float("inf")] * missing_feedback, 50), 1),
         "first_feedback_ms_p99": rnd(percentile(feedback_all + [float("inf")] * missing_feedback, 99), 1),
         "platform_429": seen["platform_429"],
+        "platform_429_rules": seen.get("platform_429_rules", {}),
         "platform_errors": seen["platform_errors"],
         "edits_per_reply": rnd(statistics.fmean(r["requests"] for r in replies.values()), 2),
         "coalesced_deltas": stats.coalesced,
@@ -388,6 +391,12 @@ def main() -> None:
         help="run the fake servers in the bot's process (CPU then includes them)",
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the bot process into FILE")
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="the bot process's event loop (auto: uvloop when installed, as `relaybot run` does)",
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -399,11 +408,11 @@ def main() -> None:
         import cProfile
 
         profiler = cProfile.Profile()
-        result = profiler.runcall(asyncio.run, run(args))
+        result = profiler.runcall(eventloop.run, run(args), args.loop)
         profiler.dump_stats(args.profile)
         log(f"profile of the bot process written to {args.profile} (python -m pstats)")
     else:
-        result = asyncio.run(run(args))
+        result = eventloop.run(run(args), args.loop)
     print(json.dumps(result))
 
 

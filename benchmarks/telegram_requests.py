@@ -22,6 +22,8 @@ from typing import Any
 
 from _streaming_fakes import cpu_seconds
 
+from relaybot.core import eventloop
+
 TOKEN = "123456:BENCH-TOKEN"
 
 
@@ -37,13 +39,25 @@ def serve(conn: Any) -> None:
     asyncio.run(main())
 
 
-async def measure(base_url: str, requests: int) -> dict[str, Any]:
+async def measure(base_url: str, requests: int, transport: str) -> dict[str, Any]:
     import telegram
-    from telegram.request import HTTPXRequest
+    from telegram.request import BaseRequest, HTTPXRequest
 
-    bot = telegram.Bot(TOKEN, base_url=base_url, request=HTTPXRequest(connection_pool_size=256))
+    from relaybot.connectors.telegram.request import AiohttpRequest
+
+    request: BaseRequest
+    if transport == "aiohttp":
+        request = AiohttpRequest(connection_pool_size=256)
+    else:
+        request = HTTPXRequest(connection_pool_size=256)
+    bot = telegram.Bot(TOKEN, base_url=base_url, request=request)
     await bot.initialize()
-    result: dict[str, Any] = {"benchmark": "telegram_requests", "requests": requests}
+    result: dict[str, Any] = {
+        "benchmark": "telegram_requests",
+        "requests": requests,
+        "transport": transport,
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+    }
     try:
         for concurrency in (1, 16):
             gate = asyncio.Semaphore(concurrency)
@@ -66,13 +80,15 @@ async def measure(base_url: str, requests: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=250)
+    parser.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=serve, args=(child,), daemon=True)
     proc.start()
     try:
-        result = asyncio.run(measure(parent.recv(), args.requests))
+        result = eventloop.run(measure(parent.recv(), args.requests, args.transport), args.loop)
     finally:
         parent.send("stop")
         proc.join(10)

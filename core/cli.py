@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from . import eventloop
 from .config import RelaybotConfig, find_config, load_config
 from .errors import ConfigError, RelaybotError, StorageError
 from .models import ChatKey
@@ -117,7 +118,7 @@ def chat(config_path: str | None, chat_id: str) -> None:
     """
     with _errors():
         config = _load(config_path)
-        asyncio.run(_chat(config, chat_id))
+        eventloop.run(_chat(config, chat_id), config.bot.event_loop)
 
 
 async def _chat(config: RelaybotConfig, chat_id: str) -> None:
@@ -154,7 +155,7 @@ def run(config_path: str | None) -> None:
                 f"{config.source}: no [connectors.*] table is configured, so there is nothing to run. "
                 "Add one (see config.example.toml), or chat here with `relaybot chat`."
             )
-        asyncio.run(_run(config))
+        eventloop.run(_run(config), config.bot.event_loop)
 
 
 async def _run(config: RelaybotConfig) -> None:
@@ -244,7 +245,7 @@ def export(config_path: str | None, chat_spec: str, fmt: str, export_all: bool, 
     """Export conversations as Markdown or JSON."""
     with _errors():
         config = _load(config_path)
-        asyncio.run(_export(config, chat_spec, fmt, export_all, output))
+        eventloop.run(_export(config, chat_spec, fmt, export_all, output), config.bot.event_loop)
 
 
 async def _export(

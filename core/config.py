@@ -51,6 +51,8 @@ class BotConfig(BaseModel):
     checkpoint_interval: float = Field(default=3.0, gt=0)
     #: platform user ids (``platform:user``) allowed to run admin-only commands
     admins: list[str] = Field(default_factory=list)
+    #: the asyncio event loop: uvloop when installed ("auto"), or force one (see core/eventloop.py)
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
 
 class StorageConfig(BaseModel):

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from relaybot.core.errors import (
+    ConfigError,
     ProviderAuthError,
     ProviderError,
     ProviderNotFoundError,
@@ -38,17 +39,38 @@ _REDACTED = "[REDACTED]"
 _SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "access_token", "token", "sig"})
 
 
+def http_client_choice(choice: str) -> str:
+    """``"aiohttp"`` or ``"httpx"`` for a provider's ``http_client`` option (``"auto"`` picks
+    aiohttp when it is installed; asking for it explicitly without it is a config error)."""
+    if choice == "httpx":
+        return "httpx"
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        if choice == "aiohttp":
+            raise ConfigError(
+                'http_client = "aiohttp" but aiohttp is not installed: pip install aiohttp, '
+                'or set http_client = "auto"'
+            ) from None
+        return "httpx"
+    return "aiohttp"
+
+
 def build_client(
     *,
     connect_timeout: float,
     chunk_timeout: float,
     headers: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    http_client: str = "auto",
 ) -> httpx.AsyncClient:
     """Create the single ``AsyncClient`` a provider instance shares across all its requests.
 
     The pool has no connection cap: how many replies stream at once is the core's decision
     (per-chat locks, budgets), and a cap here would silently queue streams behind each other.
+    ``transport`` (tests, custom set-ups) wins over ``http_client``, which picks what carries
+    the bytes: aiohttp (``_aiohttp_transport``, much less CPU per streamed chunk) or httpx's
+    own transport.
     """
     timeout = httpx.Timeout(
         connect=connect_timeout,
@@ -56,6 +78,10 @@ def build_client(
         write=max(connect_timeout, 10.0),
         pool=connect_timeout,
     )
+    if transport is None and http_client_choice(http_client) == "aiohttp":
+        from ._aiohttp_transport import AiohttpTransport
+
+        transport = AiohttpTransport(max_connections=None, keepalive_expiry=5.0)
     return httpx.AsyncClient(
         timeout=timeout,
         headers=dict(headers or {}),

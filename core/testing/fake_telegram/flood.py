@@ -9,7 +9,7 @@ their limit), so hundreds of concurrent chats cost nothing extra.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,6 +65,8 @@ class FloodControl:
         self._clock = clock
         self._chats: dict[int | str, _ChatBudget] = {}
         self._global: deque[float] = deque()
+        #: refusals by the rule that caused them ("chat", "group", "global", "penalty")
+        self.violations: Counter[str] = Counter()
 
     def check(self, chat_id: int | str) -> int | None:
         """Consume one message from every budget that applies, or return a ``retry_after``."""
@@ -82,6 +84,7 @@ class FloodControl:
             budget.refilled_at = now
             if budget.tokens < 1.0:
                 waits.append((1.0 - budget.tokens) * interval)
+                self.violations["chat"] += 1
         group_limit = limits.group_per_minute
         is_group = isinstance(chat_id, int) and chat_id < 0
         if group_limit and is_group:
@@ -92,12 +95,16 @@ class FloodControl:
                 window.popleft()
             if len(window) >= group_limit:
                 waits.append(window[0] + 60.0 - now)
+                self.violations["group"] += 1
         global_limit = limits.global_per_second
         if global_limit:
             while self._global and self._global[0] <= now - 1.0:
                 self._global.popleft()
             if len(self._global) >= global_limit:
                 waits.append(self._global[0] + 1.0 - now)
+                self.violations["global"] += 1
+        if not waits and budget.blocked_until > now:
+            self.violations["penalty"] += 1
         if waits or budget.blocked_until > now:
             return self._violation(budget, max(waits, default=0.0), now)
         if interval:

@@ -64,9 +64,14 @@ async def tg() -> AsyncIterator[FakeTelegramServer]:
         yield server
 
 
-@async_fixture
-async def make_tg_bot(tmp_path: Path, fake_openai: Any) -> AsyncIterator[Callable[..., Awaitable[Relaybot]]]:
-    """Factory: ``app = await make_tg_bot(tg, **settings)`` (stopped at teardown)."""
+@async_fixture(params=["aiohttp", "httpx"])
+async def make_tg_bot(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_openai: Any
+) -> AsyncIterator[Callable[..., Awaitable[Relaybot]]]:
+    """Factory: ``app = await make_tg_bot(tg, **settings)`` (stopped at teardown).
+
+    Every test using it runs twice: PTB's requests over aiohttp (the default) and over httpx.
+    """
     apps: list[Relaybot] = []
 
     async def factory(
@@ -80,6 +85,7 @@ async def make_tg_bot(tmp_path: Path, fake_openai: Any) -> AsyncIterator[Callabl
             "token": server.token,
             "base_url": server.bot_base_url,
             "base_file_url": server.file_base_url,
+            "http_client": request.param,
             **FAST,
             **settings,
         }

@@ -69,19 +69,27 @@ async def failure(
     return text_of(got, kind), info.value
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def http_client(request: pytest.FixtureRequest) -> str:
+    """Each provider test runs over both HTTP transports (``http_client`` option)."""
+    return str(request.param)
+
+
 @contextlib.asynccontextmanager
 async def provider_maker(
-    build: Callable[..., P], *, base_url: str, api_key: str
+    build: Callable[..., P], *, base_url: str, api_key: str, http_client: str = "auto"
 ) -> AsyncIterator[Callable[..., P]]:
     """``make(**config)`` for a ``make`` fixture: providers aimed at a fake, closed at the end.
 
-    ``build(**config)`` creates the provider; ``base_url`` and ``api_key`` are the defaults.
+    ``build(**config)`` creates the provider; ``base_url``, ``api_key`` and ``http_client``
+    are the defaults.
     """
     made: list[P] = []
 
     def make(**config: Any) -> P:
         config.setdefault("base_url", base_url)
         config.setdefault("api_key", api_key)
+        config.setdefault("http_client", http_client)
         provider = build(**config)
         made.append(provider)
         return provider

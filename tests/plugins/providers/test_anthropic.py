@@ -76,11 +76,11 @@ async def fake() -> AsyncIterator[FakeAnthropicServer]:
 
 
 @pytest.fixture
-async def make(fake: FakeAnthropicServer):
+async def make(fake: FakeAnthropicServer, http_client: str):
     def build(**config: object) -> AnthropicProvider:
         return AnthropicProvider("claude", AnthropicConfig(**config))  # type: ignore[arg-type]
 
-    async with provider_maker(build, base_url=fake.base_url, api_key=KEY) as make:
+    async with provider_maker(build, base_url=fake.base_url, api_key=KEY, http_client=http_client) as make:
         yield make
 
 

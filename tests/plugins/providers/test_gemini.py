@@ -69,11 +69,11 @@ async def fake() -> AsyncIterator[FakeGeminiServer]:
 
 
 @pytest.fixture
-async def make(fake: FakeGeminiServer):
+async def make(fake: FakeGeminiServer, http_client: str):
     def build(**config: object) -> GeminiProvider:
         return GeminiProvider("gem", GeminiConfig(**config))  # type: ignore[arg-type]
 
-    async with provider_maker(build, base_url=fake.base_url, api_key=KEY) as make:
+    async with provider_maker(build, base_url=fake.base_url, api_key=KEY, http_client=http_client) as make:
         yield make
 
 

@@ -92,11 +92,11 @@ async def fake() -> AsyncIterator[FakeOpenAIServer]:
 
 
 @pytest.fixture
-async def make(fake: FakeOpenAIServer):
+async def make(fake: FakeOpenAIServer, http_client: str):
     def build(**config: object) -> OpenAIProvider:
         return OpenAIProvider("oa", OpenAIConfig(**config))  # type: ignore[arg-type]
 
-    async with provider_maker(build, base_url=fake.base_url, api_key=KEY) as make:
+    async with provider_maker(build, base_url=fake.base_url, api_key=KEY, http_client=http_client) as make:
         yield make
 
 
@@ -388,15 +388,17 @@ async def test_chunk_timeout(fake: FakeOpenAIServer, make, stall: str):
     await check_chunk_timeout(fake, make, stall)
 
 
-async def test_connect_refused_is_unavailable():
+async def test_connect_refused_is_unavailable(http_client: str):
     with socket.socket() as sock:  # a port that nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = OpenAIProvider("oa", OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1"))
+    provider = OpenAIProvider(
+        "oa", OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", http_client=http_client)  # type: ignore[arg-type]
+    )
     _, err = await failure(provider)
     await provider.aclose()
     assert type(err) is ProviderUnavailableError
-    assert f"127.0.0.1:{port}" in str(err)
+    assert f"127.0.0.1:{port}" in str(err) and "cannot connect" in str(err)
 
 
 # ── cancellation ────────────────────────────────────────────────────────────────────────────

@@ -1,0 +1,67 @@
+"""Which asyncio event loop relaybot runs on.
+
+A busy bot spends most of its CPU in the event loop itself: every provider stream wakes it
+once per network read, every platform request several times. `uvloop`_ (libuv underneath)
+does that work in C and roughly halves the bot's CPU per reply in ``benchmarks/streaming.py``,
+so it is the default wherever it is installed (it is a dependency on Linux and macOS).
+``[bot] event_loop = "asyncio"`` (or ``RELAYBOT_EVENT_LOOP=asyncio``) selects the standard
+loop, e.g. to debug with ``PYTHONASYNCIODEBUG``.
+
+.. _uvloop: https://github.com/MagicStack/uvloop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, TypeVar
+
+from .errors import ConfigError
+
+__all__ = ["EventLoopChoice", "loop_factory", "run"]
+
+EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
+T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
+_ENV = "RELAYBOT_EVENT_LOOP"
+
+
+def loop_factory(choice: EventLoopChoice = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory for :class:`asyncio.Runner`, or ``None`` for asyncio's default loop.
+
+    ``RELAYBOT_EVENT_LOOP`` in the environment overrides ``choice``. ``"auto"`` means uvloop
+    when it can be imported; ``"uvloop"`` without uvloop installed is a :class:`ConfigError`
+    (the admin asked for it explicitly).
+    """
+    override = os.environ.get(_ENV, "").strip().lower()
+    if override:
+        if override not in ("auto", "uvloop", "asyncio"):
+            raise ConfigError(f"{_ENV}={override!r}: use auto, uvloop or asyncio")
+        choice = override  # type: ignore[assignment]
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                'event_loop = "uvloop" but uvloop is not installed: pip install uvloop '
+                '(it does not support Windows), or set event_loop = "auto"'
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice = "auto") -> T:
+    """Run ``main`` to completion on the chosen loop (like :func:`asyncio.run`)."""
+    try:
+        factory = loop_factory(choice)
+    except ConfigError:
+        main.close()  # never awaited: close it so Python does not warn about it
+        raise
+    _log.debug("event loop: %s", "uvloop" if factory else "asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
