@@ -150,6 +150,89 @@ class GlobalPacer:
             self._arm()
 
 
+class ArrivalWindow:
+    """At most ``limit`` requests *arrive* at the platform in any ``span`` seconds, whatever the
+    network and the platform's own queues do to them on the way.
+
+    A request arrives somewhere between the moment it is issued and the moment its answer comes
+    back. A request may be issued only while the requests still in flight plus those answered
+    less than ``span`` ago number fewer than ``limit``. Then no ``span``-long window at the
+    platform can hold ``limit + 1`` arrivals: of any such set, take the request issued last;
+    each of the other ``limit`` was issued before it and, at that moment, was either still in
+    flight or answered after the window began (it arrived inside the window), i.e. less than
+    ``span`` earlier — so this check would have held the last one back.
+
+    The :class:`GlobalPacer` keeps the usual spacing well under the limit; this check costs
+    nothing then and only bites when answers come back slowly, which is exactly when arrivals
+    bunch up (an event-loop stall at either end, a congested network) and a plain rate limiter
+    is fooled. Waiters are served in FIFO order; nothing polls.
+    """
+
+    __slots__ = ("_answered", "_clock", "_in_flight", "_timer", "_waiters", "limit", "span")
+
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        #: requests allowed per ``span`` seconds (``rate`` requests/s, at least one)
+        self.limit = max(1, round(rate))
+        self.span = self.limit / rate
+        self._clock = clock
+        self._in_flight = 0
+        self._answered: deque[float] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def load(self, now: float) -> int:
+        """Requests in flight plus those answered within the last ``span`` seconds."""
+        answered = self._answered
+        horizon = now - self.span
+        while answered and answered[0] <= horizon:
+            answered.popleft()
+        return self._in_flight + len(answered)
+
+    async def enter(self) -> None:
+        """Wait until a request may be issued, and count it as in flight from then on."""
+        if not self._waiters and self.load(self._clock()) < self.limit:
+            self._in_flight += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._arm()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # granted, then cancelled: give it back
+                self._in_flight -= 1
+                self._arm()
+            raise
+
+    def leave(self, now: float) -> None:
+        """The request issued after :meth:`enter` got its answer (or failed) at ``now``."""
+        self._in_flight -= 1
+        self._answered.append(now)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None or not self._waiters:
+            return
+        now = self._clock()
+        if self.load(now) < self.limit:
+            delay = 0.0
+        elif self._answered:
+            delay = self._answered[0] + self.span - now
+        else:
+            return  # all in flight: the next leave() re-arms
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        now = self._clock()
+        while self._waiters and self.load(now) < self.limit:
+            future = self._waiters.popleft()
+            if not future.done():  # a cancelled waiter leaves a cancelled future behind
+                self._in_flight += 1
+                future.set_result(None)
+        self._arm()
+
+
 class Lane:
     """The pacing budget and request loop of one chat (see the module docstring)."""
 
@@ -365,6 +448,9 @@ class Lane:
         stats.requests += 1
         message_id = job.message_id
         trace = sched.trace
+        window = sched.window
+        if window is not None:
+            await window.enter()  # returns at once unless answers are coming back slowly
         issued = sched.clock() if trace is not None else 0.0
         outcome = "ok"
         try:
@@ -403,6 +489,8 @@ class Lane:
             stream._sent(job, message_id)
         finally:
             now = sched.clock()
+            if window is not None:
+                window.leave(now)
             self.next_ok = max(self.next_ok, now + self.current_interval(now))
         if trace is not None:
             trace(FrameTrace(

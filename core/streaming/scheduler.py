@@ -17,7 +17,9 @@ Budgets, as the connector's :class:`~relaybot.core.connector.StreamPolicy` decla
   one minimum interval between requests (``private_interval`` or ``group_interval``); a
   chat-scoped 429 pauses the chat for ``retry_after`` and slows it down for a while after;
 * per connector: a :class:`~relaybot.core.streaming.lane.GlobalPacer` spacing requests of all
-  chats at 90% of ``global_rate``, FIFO, without catch-up bursts after event-loop stalls; a
+  chats at 90% of ``global_rate``, FIFO, without catch-up bursts after event-loop stalls, and
+  an :class:`~relaybot.core.streaming.lane.ArrivalWindow` that keeps arrivals at the platform
+  within ``global_rate`` per second even when slow answers show requests are bunching up; a
   global 429 pauses every chat.
 
 Feedback comes at once: a typing indicator, or in draft mode an empty placeholder draft when
@@ -43,7 +45,7 @@ from typing import Any
 
 from ..connector import BaseConnector, StreamPolicy
 from ..models import ChatKey
-from .lane import FrameTrace, GlobalPacer, Lane, SchedulerStats
+from .lane import ArrivalWindow, FrameTrace, GlobalPacer, Lane, SchedulerStats
 from .reply import ReplyStream, StreamMode
 from .text import MIN_LIMIT
 
@@ -115,6 +117,11 @@ class StreamScheduler:
             # event-loop stall all overshoot it (the streaming benchmark saw ~2 global 429/s
             # with a token bucket at 30/s, burst 6).
             self.pacer = GlobalPacer(policy.global_rate * GLOBAL_HEADROOM, clock)
+        #: at most ``global_rate`` arrivals per second at the platform, even when the network
+        #: bunches requests up (``None`` when ``policy.global_rate`` is 0)
+        self.window: ArrivalWindow | None = (
+            ArrivalWindow(policy.global_rate, clock) if policy.global_rate > 0 else None
+        )
         self._lanes: dict[ChatKey, Lane] = {}
         self._new_lanes = 0
         self._draft_ids = itertools.count(1)
