@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from .checkpoints import CheckpointWriter
 from .config import RelaybotConfig
 from .connector import BaseConnector
 from .conversations import ConversationManager
@@ -69,6 +70,8 @@ class Relaybot:
         self._schedulers: dict[str, StreamScheduler] = {}
         self._counters: dict[str, TokenCounter] = {}
         self.store: Any = None
+        #: batches the checkpoints of streaming replies (set by :meth:`start`)
+        self.checkpoints: CheckpointWriter | None = None
         #: images sent and generated (``media:`` references in messages)
         self.media = MediaStore(config.storage.media_path())
         self.started = False
@@ -163,6 +166,8 @@ class Relaybot:
         if self.config.default_provider not in self.config.providers:
             raise ConfigError("no provider configured", path=self.config.source, key="bot.default_provider")
         self.store = await Store.open(self.config.storage.url)
+        interval = self.config.bot.checkpoint_interval
+        self.checkpoints = CheckpointWriter(self.store, gap=min(0.5, interval / 4))
         recovered = await self.store.recover_interrupted()
         if recovered:
             log.warning("%d reply(ies) were cut off by a previous crash; marked interrupted", recovered)
@@ -223,6 +228,8 @@ class Relaybot:
                 log.exception("the rate limiter did not close cleanly")
         if self.started:
             self.plugins.notify("relaybot_shutdown", app=self)
+        if self.checkpoints is not None:
+            await self.checkpoints.aclose()
         if self.store is not None:
             await self.store.close()
         self.started = False

@@ -5,13 +5,14 @@ The order is what makes "nothing is lost" true:
 1. the user message and a placeholder reply (status *streaming*) under it are stored in one
    transaction before the context is built and the provider is called;
 2. while streaming, the partial text is checkpointed every ``bot.checkpoint_interval`` seconds
-   (in the background, never more than one write in flight);
+   (in the background: the app's :class:`~relaybot.core.checkpoints.CheckpointWriter` writes
+   the checkpoints of all streaming replies in one transaction);
 3. the final text, status and usage are written once at the end — also when the reply is
    interrupted (``/stop``, a new message, a switch, shutdown) or fails — and is delivered;
 4. the platform ids it was delivered as are linked to it (for reply-to branching).
 
-So a reply costs three writes plus one per checkpoint, whatever its length (a new
-conversation adds its creation); a crash leaves the
+So a reply costs three writes of its own, whatever its length (a new conversation adds its
+creation), plus its share of one batched checkpoint write per interval; a crash leaves the
 placeholder *streaming*, which start-up turns into *interrupted* (``Store.recover_interrupted``).
 """
 
@@ -72,7 +73,6 @@ class ReplyRunner:
         self.text_parts: list[str] = []
         self.usage: Usage | None = None
         self.finish: Finish | None = None
-        self._checkpoint_task: asyncio.Task[None] | None = None
         self._events: Any = None  # the provider stream (it may say which fallback answered)
 
     async def run(self) -> None:
@@ -360,23 +360,13 @@ class ReplyRunner:
             await events.aclose()
 
     def _checkpoint(self, reply_id: int) -> None:
-        """Write the partial text in the background (skipped while a previous write runs)."""
-        if self._checkpoint_task is not None and not self._checkpoint_task.done():
-            return
-        text = "".join(self.text_parts)
-
-        async def write() -> None:
-            try:
-                await self.app.store.update_message(reply_id, text=text)
-            except Exception:
-                log.warning("checkpoint of reply %s failed; will retry at the next one", reply_id)
-
-        self._checkpoint_task = asyncio.create_task(write())
+        """Hand the partial text to the app's checkpoint writer (written in a batch soon)."""
+        self.app.checkpoints.submit(reply_id, "".join(self.text_parts))
 
     async def _save(self, reply_id: int, text: str, status: ReplyStatus, counter: Any) -> None:
         """The final write of the reply (shielded: it must land even while being cancelled)."""
-        if self._checkpoint_task is not None:
-            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+        # no older checkpoint may land after the final text
+        await self.app.checkpoints.settle(reply_id)
         tokens = counter.count_message(ChatMessage.text(Role.ASSISTANT, text))
         usage = self.usage
         if usage is not None:

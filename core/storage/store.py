@@ -25,6 +25,7 @@ raise :class:`~relaybot.core.storage.records.NotFoundError` (a ``StorageError`` 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +50,13 @@ from relaybot.core.storage.records import (
     replace_text,
 )
 from relaybot.core.storage.schema import chats, conversations, messages, platform_messages, utcnow
+
+# one statement for a batch of checkpoints (executemany); compiled once
+_CHECKPOINT_UPDATE = (
+    sa.update(messages)
+    .where(messages.c.id == sa.bindparam("b_id"))
+    .values(parts=sa.bindparam("b_parts"), text=sa.bindparam("b_text"), updated_at=sa.bindparam("b_updated"))
+)
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +362,35 @@ class Store(StoreBase):
             if platform_message_id is not None:
                 await self._link(conn, chat_id, [platform_message_id], stored[0].id)
         return stored
+
+    @translated
+    async def checkpoint_texts(self, texts: Mapping[int, str]) -> int:
+        """Write the partial text of several streaming replies in one transaction.
+
+        Like ``update_message(id, text=…)`` for each entry, but one SELECT and one executemany
+        UPDATE for all of them, so checkpointing hundreds of concurrent replies costs a few
+        statements per interval instead of two per reply. Ids that no longer exist (the
+        conversation was deleted meanwhile) are skipped. Returns how many rows were written.
+        """
+        if not texts:
+            return 0
+        now = utcnow()
+        async with self._write() as conn:
+            rows = await conn.execute(
+                sa.select(messages.c.id, messages.c.parts).where(messages.c.id.in_(list(texts)))
+            )
+            params = [
+                {
+                    "b_id": message_id,
+                    "b_parts": parts_to_json(replace_text(parts_from_json(stored), texts[message_id])),
+                    "b_text": texts[message_id],
+                    "b_updated": now,
+                }
+                for message_id, stored in rows
+            ]
+            if params:
+                await conn.execute(_CHECKPOINT_UPDATE, params)
+        return len(params)
 
     @translated
     async def update_message(

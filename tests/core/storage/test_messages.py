@@ -219,6 +219,23 @@ async def test_update_text_keeps_images(store: Store) -> None:
     assert (await store.get_message(msg.id)).parts == [image, TextPart("edited")]  # type: ignore[union-attr]
 
 
+async def test_checkpoint_texts_writes_many_replies_in_one_go(store: Store) -> None:
+    conv = await store.create_conversation(CHAT, "t")
+    image = ImagePart(ImageRef("media:1"))
+    plain = await store.add_message(conv.id, role=Role.ASSISTANT, parts=[], status=ReplyStatus.STREAMING)
+    with_image = await store.add_message(
+        conv.id, role=Role.ASSISTANT, parts=[image, TextPart("old")], status=ReplyStatus.STREAMING
+    )
+    written = await store.checkpoint_texts({plain.id: "Hello wor", with_image.id: "new text", 10**9: "gone"})
+    assert written == 2  # the unknown id is skipped, not an error
+    got = await store.get_message(plain.id)
+    assert got is not None and got.text == "Hello wor" and got.parts == [TextPart("Hello wor")]
+    assert got.status is ReplyStatus.STREAMING
+    got = await store.get_message(with_image.id)
+    assert got is not None and got.parts == [image, TextPart("new text")]
+    assert await store.checkpoint_texts({}) == 0
+
+
 async def test_platform_message_mapping(store: Store) -> None:
     conv = await store.create_conversation(CHAT, "t")
     question = await add(store, conv.id, "q")
