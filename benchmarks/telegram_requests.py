@@ -4,11 +4,12 @@ The floor under the streaming benchmark's first-feedback figure for a burst: eve
 its own ``sendChatAction``/``sendMessageDraft``, so N messages arriving at once cannot all get
 feedback sooner than N requests take. A child process serves the fake Telegram Bot API (flood
 control off); this process sends ``--requests`` ``sendChatAction`` calls through a plain
-``telegram.Bot`` (httpx, a pool of 256 connections) one at a time and 16 at a time (the
-scheduler's limit for typing requests in flight), and reports wall time and CPU per request.
+``telegram.Bot`` (a pool of 256 connections; ``--transport`` aiohttp, relaybot's default, or
+httpx, PTB's default) one at a time, 16 and 64 at a time (the scheduler's limit for typing
+requests in flight is among them), and reports wall time and CPU per request.
 
-Run: ``.venv/bin/python benchmarks/telegram_requests.py [--requests N]``; the last stdout line
-is one JSON object.
+Run: ``.venv/bin/python benchmarks/telegram_requests.py [--requests N] [--transport aiohttp|httpx]
+[--loop auto|uvloop|asyncio]``; the last stdout line is one JSON object.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def measure(base_url: str, requests: int, transport: str) -> dict[str, Any
         "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
     }
     try:
-        for concurrency in (1, 16):
+        for concurrency in (1, 16, 64):
             gate = asyncio.Semaphore(concurrency)
 
             async def one(i: int) -> None:
