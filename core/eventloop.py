@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 from .errors import ConfigError
+from .optional import use_optional
 
 __all__ = ["EventLoopChoice", "loop_factory", "run"]
 
@@ -41,17 +42,10 @@ def loop_factory(choice: EventLoopChoice = "auto") -> Callable[[], asyncio.Abstr
         if override not in ("auto", "uvloop", "asyncio"):
             raise ConfigError(f"{_ENV}={override!r}: use auto, uvloop or asyncio")
         choice = override  # type: ignore[assignment]
-    if choice == "asyncio":
+    if not use_optional(choice, "uvloop", setting="event_loop"):
         return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise ConfigError(
-                'event_loop = "uvloop" but uvloop is not installed: pip install uvloop '
-                '(it does not support Windows), or set event_loop = "auto"'
-            ) from None
-        return None
+    import uvloop
+
     return uvloop.new_event_loop
 
 

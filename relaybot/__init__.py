@@ -54,6 +54,7 @@ from relaybot.core.models import (
     Usage,
     User,
 )
+from relaybot.core.optional import use_optional
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
@@ -116,4 +117,5 @@ __all__ = [
     "hookimpl",
     "load_config",
     "parse_config",
+    "use_optional",
 ]

@@ -45,6 +45,7 @@ from relaybot import (
     PlatformError,
     RelaybotError,
     StreamPolicy,
+    use_optional,
 )
 from relaybot.core.redact import redact
 
@@ -111,7 +112,7 @@ class TelegramConnector(BaseConnector):
         cfg = self.config
         timeout = cfg.request_timeout
         builder = ApplicationBuilder().token(cfg.token.get_secret_value())
-        if _use_aiohttp(cfg.http_client):
+        if use_optional(cfg.http_client, "aiohttp", setting="http_client"):
             from .request import AiohttpRequest
 
             # PTB's HTTP layer on aiohttp: about half the CPU per Bot API call (request.py)
@@ -533,18 +534,3 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
     except Exception:
         log.debug("ignored an error while cleaning up", exc_info=True)
 
-
-def _use_aiohttp(choice: str) -> bool:
-    """Whether the ``http_client`` option means aiohttp (``auto``: when it is installed)."""
-    if choice == "httpx":
-        return False
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        if choice == "aiohttp":
-            raise ConfigError(
-                'http_client = "aiohttp" but aiohttp is not installed: pip install aiohttp, '
-                'or set http_client = "auto"'
-            ) from None
-        return False
-    return True

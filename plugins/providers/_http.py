@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from relaybot import use_optional
 from relaybot.core.errors import (
-    ConfigError,
     ProviderAuthError,
     ProviderError,
     ProviderNotFoundError,
@@ -37,23 +37,6 @@ _QUOTE_CHARS = 300
 _REDACTED = "[REDACTED]"
 #: query parameters that commonly carry credentials (e.g. Gemini's ``?key=``)
 _SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "access_token", "token", "sig"})
-
-
-def http_client_choice(choice: str) -> str:
-    """``"aiohttp"`` or ``"httpx"`` for a provider's ``http_client`` option (``"auto"`` picks
-    aiohttp when it is installed; asking for it explicitly without it is a config error)."""
-    if choice == "httpx":
-        return "httpx"
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        if choice == "aiohttp":
-            raise ConfigError(
-                'http_client = "aiohttp" but aiohttp is not installed: pip install aiohttp, '
-                'or set http_client = "auto"'
-            ) from None
-        return "httpx"
-    return "aiohttp"
 
 
 def build_client(
@@ -78,7 +61,7 @@ def build_client(
         write=max(connect_timeout, 10.0),
         pool=connect_timeout,
     )
-    if transport is None and http_client_choice(http_client) == "aiohttp":
+    if transport is None and use_optional(http_client, "aiohttp", setting="http_client"):
         from ._aiohttp_transport import AiohttpTransport
 
         transport = AiohttpTransport(max_connections=None, keepalive_expiry=5.0)
