@@ -21,7 +21,11 @@ from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 import pydantic
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import ServerSentEvent
+
+# httpx-sse's incremental decoders; EventSource.aiter_sse() wraps them one event at a time,
+# _read_events needs them per read (pinned <0.5 in pyproject for this reason)
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import Field
 
 from relaybot.core.errors import (
@@ -30,7 +34,7 @@ from relaybot.core.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from relaybot.core.models import Finish, ProviderEvent, ProviderRequest, Usage
+from relaybot.core.models import Finish, ProviderEvent, ProviderRequest, TextDelta, Usage
 from relaybot.core.provider import BaseProvider, BaseProviderConfig, ProviderCapabilities
 from relaybot.core.redact import register_secret
 
@@ -200,11 +204,9 @@ class BaseSSEProvider(BaseProvider, Generic[ConfigT, StateT]):
                     for event in await self._whole_response(response, content_type, where, state):
                         yield event
                 else:
-                    async for sse in EventSource(response).aiter_sse():
-                        for event in self._on_event(sse, state, where):
+                    async for batch in self._read_events(response, state, where):
+                        for event in batch:
                             yield event
-                        if state.ended:
-                            break
                 downloaded = response.num_bytes_downloaded
         except httpx.TransportError as exc:
             # Once the server has said why it stopped, a failure while waiting for the
@@ -229,6 +231,49 @@ class BaseSSEProvider(BaseProvider, Generic[ConfigT, StateT]):
         if state.usage is not None:
             yield state.usage
         yield state.finish()
+
+    async def _read_events(
+        self, response: httpx.Response, state: StateT, where: str
+    ) -> AsyncIterator[list[ProviderEvent]]:
+        """The provider events of the stream, one list per network read, text merged.
+
+        httpx-sse's own decoders parse the bytes, but per read rather than per event: when
+        the bot falls behind (hundreds of streams), one read holds several events, and their
+        text deltas go up the stack as one :class:`TextDelta`, so every layer above (retries,
+        the reply runner, the stream scheduler) runs once per read instead of once per token.
+        A lagging bot thereby catches up instead of falling further behind.
+        """
+        lines = SSELineDecoder()
+        events = SSEDecoder()
+        batch: list[ProviderEvent] = []
+        try:
+            async for text in response.aiter_text():
+                for line in lines.decode(text):
+                    sse = events.decode(line)
+                    if sse is not None:
+                        batch.extend(self._on_event(sse, state, where))
+                        if state.ended:
+                            break
+                if batch:
+                    merged, batch = _merge_text(batch), []
+                    yield merged
+                if state.ended:
+                    return
+            # a last line without a newline cannot end an event (the spec drops it), but it
+            # may be the blank line that does
+            for line in lines.flush():
+                sse = events.decode(line)
+                if sse is not None:
+                    batch.extend(self._on_event(sse, state, where))
+        except Exception:
+            # an error event (or a transport error) after some text in the same read: the
+            # text still reaches the user first, as it would have one event at a time
+            if batch:
+                merged, batch = _merge_text(batch), []
+                yield merged
+            raise
+        if batch:
+            yield _merge_text(batch)
 
     # ── errors ──────────────────────────────────────────────────────────────────────────────
 
@@ -279,3 +324,21 @@ class BaseSSEProvider(BaseProvider, Generic[ConfigT, StateT]):
     async def aclose(self) -> None:
         """Close the shared HTTP client (and its pooled connections)."""
         await self._client.aclose()
+
+
+def _merge_text(batch: list[ProviderEvent]) -> list[ProviderEvent]:
+    """``batch`` with runs of adjacent text deltas of the same kind joined into one."""
+    if len(batch) < 2:
+        return batch
+    merged: list[ProviderEvent] = []
+    for event in batch:
+        last = merged[-1] if merged else None
+        if (
+            isinstance(event, TextDelta)
+            and isinstance(last, TextDelta)
+            and last.kind == event.kind
+        ):
+            merged[-1] = TextDelta(last.text + event.text, event.kind)
+        else:
+            merged.append(event)
+    return merged

@@ -81,10 +81,10 @@ async def make(fake: FakeGeminiServer, http_client: str):
 
 
 async def test_text_over_several_frames_with_usage(fake: FakeGeminiServer, make):
-    fake.add_reply("Héllo wörld, ünïcode 👋 ok", chunk_size_chars=3, usage=(12, 7))
+    fake.add_reply("Héllo wörld, ünïcode 👋 ok", chunk_size_chars=3, usage=(12, 7), tokens_per_second=200)
     events = await collect(make())
     assert text_of(events) == "Héllo wörld, ünïcode 👋 ok"
-    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob
+    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob (paced: one read per chunk)
     assert events[-2:] == [Usage(12, 7), Finish("stop", "")]
     assert fake.disconnects == 0
 
@@ -182,7 +182,8 @@ async def test_usage_metadata_last_totals_win():
     provider = mock_provider([sse(*frames)])
     events = await collect(provider)
     await provider.aclose()
-    assert events == [TextDelta("a"), TextDelta("b"), TextDelta("c"), Usage(5, 3), Finish("stop", "")]
+    # one mock body = one read: the three text deltas arrive merged
+    assert events == [TextDelta("abc"), Usage(5, 3), Finish("stop", "")]
 
 
 async def test_trailing_usage_frame_after_finish_is_read(fake: FakeGeminiServer, make):

@@ -148,14 +148,32 @@ async def test_recorded_stream_exact_chunk_boundaries(name: str):
         await provider.aclose()
 
 
+async def test_text_of_one_network_read_goes_up_as_one_delta():
+    """A bot that lags behind gets several events per read; their text is merged, so every
+    layer above runs once per read, not once per token (nothing else changes)."""
+    body = fixture_bytes("openai-chat-plain.sse")
+    per_event = [piece + b"\n\n" for piece in body.split(b"\n\n") if piece.strip()]
+    results = {}
+    for plan, pieces in {"one read": [body], "one read per event": per_event}.items():
+        provider = OpenAIProvider(
+            "oa", OpenAIConfig(base_url="http://fake.invalid/v1"), transport=sse_transport(pieces)
+        )
+        events = await collect(provider)
+        await provider.aclose()
+        check_fixture("openai-chat-plain.sse", events)  # same text, usage and finish
+        results[plan] = [e for e in events if isinstance(e, TextDelta)]
+    assert len(results["one read"]) == 1 and results["one read"][0].text == PLAIN
+    assert len(results["one read per event"]) > 10
+
+
 # ── normal replies from the fake ────────────────────────────────────────────────────────────
 
 
 async def test_streams_scripted_reply_with_usage_and_finish(fake: FakeOpenAIServer, make):
-    fake.add_reply("Héllo wörld, ünïcode 👋 ok", chunk_size_chars=3, usage=(12, 7))
+    fake.add_reply("Héllo wörld, ünïcode 👋 ok", chunk_size_chars=3, usage=(12, 7), tokens_per_second=200)
     events = await collect(make())
     assert text_of(events) == "Héllo wörld, ünïcode 👋 ok"
-    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob
+    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob (paced: one read per chunk)
     assert events[-2:] == [Usage(12, 7), Finish("stop", "")]
     assert fake.disconnects == 0
 
