@@ -149,10 +149,13 @@ async def test_recording_without_final_newline_is_complete():
 
 
 async def test_streams_scripted_reply_with_usage_and_finish(fake: FakeAnthropicServer, make):
-    fake.add_reply("Héllo wörld, ünïcode 👋 ok", chunk_size_chars=3, usage=(12, 7), ping_every=2, tokens_per_second=200)
+    # paced, so that each chunk is its own network read (one read = one merged delta)
+    fake.add_reply(
+        "Héllo wörld, ünïcode 👋 ok", chunk_size_chars=3, usage=(12, 7), ping_every=2, tokens_per_second=200
+    )
     events = await collect(make())
     assert text_of(events) == "Héllo wörld, ünïcode 👋 ok"
-    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob (paced: one read per chunk)
+    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob
     assert events[-2:] == [Usage(12, 7), Finish("stop", "")]
 
 

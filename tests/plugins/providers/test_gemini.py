@@ -81,10 +81,11 @@ async def make(fake: FakeGeminiServer, http_client: str):
 
 
 async def test_text_over_several_frames_with_usage(fake: FakeGeminiServer, make):
+    # paced, so that each chunk is its own network read (one read = one merged delta)
     fake.add_reply("Héllo wörld, ünïcode 👋 ok", chunk_size_chars=3, usage=(12, 7), tokens_per_second=200)
     events = await collect(make())
     assert text_of(events) == "Héllo wörld, ünïcode 👋 ok"
-    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob (paced: one read per chunk)
+    assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # streamed, not one blob
     assert events[-2:] == [Usage(12, 7), Finish("stop", "")]
     assert fake.disconnects == 0
 
