@@ -26,6 +26,10 @@ class Command:
 
     ``name`` has no leading slash and is lower case; ``usage`` shows the arguments
     (``"[title]"``); ``admin_only`` commands are refused for non-admins before the handler runs.
+    ``ordered`` (the default) makes later messages of the same chat wait until the handler has
+    finished, so "/new" followed at once by a question answers it in the new conversation; a
+    slow command that leaves the conversation alone (drawing a picture) sets it to ``False``
+    so the chat stays usable meanwhile.
     """
 
     name: str
@@ -33,6 +37,7 @@ class Command:
     handler: CommandHandler
     usage: str = ""
     admin_only: bool = False
+    ordered: bool = True
 
 
 @dataclass(slots=True)

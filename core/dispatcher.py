@@ -35,20 +35,51 @@ class Dispatcher:
         self.app = app
         self._tasks: set[asyncio.Task[None]] = set()
         self._denied: dict[tuple[str, str], float] = {}
+        #: per chat, the task of the last ordered command still running: later messages of the
+        #: chat wait for it (see Command.ordered)
+        self._barriers: dict[ChatKey, asyncio.Task[None]] = {}
 
     async def handle(self, message: IncomingMessage) -> asyncio.Task[None]:
-        """Start handling ``message`` in the background; the task ends when it is answered."""
-        task = asyncio.create_task(self._process(message), name=f"relaybot:{message.chat}")
+        """Start handling ``message`` in the background; the task ends when it is answered.
+
+        Messages of one chat must be handed in in the order they were sent. A message that
+        follows an ordered command (``/new``, ``/switch`` …) starts only once that command has
+        finished; everything else starts at once (replies are serialised per chat by the
+        conversation manager).
+        """
+        chat = message.chat
+        barrier = self._barriers.get(chat)
+        if barrier is not None and barrier.done():
+            barrier = None
+        task = asyncio.create_task(self._process(message, after=barrier), name=f"relaybot:{chat}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self._is_ordered_command(message.text):
+            self._barriers[chat] = task
+            task.add_done_callback(lambda done: self._drop_barrier(chat, done))
         return task
+
+    def _is_ordered_command(self, text: str) -> bool:
+        parsed = parse_command(text)
+        if parsed is None:
+            return False
+        command = self.app.registrations.commands.get(parsed[0])
+        return command is None or command.ordered  # unknown: answered at once anyway
+
+    def _drop_barrier(self, chat: ChatKey, done: asyncio.Task[None]) -> None:
+        if self._barriers.get(chat) is done:
+            del self._barriers[chat]
 
     async def drain(self) -> None:
         """Wait for every message being handled (used at shutdown after replies were stopped)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _process(self, message: IncomingMessage) -> None:
+    async def _process(self, message: IncomingMessage, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:
+            # the command before this message must take effect first; its own failure is
+            # reported by its own task, and cancelling this wait must not cancel it
+            await asyncio.wait([after])
         try:
             decision = self.app.plugins.hook.check_access(message=message)
             if decision is not None and not decision.allowed:

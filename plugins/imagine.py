@@ -384,7 +384,10 @@ async def _send_image(connector: Any, chat: ChatKey, png: bytes, caption: str) -
 
 @hookimpl
 def register_commands(register):  # type: ignore[no-untyped-def]
-    register(Command("imagine", "draw a picture from a description", imagine, usage="<description>"))
+    # not ordered: the chat stays usable while the picture is drawn
+    register(
+        Command("imagine", "draw a picture from a description", imagine, usage="<description>", ordered=False)
+    )
 
 
 @hookimpl

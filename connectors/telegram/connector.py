@@ -105,6 +105,10 @@ class TelegramConnector(BaseConnector):
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
         self._closed = False
+        #: our own PTB request objects (aiohttp), closed by us too: PTB skips closing them
+        #: when ``initialize`` failed half-way (getMe refused), and aiohttp logs an error for
+        #: every session left open
+        self._requests: list[Any] = []
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
@@ -115,24 +119,18 @@ class TelegramConnector(BaseConnector):
         if use_optional(cfg.http_client, "aiohttp", setting="http_client"):
             from .request import AiohttpRequest
 
-            # PTB's HTTP layer on aiohttp: about half the CPU per Bot API call (request.py)
-            builder = builder.request(
+            # PTB's HTTP layer on aiohttp: a fraction of the CPU per Bot API call (request.py)
+            self._requests = [
                 AiohttpRequest(
-                    connection_pool_size=cfg.connection_pool_size,
+                    connection_pool_size=size,
                     connect_timeout=min(10.0, timeout),
                     read_timeout=timeout,
                     write_timeout=timeout,
                     pool_timeout=timeout,
                 )
-            ).get_updates_request(
-                AiohttpRequest(
-                    connection_pool_size=1,
-                    connect_timeout=min(10.0, timeout),
-                    read_timeout=timeout,
-                    write_timeout=timeout,
-                    pool_timeout=timeout,
-                )
-            )
+                for size in (cfg.connection_pool_size, 1)  # API calls; getUpdates
+            ]
+            builder = builder.request(self._requests[0]).get_updates_request(self._requests[1])
         else:
             builder = (
                 builder
@@ -163,6 +161,7 @@ class TelegramConnector(BaseConnector):
             await application.initialize()  # getMe
         except tg.InvalidToken:
             await _quietly(application.shutdown())
+            await self._close_requests()
             raise ConfigError(
                 "Telegram refused the bot token (getMe answered Unauthorized); set it to the "
                 "token @BotFather gave you",
@@ -171,6 +170,7 @@ class TelegramConnector(BaseConnector):
             ) from None
         except tg.TelegramError as exc:
             await _quietly(application.shutdown())
+            await self._close_requests()
             where = self.config.base_url or "https://api.telegram.org"
             raise PlatformError(
                 f"cannot reach the Telegram Bot API at {where}: {redact(exc.message)}"
@@ -288,6 +288,12 @@ class TelegramConnector(BaseConnector):
             if application.running or (application.updater is not None and application.updater.running):
                 await self.stop()
             await _bounded(application.shutdown(), 5.0, "closing the Bot API client")
+        await self._close_requests()
+
+    async def _close_requests(self) -> None:
+        """Close our aiohttp sessions (idempotent; PTB's own shutdown may have done it)."""
+        for request in self._requests:
+            await _quietly(request.shutdown())
 
     # ── incoming ────────────────────────────────────────────────────────────────────────────
 

@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from relaybot import AccessDecision, ReplyStatus, hookimpl
+from relaybot import AccessDecision, Command, ReplyStatus, hookimpl
 from relaybot.testing import BotHarness, FakeOpenAIServer
 
 
@@ -107,6 +107,51 @@ async def test_queue_policy_answers_in_order(make_bot, fake_openai) -> None:
     path = await stored_path(bot)
     assert [m.text.strip() for m in path] == ["a", ("one " * 30).strip(), "b", "two"]
     assert all(m.status == "complete" for m in path)
+
+
+class SlowCommands:
+    """/slownew starts a new conversation after a pause; /slowdraw just takes its time."""
+
+    @hookimpl
+    def register_commands(self, register):
+        async def slownew(ctx):
+            await asyncio.sleep(0.3)
+            await ctx.conversations.new("fresh")
+            await ctx.reply("fresh conversation")
+
+        async def slowdraw(ctx):
+            await asyncio.sleep(1.0)
+            await ctx.reply("drawn")
+
+        register(Command("slownew", "new, slowly", slownew))
+        register(Command("slowdraw", "draw, slowly", slowdraw, ordered=False))
+
+
+async def test_a_message_right_after_a_command_waits_for_it(make_bot, fake_openai) -> None:
+    bot = await make_bot(plugins=[("slow", SlowCommands())])
+    fake_openai.add_reply("noted")
+    await bot.say("remember banana")
+    fake_openai.add_reply("fresh answer")
+    # sent back to back: the question must land in the conversation the command creates
+    command = await bot.send("/slownew", wait=False)
+    question = await bot.send("what was the word?", wait=False)
+    await asyncio.gather(command, question)
+    sent = str(fake_openai.requests[-1].json["messages"])
+    assert "what was the word?" in sent and "banana" not in sent
+    path = await stored_path(bot)
+    assert [m.text for m in path] == ["what was the word?", "fresh answer"]
+
+
+async def test_a_slow_unordered_command_does_not_hold_the_chat(make_bot, fake_openai) -> None:
+    bot = await make_bot(plugins=[("slow", SlowCommands())])
+    fake_openai.add_reply("quick answer")
+    draw = await bot.send("/slowdraw", wait=False)
+    started = asyncio.get_running_loop().time()
+    await bot.send("meanwhile?", wait=True)
+    assert asyncio.get_running_loop().time() - started < 0.9  # answered before the drawing ended
+    assert not draw.done()
+    await draw
+    assert bot.connector.messages(bot.chat())[-1] == "drawn"
 
 
 async def test_stop_command_interrupts(make_bot, fake_openai) -> None:

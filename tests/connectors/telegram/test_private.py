@@ -77,7 +77,10 @@ async def test_commands_menu_help_and_new(tg: FakeTelegramServer, make_tg_bot, f
     tg.send_user_message(45, "remember the word banana")
     await wait_text(tg, 45, "You said: remember the word banana")
     tg.send_user_message(45, "/new")
-    await wait_until(lambda: any("new conversation" in t.lower() for t in texts(tg, 45)), what="/new answer")
+    # (the /help text above also says "new conversation": wait for /new's own answer)
+    await wait_until(
+        lambda: any("Started a new conversation" in t for t in texts(tg, 45)), what="/new answer"
+    )
     tg.send_user_message(45, "what was the word?")
     await wait_text(tg, 45, "You said: what was the word?")
     sent = str(fake_openai.requests[-1].json["messages"])
