@@ -72,7 +72,7 @@ class TelegramConfig(BaseConnectorConfig):
     #: largest photo/image document downloaded (Telegram lets bots fetch up to 20 MB)
     max_download_mb: float = Field(default=20, gt=0, le=2000)
 
-    #: what carries Bot API requests: aiohttp (about half the CPU per call; "auto" uses it when
+    #: what carries Bot API requests: aiohttp (a fraction of the CPU per call; "auto" uses it when
     #: installed) or httpx, python-telegram-bot's default
     http_client: Literal["auto", "aiohttp", "httpx"] = "auto"
     #: HTTP connections to the Bot API (streams in many chats send concurrently)

@@ -1,10 +1,11 @@
 """python-telegram-bot's HTTP layer on aiohttp instead of httpx.
 
-PTB sends every Bot API call through a :class:`telegram.request.BaseRequest`; its default,
-``HTTPXRequest``, costs about 0.8 ms of CPU per call on a 2-core machine, most of it in
-httpx/httpcore/anyio. A bot that streams into hundreds of chats sends a typing action or a
-draft to each of them the moment a message arrives, so that cost is what delays the first
-feedback when many messages come at once (``benchmarks/telegram_requests.py`` measures both).
+PTB sends every Bot API call through a :class:`telegram.request.BaseRequest`. Its default,
+``HTTPXRequest``, cost 1.75–2.9 ms of CPU per call on our 2-core benchmark machine (most of
+it in httpx/httpcore/anyio); this class costs 0.28–0.53 ms. A bot that streams into hundreds
+of chats sends a typing action or a draft to each of them the moment a message arrives, so
+that cost is what delays the first feedback when many messages come at once
+(``benchmarks/telegram_requests.py --transport aiohttp|httpx`` measures both).
 :class:`AiohttpRequest` does the same job through one ``aiohttp.ClientSession``.
 
 Contract (the one PTB's own request classes keep):
