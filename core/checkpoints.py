@@ -33,13 +33,10 @@ class CheckpointWriter:
         self._store = store
         self._gap = gap
         self._pending: dict[int, str] = {}
-        #: ids in the batch being written right now
+        #: ids in the batch being written right now, and the event set once it is written
         self._writing: frozenset[int] = frozenset()
-        self._task: asyncio.Task[None] | None = None
         self._written = asyncio.Event()
-        #: counters (tests, benchmarks): batches written and checkpoints in them
-        self.batches = 0
-        self.checkpoints = 0
+        self._task: asyncio.Task[None] | None = None
 
     def submit(self, reply_id: int, text: str) -> None:
         """Save ``text`` as reply ``reply_id``'s partial text soon (a newer one replaces it)."""
@@ -51,7 +48,7 @@ class CheckpointWriter:
         """Drop the reply's pending checkpoint and wait out one being written (before the
         final write of the reply)."""
         self._pending.pop(reply_id, None)
-        while reply_id in self._writing:
+        if reply_id in self._writing:
             await self._written.wait()
 
     async def aclose(self) -> None:
@@ -71,16 +68,14 @@ class CheckpointWriter:
 
     async def _write_batch(self) -> None:
         batch, self._pending = self._pending, {}
-        self._writing = frozenset(batch)
+        self._writing, self._written = frozenset(batch), asyncio.Event()
+        written = self._written
         try:
             await self._store.checkpoint_texts(batch)
-            self.batches += 1
-            self.checkpoints += len(batch)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.warning("checkpoint of %d streaming reply(ies) failed; the next one retries", len(batch))
         finally:
             self._writing = frozenset()
-            self._written.set()
-            self._written.clear()
+            written.set()

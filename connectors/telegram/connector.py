@@ -35,6 +35,7 @@ from telegram import (
 from telegram import error as tg
 from telegram.constants import ChatAction
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.request import BaseRequest
 
 from relaybot import (
     BaseConnector,
@@ -108,7 +109,7 @@ class TelegramConnector(BaseConnector):
         #: our own PTB request objects (aiohttp), closed by us too: PTB skips closing them
         #: when ``initialize`` failed half-way (getMe refused), and aiohttp logs an error for
         #: every session left open
-        self._requests: list[Any] = []
+        self._requests: list[BaseRequest] = []
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 

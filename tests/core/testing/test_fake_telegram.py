@@ -533,6 +533,24 @@ def test_flood_escalation_resets_after_a_quiet_window() -> None:
     assert flood.check(PRIVATE) == 1
 
 
+def test_flood_reports_which_rule_refused() -> None:
+    from relaybot.core.testing.fake_telegram.flood import FloodControl
+
+    clock = ManualClock()
+    flood = FloodControl(
+        FloodLimits(per_chat_interval=1.0, burst=1, group_per_minute=2, global_per_second=3), clock
+    )
+    assert flood.check(PRIVATE) is None
+    assert flood.check(PRIVATE) == 1  # the chat's own budget is used up
+    assert flood.check(PRIVATE) == 2  # again within the window: escalated
+    clock.advance(1.5)  # the chat's budget refilled, but the 2 s penalty still runs
+    assert flood.check(PRIVATE) is not None
+    clock.advance(10)
+    assert [flood.check(chat) for chat in (-5, -6, -7)] == [None, None, None]
+    assert flood.check(-8) is not None  # the 4th message of this second, across chats
+    assert dict(flood.violations) == {"chat": 2, "penalty": 1, "global": 1}
+
+
 async def test_timeline_records_unpack_as_tuples(tg: FakeTelegramServer, bot: telegram.Bot) -> None:
     sent = await bot.send_message(PRIVATE, "Hi <b>there</b>", parse_mode="HTML")
     t, method, chat_id, message_id, text, status, extra = tg.timeline[-1]
