@@ -1,7 +1,8 @@
 """The fake side of ``benchmarks/streaming.py``: Telegram + OpenAI fakes, injection, verification.
 
 :class:`FakeWorld` starts a :class:`~relaybot.core.testing.fake_telegram.FakeTelegramServer`
-with Telegram's default flood limits and a paced fake OpenAI server whose answer to
+with Telegram's default flood limits and a paced OpenAI-compatible server
+(:mod:`_paced_openai`, lean enough not to fall behind at 1,000 streams) whose answer to
 ``"bench <key>"`` is :func:`reply_tokens` of that key, injects the users' messages and, at the
 end, reads back what each chat shows. It runs either in the benchmark's own process or in a
 child process (:func:`serve_in_child`, driven over a ``multiprocessing`` pipe), so the bot's
@@ -13,14 +14,14 @@ All times are ``time.monotonic()`` (CLOCK_MONOTONIC, the same in every process o
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import resource
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from relaybot.core.testing.fake_openai import FakeOpenAIServer
+from _paced_openai import PacedOpenAIServer
+
 from relaybot.core.testing.fake_telegram import FakeTelegramServer, FloodLimits
 
 TOKEN = "123456:BENCH-TOKEN-abcdef"
@@ -89,38 +90,18 @@ def user_text(key: str) -> str:
     return f"@{BOT_USERNAME} bench {key}" if key.startswith("g") else f"bench {key}"
 
 
-class PacedOpenAI(FakeOpenAIServer):
-    """The fake OpenAI server answering ``bench <key>`` with :func:`reply_tokens`, paced."""
-
-    def __init__(self, plan: Plan) -> None:
-        super().__init__(api_key=API_KEY)
-        self.plan = plan
-
-    async def _chat(self, request: Any) -> Any:
-        try:
-            body = json.loads(await request.body())  # Starlette caches the body for super()
-            last = next(m for m in reversed(body["messages"]) if m.get("role") == "user")
-            content = last["content"]
-            text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-            key = text.rsplit(" ", 1)[-1]
-        except (ValueError, KeyError, StopIteration, AttributeError, TypeError):
-            key = "unknown"
-        # No await between queueing and super() taking it: replies cannot be swapped.
-        self.add_reply(
-            chunk_size_chars=reply_tokens(key, self.plan.tokens),
-            tokens_per_second=self.plan.rate,
-            first_token_delay=self.plan.first_token_delay,
-        )
-        return await super()._chat(request)
-
-
 class FakeWorld:
     """Both fakes, the injection of the users' messages and the read-back of every chat."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.tg = FakeTelegramServer(token=TOKEN, limits=FloodLimits(), bot_username=BOT_USERNAME)
-        self.openai = PacedOpenAI(plan)
+        self.openai = PacedOpenAIServer(
+            api_key=API_KEY,
+            tokens=lambda key: reply_tokens(key, plan.tokens),
+            rate=plan.rate,
+            first_token_delay=plan.first_token_delay,
+        )
         self.injected: dict[str, float] = {}
         self._inject_task: asyncio.Task[None] | None = None
 
@@ -224,7 +205,8 @@ class FakeWorld:
             "platform_429_rules": dict(tg.flood.violations),
             "platform_errors": errors,
             "requests_total": len(tg.timeline),
-            "provider_requests": len(self.openai.requests),
+            "provider_requests": self.openai.requests,
+            "provider_spans": list(self.openai.spans),
         }
 
 

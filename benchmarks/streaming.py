@@ -186,6 +186,13 @@ class Sampler:
             self._task.cancel()
         self.samples.append((time.monotonic(), cpu_seconds(), rss_now_mb()))
 
+    def cores_between(self, start: float, end: float) -> float | None:
+        """Average CPU use (in cores) between two ``time.monotonic()`` instants (≥ 2 s apart)."""
+        inside = [x for x in self.samples if start <= x[0] <= end]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < 2.0:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
     def peak_cores(self, window: int = 5) -> float | None:
         """Highest CPU use (in cores) over any ``window`` consecutive seconds."""
         s = self.samples
@@ -321,6 +328,21 @@ def summarize(
             "platform_429": sum(replies[k]["rate_limited"] for k in keys),
         }
 
+    # The provider streams as the fake sent them: how long each took (ideal: tokens / rate),
+    # how many ran at once, and the bot's CPU while all of them were running.
+    spans = seen.get("provider_spans", [])
+    durations = [end - start for start, end in spans]
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak_streams = 0
+    for _, step in edges:
+        running += step
+        peak_streams = max(peak_streams, running)
+    all_streaming = None
+    if spans and len(spans) == expected:
+        last_start, first_end = max(s for s, _ in spans), min(e for _, e in spans)
+        if first_end > last_start:
+            all_streaming = (last_start, first_end)
+
     feedback_all = [r["feedback_ms"] for r in replies.values() if r["feedback_ms"] is not None]
     missing_feedback = sum(1 for r in replies.values() if r["feedback_ms"] is None)
     result: dict[str, Any] = {
@@ -352,10 +374,17 @@ def summarize(
         "coalesced_deltas": stats.coalesced,
         "scheduler_requests": stats.requests,
         "scheduler_rate_limited": stats.rate_limited,
+        "reads_woken": stats.reads_woken,
         "cpu_s": rnd(cpu, 2),
         "cpu_s_per_reply": rnd(cpu / max(1, len(completed)), 4),
         "cpu_cores_avg": rnd(cpu / wall, 2),
         "cpu_cores_peak_5s": rnd(sampler.peak_cores(), 2),
+        # while every provider stream was running at once (None: they never all overlapped)
+        "cpu_cores_all_streaming": rnd(sampler.cores_between(*all_streaming), 2) if all_streaming else None,
+        "all_streaming_s": rnd(all_streaming[1] - all_streaming[0], 1) if all_streaming else None,
+        "provider_streams_peak": peak_streams,
+        "provider_stream_s_p50": rnd(percentile(durations, 50), 1),
+        "provider_stream_s_max": rnd(max(durations, default=None), 1),
         "rss_mb": rnd(peak_rss, 1),
         "replies_completed": len(completed),
         "replies_expected": expected,

@@ -45,6 +45,7 @@ from .models import (
 )
 from .redact import redact
 from .storage import NewMessage
+from .streaming.demand import text_demand
 
 if TYPE_CHECKING:
     from .app import Relaybot
@@ -342,6 +343,9 @@ class ReplyRunner:
         parts = self.text_parts
         events = provider.stream(request)
         self._events = events
+        # transports that can (the HTTP providers' aiohttp one) let the socket wait while
+        # this chat cannot show new text anyway: see relaybot.core.streaming.demand
+        demand = text_demand.set(self.stream)
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -357,6 +361,7 @@ class ReplyRunner:
                 elif isinstance(event, Finish):
                     self.finish = event
         finally:
+            text_demand.reset(demand)
             await events.aclose()
 
     def _checkpoint(self, reply_id: int) -> None:

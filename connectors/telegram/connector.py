@@ -540,4 +540,3 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
         await awaitable
     except Exception:
         log.debug("ignored an error while cleaning up", exc_info=True)
-

@@ -53,9 +53,15 @@ JSON_LIMIT = 1024 * 1024
 #: a message's text (the page enforces the same)
 MAX_TEXT = 100_000
 MAX_ATTACHMENTS = 8
-_SNIFF = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
-          (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"),
-          (b"MM\x00*", "image/tiff"))
+_SNIFF = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
 _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -63,8 +69,10 @@ _HEADERS = {
 }
 # The page's scripts and styles are our files only: even if some text slipped past the
 # renderer's escaping, an injected <script> or inline handler would not run.
-_PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+_PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 log = logging.getLogger("relaybot.connectors.web")
 
@@ -174,19 +182,34 @@ class _Api:
 
     async def service_worker(self, request: Request) -> Response:
         # served from the root so that its scope covers the whole page
-        return FileResponse(STATIC_DIR / "sw.js", media_type="text/javascript",
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC_DIR / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+        )
 
     async def manifest(self, request: Request) -> Response:
         title = self.connector.config.title
-        return JSONResponse({"name": title, "short_name": title, "start_url": "/", "display": "standalone",
-                             "background_color": "#ffffff", "theme_color": "#10a37f"},
-                            media_type="application/manifest+json")
+        return JSONResponse(
+            {
+                "name": title,
+                "short_name": title,
+                "start_url": "/",
+                "display": "standalone",
+                "background_color": "#ffffff",
+                "theme_color": "#10a37f",
+            },
+            media_type="application/manifest+json",
+        )
 
     async def info(self, request: Request) -> Response:
         cfg = self.connector.config
-        return JSONResponse({"title": cfg.title, "max_upload_mb": cfg.max_upload_mb,
-                             "token_required": cfg.token is not None, "max_text": MAX_TEXT})
+        return JSONResponse(
+            {
+                "title": cfg.title,
+                "max_upload_mb": cfg.max_upload_mb,
+                "token_required": cfg.token is not None,
+                "max_text": MAX_TEXT,
+            }
+        )
 
     # ── events ──────────────────────────────────────────────────────────────────────────────
 
@@ -194,9 +217,14 @@ class _Api:
         client = self._client(request)
         last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         stream = self.connector.hub.stream(client, last, on_open=lambda: self.connector.snapshot(client))
-        return StreamingResponse(stream, media_type="text/event-stream", headers={
-            "Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no",
-        })
+        return StreamingResponse(
+            stream,
+            media_type="text/event-stream",
+            headers={
+                "Cache-Control": "no-cache, no-transform",
+                "X-Accel-Buffering": "no",
+            },
+        )
 
     # ── conversations ───────────────────────────────────────────────────────────────────────
 
@@ -214,10 +242,12 @@ class _Api:
         convs = await store.list_conversations(self.connector.chat_of(client), with_counts=True)
         active = await service.active()
         active_id = active.id if active else None
-        return JSONResponse({
-            "active_id": active_id,
-            "conversations": [conversation_json(c, active=c.id == active_id) for c in convs],
-        })
+        return JSONResponse(
+            {
+                "active_id": active_id,
+                "conversations": [conversation_json(c, active=c.id == active_id) for c in convs],
+            }
+        )
 
     async def conversation(self, request: Request) -> Response:
         client = self._client(request)
@@ -271,8 +301,11 @@ class _Api:
         if len(text) > MAX_TEXT:
             raise ApiError(413, f"the message is too long (limit {MAX_TEXT} characters)")
         uris = data.get("attachments") or []
-        if (not isinstance(uris, list) or len(uris) > MAX_ATTACHMENTS
-                or not all(isinstance(u, str) for u in uris)):
+        if (
+            not isinstance(uris, list)
+            or len(uris) > MAX_ATTACHMENTS
+            or not all(isinstance(u, str) for u in uris)
+        ):
             raise ApiError(400, f"attachments must be a list of at most {MAX_ATTACHMENTS} upload references")
         refs = []
         for uri in uris:
@@ -291,12 +324,18 @@ class _Api:
         images = [{"url": media_url(r.uri), "width": r.width, "height": r.height} for r in refs]
         hub = self.connector.hub
         # other tabs of this browser show the message too; "thinking" is the first feedback
-        hub.publish(client, "user", {"conversation_id": conv.id, "client_message_id": cmid,
-                                     "text": text, "images": images})
+        hub.publish(
+            client,
+            "user",
+            {"conversation_id": conv.id, "client_message_id": cmid, "text": text, "images": images},
+        )
         hub.publish(client, "thinking", {"conversation_id": conv.id, "client_message_id": cmid})
         message = IncomingMessage(
-            chat=self.connector.chat_of(client), user=User(client, "web"), text=text,
-            attachments=tuple(refs), platform_message_id=f"u-{cmid}",
+            chat=self.connector.chat_of(client),
+            user=User(client, "web"),
+            text=text,
+            attachments=tuple(refs),
+            platform_message_id=f"u-{cmid}",
         )
         assert self.connector.handler is not None
         await self.connector.handler(message)
@@ -324,8 +363,9 @@ class _Api:
         client = self._client(request)
         data = await self._json(request)
         conv = await self._target(client, data.get("conversation_id"))
-        self.connector.hub.publish(client, "thinking",
-                                   {"conversation_id": conv.id, "client_message_id": None})
+        self.connector.hub.publish(
+            client, "thinking", {"conversation_id": conv.id, "client_message_id": None}
+        )
         await self.connector.app.dispatcher.regenerate(self.connector.chat_of(client), User(client, "web"))
         return JSONResponse({"conversation_id": conv.id}, status_code=202)
 
@@ -358,9 +398,17 @@ class _Api:
         self.connector.remember_upload(client, ref)
         from .connector import media_url
 
-        return JSONResponse({"uri": ref.uri, "url": media_url(ref.uri), "mime_type": ref.mime_type,
-                             "width": ref.width, "height": ref.height, "size_bytes": ref.size_bytes},
-                            status_code=201)
+        return JSONResponse(
+            {
+                "uri": ref.uri,
+                "url": media_url(ref.uri),
+                "mime_type": ref.mime_type,
+                "width": ref.width,
+                "height": ref.height,
+                "size_bytes": ref.size_bytes,
+            },
+            status_code=201,
+        )
 
     async def media(self, request: Request) -> Response:
         if not token_ok(request, self.connector.token):
@@ -377,8 +425,11 @@ class _Api:
         if mime is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
             mime = "image/webp"
         # content-addressed: the bytes behind a name never change
-        return FileResponse(path, media_type=mime or "application/octet-stream",
-                            headers={"Cache-Control": "private, max-age=31536000, immutable"})
+        return FileResponse(
+            path,
+            media_type=mime or "application/octet-stream",
+            headers={"Cache-Control": "private, max-age=31536000, immutable"},
+        )
 
 
 def _head(path: Path) -> bytes | None:

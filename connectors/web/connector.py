@@ -61,8 +61,11 @@ class LiveMessage:
 
     def ids(self) -> dict[str, Any]:
         """The ids every event about this message carries."""
-        return {"conversation_id": self.conversation_id, "message_id": self.platform_id,
-                "reply_id": self.reply_id}
+        return {
+            "conversation_id": self.conversation_id,
+            "message_id": self.platform_id,
+            "reply_id": self.reply_id,
+        }
 
 
 def split_marker(text: str) -> tuple[str, bool]:
@@ -88,11 +91,16 @@ class _ReplyHooks:
     def after_reply(self, reply: ReplyRecord) -> None:
         if reply.chat.platform != self.connector.name or reply.status != ReplyStatus.FAILED:
             return
-        self.connector.hub.publish(reply.chat.chat, "error", {
-            "conversation_id": reply.conversation_id, "reply_id": reply.message_id,
-            "message_id": reply.platform_message_ids[-1] if reply.platform_message_ids else None,
-            "error": reply.text or "The answer failed.",
-        })
+        self.connector.hub.publish(
+            reply.chat.chat,
+            "error",
+            {
+                "conversation_id": reply.conversation_id,
+                "reply_id": reply.message_id,
+                "message_id": reply.platform_message_ids[-1] if reply.platform_message_ids else None,
+                "error": reply.text or "The answer failed.",
+            },
+        )
 
 
 class WebConnector(BaseConnector):
@@ -160,8 +168,12 @@ class WebConnector(BaseConnector):
             ) from None
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            build_app(self), log_level="warning", access_log=False, lifespan="off",
-            timeout_keep_alive=5, timeout_graceful_shutdown=2,
+            build_app(self),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=2,
         )
         server = uvicorn.Server(config)
         # the bot's CLI owns signal handling; uvicorn must not swallow Ctrl-C
@@ -220,10 +232,18 @@ class WebConnector(BaseConnector):
         ref = await self.app.media.save(image, mime_type=mime_type)
         conversation_id = await self._conversation_id(chat)
         platform_id = f"w{next(self._ids)}"
-        self.hub.publish(chat.chat, "image", {
-            "conversation_id": conversation_id, "message_id": platform_id,
-            "url": media_url(ref.uri), "caption": caption, "width": ref.width, "height": ref.height,
-        })
+        self.hub.publish(
+            chat.chat,
+            "image",
+            {
+                "conversation_id": conversation_id,
+                "message_id": platform_id,
+                "url": media_url(ref.uri),
+                "caption": caption,
+                "width": ref.width,
+                "height": ref.height,
+            },
+        )
         return platform_id
 
     # ── helpers for the API ─────────────────────────────────────────────────────────────────
@@ -278,8 +298,11 @@ class WebConnector(BaseConnector):
         leaf = await store.get_message(conv.leaf_id)
         if leaf is None or leaf.role != Role.ASSISTANT:
             return conv.id, None
-        if (leaf.status == ReplyStatus.STREAMING or reply_to is not None
-                or self.app.conversations.is_streaming(chat)):
+        if (
+            leaf.status == ReplyStatus.STREAMING
+            or reply_to is not None
+            or self.app.conversations.is_streaming(chat)
+        ):
             self._claimed[leaf.id] = None
             while len(self._claimed) > MAX_LIVE:
                 self._claimed.popitem(last=False)
@@ -292,15 +315,18 @@ class WebConnector(BaseConnector):
             text, interrupted = split_marker(text)
         if text.startswith(live.text):
             if len(text) > len(live.text):
-                self.hub.publish(live.client, "delta", {**live.ids(), "text": text[len(live.text):]})
+                self.hub.publish(live.client, "delta", {**live.ids(), "text": text[len(live.text) :]})
         else:
             self.hub.publish(live.client, "replace", {**live.ids(), "text": text})
         live.text = text
         if final:
             live.final = True
             self._live.pop(live.platform_id, None)
-            self.hub.publish(live.client, "interrupted" if interrupted else "done",
-                             {**live.ids(), "status": "interrupted" if interrupted else "complete"})
+            self.hub.publish(
+                live.client,
+                "interrupted" if interrupted else "done",
+                {**live.ids(), "status": "interrupted" if interrupted else "complete"},
+            )
 
 
 def media_url(uri: str) -> str:

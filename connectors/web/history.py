@@ -89,8 +89,11 @@ async def history_page(
     if start is None:
         return {"conversation_id": conv.id, "messages": [], "has_more": False}
     path = await store.path(start, limit=limit)
-    return {"conversation_id": conv.id, "messages": [message_json(m) for m in path],
-            "has_more": path.truncated}
+    return {
+        "conversation_id": conv.id,
+        "messages": [message_json(m) for m in path],
+        "has_more": path.truncated,
+    }
 
 
 async def _on_path(connector: WebConnector, conv: Conversation, message: StoredMessage) -> bool:
@@ -114,5 +117,6 @@ def export_response(conv: Conversation, fmt: str, text: str) -> Response:
     media = "application/json" if fmt == "json" else "text/markdown; charset=utf-8"
     if fmt == "json":
         text = json.dumps(json.loads(text), ensure_ascii=False, indent=2)
-    return Response(text, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'})
+    return Response(
+        text, media_type=media, headers={"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'}
+    )

@@ -120,8 +120,9 @@ class EventHub:
             return -1
         return int(seq)
 
-    async def stream(self, client: str, last_event_id: str | None,
-                     on_open: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self, client: str, last_event_id: str | None, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[bytes]:
         """The SSE byte stream of one tab: replay (or reset), then live events, keep-alives.
 
         ``on_open`` (a callable taking nothing) runs after the subscription is registered and

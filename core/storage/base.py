@@ -7,15 +7,13 @@ see the :mod:`~relaybot.core.storage.store` docstring for the concurrency rules 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Concatenate, ParamSpec, Self, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,12 +26,15 @@ from relaybot.core.storage.engine import (
     SQLITE_IMMEDIATE,
     Target,
     create_engine,
+    create_sqlite_engine,
     head_revision,
     migrate,
+    migrate_sqlite,
     parse_url,
     translate_error,
 )
 from relaybot.core.storage.schema import chats, utcnow
+from relaybot.core.storage.sqlite_worker import SQLiteWorker, ThreadConnection
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,16 @@ _new_chats: ContextVar[dict[tuple[str, str, str], int] | None] = ContextVar(
 def translated(
     fn: Callable[Concatenate[S, P], Awaitable[R]],
 ) -> Callable[Concatenate[S, P], Awaitable[R]]:
-    """Re-raise database/OS errors of a Store method as an actionable StorageError."""
+    """Run a Store method where its backend wants it; re-raise database/OS errors as an
+    actionable StorageError. Every public data method of the store carries it."""
 
     @functools.wraps(fn)
     async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            worker = self._worker
+            if worker is not None and not worker.in_thread():
+                # SQLite: the whole call runs on the store's thread (nested calls run inline)
+                return await worker.run(fn, self, *args, **kwargs)
             return await fn(self, *args, **kwargs)
         except StorageError:
             raise
@@ -71,22 +77,24 @@ class StoreBase:
     """Connection lifecycle, transactions and chat ids; :class:`~relaybot.core.storage.Store`
     adds the data API on top. Not meant to be used on its own."""
 
-    def __init__(self, engine: AsyncEngine, target: Target) -> None:
-        """Wrap an engine whose database is already migrated; use :meth:`open` instead."""
-        self._engine = engine
+    def __init__(self, engine: AsyncEngine | SQLiteWorker, target: Target) -> None:
+        """Wrap a migrated database: PostgreSQL through an ``AsyncEngine``, SQLite through a
+        :class:`~.sqlite_worker.SQLiteWorker`. Use :meth:`open` instead."""
         self._target = target
-        # Write transactions on SQLite start with BEGIN IMMEDIATE (see engine.SQLITE_IMMEDIATE).
-        self._writer = (
-            engine.execution_options(**{SQLITE_IMMEDIATE: True}) if target.backend == "sqlite" else engine
-        )
-        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if target.backend == "sqlite" else contextlib.nullcontext()
-        )
-        # An in-memory database is one shared connection: readers must queue as well.
-        self._read_lock: contextlib.AbstractAsyncContextManager[Any] = (
-            self._write_lock if target.memory else contextlib.nullcontext()
-        )
+        #: SQLite: the thread every call runs on (it also serialises the writes)
+        self._worker = engine if isinstance(engine, SQLiteWorker) else None
+        #: PostgreSQL: the async engine (asyncpg needs no thread)
+        self._engine = engine if isinstance(engine, AsyncEngine) else None
         self._chat_ids: dict[tuple[str, str, str], int] = {}
+
+    @property
+    def sql_engine(self) -> sa.Engine:
+        """The synchronous engine under the store, whose events see every statement (tests,
+        instrumentation). Do not run queries on it directly: use the store's methods."""
+        if self._worker is not None:
+            return self._worker.engine
+        assert self._engine is not None
+        return self._engine.sync_engine
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -116,13 +124,17 @@ class StoreBase:
                     f"{target.sqlite_path}: {exc.strerror or exc}. Create it (writable by "
                     "relaybot) or point [storage] url at another path"
                 ) from exc
-            # Open the file once synchronously first: when aiosqlite fails to connect it
-            # leaves its worker thread behind (aiosqlite#35-style leak), which later crashes
-            # on the closed event loop; sqlite3 fails cleanly and gives the same error.
+        if target.backend == "sqlite":
+            worker = SQLiteWorker(create_sqlite_engine(target))
             try:
-                await asyncio.to_thread(_probe_sqlite, target.sqlite_path, busy_timeout_ms)
-            except sqlite3.Error as exc:
-                raise translate_error(exc, target) from exc
+                await worker.call(migrate_sqlite, target, worker.engine)
+            except BaseException as exc:
+                await worker.close()
+                if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
+                    raise translate_error(exc, target) from exc
+                raise
+            log.debug("storage ready: %s", target.safe_url)
+            return cls(worker, target)
         engine = create_engine(target, connect_timeout=connect_timeout)
         try:
             await migrate(target, engine)
@@ -136,7 +148,10 @@ class StoreBase:
 
     async def close(self) -> None:
         """Close every pooled connection. The store is unusable afterwards."""
-        await self._engine.dispose()
+        if self._worker is not None:
+            await self._worker.close()
+        elif self._engine is not None:
+            await self._engine.dispose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -162,11 +177,18 @@ class StoreBase:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE on the store's thread)."""
         pending: dict[tuple[str, str, str], int] = {}
         token = _new_chats.set(pending)
         try:
-            async with self._write_lock, self._writer.connect() as conn:
-                async with conn.begin():
+            if self._worker is not None:
+                with self._sqlite_connection() as sync_conn:
+                    sync_conn = sync_conn.execution_options(**{SQLITE_IMMEDIATE: True})
+                    with sync_conn.begin():
+                        yield ThreadConnection(sync_conn)  # type: ignore[misc]
+            else:
+                assert self._engine is not None
+                async with self._engine.connect() as conn, conn.begin():
                     yield conn
             # Chat ids seen in this transaction are cached only once it committed: a
             # rolled-back insert must not leave an id that points at no row.
@@ -176,8 +198,31 @@ class StoreBase:
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._read_lock, self._engine.connect() as conn:
-            yield conn
+        """A connection for reading (SQLite: on the store's thread)."""
+        if self._worker is not None:
+            with self._sqlite_connection() as sync_conn:
+                yield ThreadConnection(sync_conn)  # type: ignore[misc]
+        else:
+            assert self._engine is not None
+            async with self._engine.connect() as conn:
+                yield conn
+
+    def _sqlite_connection(self) -> sa.Connection:
+        assert self._worker is not None and self._worker.in_thread(), "SQLite work off its thread"
+        return self._worker.engine.connect()
+
+    @translated
+    async def run_sync(
+        self, fn: Callable[Concatenate[sa.Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run ``fn(connection, *args, **kwargs)``, a synchronous SQLAlchemy function, in one
+        write transaction, where the backend runs its work (SQLite: the store's thread).
+
+        For maintenance, tests and plugins that need SQL the data API lacks; it commits when
+        ``fn`` returns and rolls back when it raises.
+        """
+        async with self._write() as conn:
+            return await conn.run_sync(fn, *args, **kwargs)
 
     # -- chats --------------------------------------------------------------------------------
 
@@ -213,8 +258,3 @@ class StoreBase:
         if pending is not None:
             pending[key] = row_id
         return row_id
-
-
-def _probe_sqlite(path: str, busy_timeout_ms: int) -> None:
-    """Open (creating if missing) and close the SQLite file at ``path``; raises sqlite3.Error."""
-    sqlite3.connect(path, timeout=busy_timeout_ms / 1000).close()

@@ -135,13 +135,30 @@ def create_engine(
             f"{target.where} needs the {module!r} driver, which is not installed: pip install '{extra}'"
         ) from exc
     if target.backend == "sqlite":
-        _tune_sqlite(engine, target.busy_timeout_ms, foreign_keys=foreign_keys)
+        _tune_sqlite(engine.sync_engine, target.busy_timeout_ms, foreign_keys=foreign_keys)
     return engine
 
 
-def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, foreign_keys: bool) -> None:
-    sync_engine = engine.sync_engine
+def create_sqlite_engine(target: Target, *, foreign_keys: bool = True, pooled: bool = True) -> sa.Engine:
+    """The synchronous (pysqlite) engine for a SQLite ``target``, tuned like :func:`create_engine`.
 
+    The Store runs it on its own thread (:mod:`.sqlite_worker`); connections may be made on
+    any thread but each is used by one thread at a time.
+    """
+    kwargs: dict[str, Any] = {
+        # sqlite3's connect timeout is the same busy wait as PRAGMA busy_timeout
+        "connect_args": {"timeout": target.busy_timeout_ms / 1000, "check_same_thread": False},
+    }
+    if target.memory:
+        kwargs["poolclass"] = StaticPool  # one shared connection, or each sees its own empty DB
+    elif not pooled:
+        kwargs["poolclass"] = NullPool
+    engine = sa.create_engine(target.url.set(drivername="sqlite+pysqlite"), **kwargs)
+    _tune_sqlite(engine, target.busy_timeout_ms, foreign_keys=foreign_keys)
+    return engine
+
+
+def _tune_sqlite(sync_engine: sa.Engine, busy_timeout_ms: int, *, foreign_keys: bool) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module (it would BEGIN lazily and
@@ -199,23 +216,50 @@ async def migrate(target: Target, engine: AsyncEngine, *, version_dirs: Sequence
         async with migrator.connect() as conn:
             conn = await conn.execution_options(**{SQLITE_IMMEDIATE: True})
             async with conn.begin():
-                await conn.run_sync(run_migrations, version_dirs)
-                if target.backend == "sqlite":
-                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).first()
-                    if broken is not None:
-                        raise StorageError(
-                            f"migrating {target.where} would break references "
-                            f"(table {broken[0]}); nothing was changed. Please report this"
-                        )
+                await conn.run_sync(_migrate_in, target, version_dirs)
     except CommandError as exc:
-        # Typically: the database was migrated by a newer relaybot than this one.
-        raise StorageError(
-            f"cannot migrate {target.where}: {exc}. If a newer relaybot version used this "
-            "database, upgrade relaybot (or point [storage] url at another database)"
-        ) from exc
+        raise _newer_schema(target, exc) from exc
     finally:
         if separate:
             await migrator.dispose()
+
+
+def migrate_sqlite(target: Target, engine: sa.Engine, *, version_dirs: Sequence[str] = ()) -> None:
+    """:func:`migrate` for the synchronous SQLite engine of :func:`create_sqlite_engine`
+    (same rules: foreign keys off on a separate connection, BEGIN IMMEDIATE, checked)."""
+    from alembic.util import CommandError
+
+    migrator = engine if target.memory else create_sqlite_engine(target, foreign_keys=False, pooled=False)
+    try:
+        with migrator.connect() as conn:
+            conn = conn.execution_options(**{SQLITE_IMMEDIATE: True})
+            with conn.begin():
+                _migrate_in(conn, target, version_dirs)
+    except CommandError as exc:
+        raise _newer_schema(target, exc) from exc
+    finally:
+        if migrator is not engine:
+            migrator.dispose()
+
+
+def _migrate_in(conn: sa.Connection, target: Target, version_dirs: Sequence[str]) -> None:
+    """Upgrade inside the caller's transaction; on SQLite refuse a result with broken references."""
+    run_migrations(conn, version_dirs)
+    if target.backend == "sqlite":
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+        if broken is not None:
+            raise StorageError(
+                f"migrating {target.where} would break references "
+                f"(table {broken[0]}); nothing was changed. Please report this"
+            )
+
+
+def _newer_schema(target: Target, exc: Exception) -> StorageError:
+    # Typically: the database was migrated by a newer relaybot than this one.
+    return StorageError(
+        f"cannot migrate {target.where}: {exc}. If a newer relaybot version used this "
+        "database, upgrade relaybot (or point [storage] url at another database)"
+    )
 
 
 async def head_revision(conn: AsyncConnection) -> str | None:

@@ -9,10 +9,11 @@ Model (see :mod:`relaybot.core.storage.schema` for the tables):
   moves the leaf; branching (``create_conversation(branch_from=…)`` or ``add_message`` with an
   explicit ``parent_id``) shares the older messages instead of copying them.
 
-Concurrency: every method is one short transaction. On SQLite, writes from this process are
-queued on an ``asyncio.Lock`` (SQLite has a single writer anyway; queueing in-process avoids
-busy-waiting) and take the write lock at ``BEGIN IMMEDIATE`` so other processes wait up to
-``busy_timeout``; readers never wait thanks to WAL. On PostgreSQL, writers in different chats
+Concurrency: every method is one short transaction. On SQLite, every call runs whole on the
+store's own thread (:mod:`relaybot.core.storage.sqlite_worker`), one at a time in call order:
+SQLite has a single writer anyway, and one thread hop per call costs a fraction of one per
+cursor operation. Writes take the write lock at ``BEGIN IMMEDIATE`` so other processes wait up
+to ``busy_timeout``; thanks to WAL, their readers never wait. On PostgreSQL, writers in different chats
 run in parallel, and ``add_message`` locks its conversation row (``FOR UPDATE``) so concurrent
 appends to one conversation still form a single chain.
 

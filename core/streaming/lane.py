@@ -58,6 +58,9 @@ class SchedulerStats:
     coalesced: int = 0
     #: other platform errors (each retried or given up on)
     errors: int = 0
+    #: times a chat's turn came while its provider stream was still deferred (see
+    #: :mod:`.demand`): that frame missed the text waiting in the socket, the next one has it
+    reads_woken: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +100,17 @@ class GlobalPacer:
     timer releases the head waiter and re-arms itself while others wait.
     """
 
-    __slots__ = ("_clock", "_timer", "_waiters", "interval", "next_at")
+    __slots__ = ("_clock", "_timer", "_waiters", "interval", "issued", "next_at", "released")
 
     def __init__(self, rate: float, clock: Callable[[], float]) -> None:
         self.interval = 1.0 / rate
         self._clock = clock
         #: earliest time the next request may go
         self.next_at = clock()
+        #: waiters queued so far, and how many of them left the queue (served or cancelled):
+        #: a waiter's ticket (``issued`` when it queued) minus ``released`` is its place in line
+        self.issued = 0
+        self.released = 0
         self._waiters: deque[asyncio.Future[float]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -121,9 +128,20 @@ class GlobalPacer:
             return now
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
+        self.issued += 1
         if self._timer is None:
             self._arm()
         return await future
+
+    def turn_at(self, ticket: int = 0) -> float:
+        """Earliest time the waiter holding ``ticket`` gets its turn (O(1), a lower bound).
+
+        ``ticket`` 0 means a request that is not queued yet and would join at the back. Used
+        to let provider streams wait while a chat cannot be shown new text anyway
+        (:mod:`.demand`); a connector-wide 429 pause is not included (lanes add it).
+        """
+        ahead = ticket - self.released - 1 if ticket else len(self._waiters)
+        return self.next_at + max(0, ahead) * self.interval
 
     def drain(self, now: float) -> None:
         """After a connector-wide 429: nothing goes before one more interval has passed."""
@@ -142,6 +160,7 @@ class GlobalPacer:
             return
         while self._waiters:
             future = self._waiters.popleft()
+            self.released += 1
             if not future.done():  # a cancelled lane leaves a cancelled future behind
                 future.set_result(due)
                 self.next_at = now + self.interval
@@ -244,6 +263,7 @@ class Lane:
         "interval",
         "last_typing",
         "next_ok",
+        "pacer_ticket",
         "paused_until",
         "ready",
         "slow",
@@ -262,6 +282,8 @@ class Lane:
         self.paused_until = float("-inf")
         self.slow = 1.0
         self.slow_until = float("-inf")
+        #: this lane's place in the connector-wide pacer's queue while it waits there (else 0)
+        self.pacer_ticket = 0
         #: when each thread (or the chat itself) last got a typing indicator
         self.last_typing: dict[ChatKey, float] = {}
         self.streams: set[ReplyStream] = set()
@@ -327,9 +349,7 @@ class Lane:
             self.paused_until = max(self.paused_until, now + retry_after)
         self.slow = min(self.slow * 2.0, MAX_SLOWDOWN)
         self.slow_until = now + retry_after + SLOWDOWN_WINDOW
-        log.warning(
-            "%s: rate limited (%s scope), pausing %.1fs", self.chat, exc.scope, retry_after
-        )
+        log.warning("%s: rate limited (%s scope), pausing %.1fs", self.chat, exc.scope, retry_after)
 
     def typing(self, now: float, chat: ChatKey | None = None) -> None:
         """Refresh the typing indicator of ``chat`` (a thread of this lane's chat, or the chat
@@ -409,12 +429,21 @@ class Lane:
         elif pacer is not None:
             clock = self._sched.clock
             if not pacer.try_take(clock()):
-                allowed = max(allowed, await pacer.acquire())
+                self.pacer_ticket = pacer.issued + 1  # acquire() queues it as the next ticket
+                try:
+                    allowed = max(allowed, await pacer.acquire())
+                finally:
+                    self.pacer_ticket = 0
                 if self.blocked_until() > clock():
                     stream._untrace(job)
                     self.enqueue(stream, front=True)  # a 429 arrived meanwhile
                     return
                 stream._untrace(job)  # the fresher job below carries this one's text
+                if stream.read_gate.sleeping:
+                    # our turn came sooner than text_wanted_in() said (chats ahead left the
+                    # queue): the provider's reader reads its backlog now, for the next frame
+                    stream.read_gate.wake()
+                    self._sched.stats.reads_woken += 1
                 job = stream._job()  # carry what arrived while we waited
                 if job is None:
                     return

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from ..models import ChatKey
+from .demand import ReadGate
 from .text import Fence, Part, cut_part, fit_fence, render, scan_fences, text_length
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ class ReplyStream:
         "draft_id",
         "mode",
         "private",
+        "read_gate",
     )
 
     def __init__(
@@ -205,6 +207,9 @@ class ReplyStream:
         self._traced = scheduler.trace is not None
         self._text_at = 0.0
         self._future: asyncio.Future[ReplyResult] = asyncio.get_running_loop().create_future()
+        #: where the provider's reader sleeps while this chat cannot show text (see
+        #: :mod:`.demand`; the lane wakes it if the chat's turn comes early)
+        self.read_gate = ReadGate()
 
     # -- producer API ----------------------------------------------------------------------
 
@@ -246,12 +251,29 @@ class ReplyStream:
         elif len(self._chunks) >= _COMPACT_EVERY:
             self._chunks = ["".join(self._chunks)]
 
+    def text_wanted_in(self) -> float:
+        """Seconds until text appended now could go out (:class:`~.demand.TextDemand`).
+
+        Zero while the chat's budget allows a request, once the reply is finished, and when
+        not coalescing; else the time until the chat's interval (or 429 pause) ends or the
+        connector-wide pacer reaches this chat, whichever is later. Both are lower bounds, so
+        a reader that waits this long never holds back text that could have been shown.
+        """
+        if self._state is not _State.OPEN or self._deferred is not None or self._backlog is not None:
+            return 0.0
+        lane = self._lane
+        sched = self._sched
+        at = lane.earliest()
+        pacer = sched.pacer
+        if pacer is not None:
+            at = max(at, pacer.turn_at(lane.pacer_ticket))
+        wait = at - sched.clock()
+        return wait if wait > 0.0 else 0.0
+
     def _add(self, delta: str) -> bool:
         """Record ``delta`` in the tail; return True when that finalised a message (a cut)."""
         self._chunks.append(delta)
-        self._seg_units += (
-            text_length(delta, "utf16") if self._utf16 and not delta.isascii() else len(delta)
-        )
+        self._seg_units += text_length(delta, "utf16") if self._utf16 and not delta.isascii() else len(delta)
         self._version += 1
         if self._seg_units + self._prefix_units > self._limit:
             self._cut()
@@ -353,16 +375,12 @@ class ReplyStream:
         """Finalise segments until the tail fits (runs about once per ``max_length`` units)."""
         text = self._tail()
         while self._seg_units + self._prefix_units > self._limit:
-            cut, part = cut_part(
-                text, self._limit, self._unit, self._fence, line_start=self._line_start
-            )
+            cut, part = cut_part(text, self._limit, self._unit, self._fence, line_start=self._line_start)
             self._parts.append(part)
             self._fence = fit_fence(part.fence_out, self._limit, self._unit)
             self._line_start = part.body.endswith("\n")
             text = text[cut:]
-            self._prefix_units = (
-                text_length(self._fence.opener, self._unit) if self._fence is not None else 0
-            )
+            self._prefix_units = text_length(self._fence.opener, self._unit) if self._fence is not None else 0
             self._seg_units = text_length(text, self._unit)
         self._chunks = [text] if text else []
 

@@ -163,9 +163,7 @@ class StreamScheduler:
             if self._new_lanes % _SWEEP_EVERY == 0:
                 self._sweep()
         draft_id = (next(self._draft_ids) - 1) % _MAX_DRAFT_ID + 1
-        stream = ReplyStream(
-            self, lane, chat=chat, private=private, reply_to=reply_to, draft_id=draft_id
-        )
+        stream = ReplyStream(self, lane, chat=chat, private=private, reply_to=reply_to, draft_id=draft_id)
         lane.join(stream, private=private)
         if not feedback:
             stream._placeholder = False

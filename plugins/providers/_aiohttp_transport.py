@@ -18,6 +18,11 @@ the user sees the same, accurate message whichever transport runs:
 * the server closes the connection before the headers or in the middle of the body, or sends a
   truncated chunked body → :class:`httpx.RemoteProtocolError`; a reset → :class:`httpx.ReadError`.
 
+Read pacing: when the core streams a reply (:mod:`relaybot.core.streaming.demand`), a response
+whose text the chat cannot show yet pauses its socket between reads, for at most
+:data:`MAX_READ_DEFERRAL` seconds (a quarter of the ``read`` timeout if that is shorter), and
+the backlog is read in one go shortly before the chat's next frame.
+
 Messages name what happened and the host, never the URL's path or query (Gemini's key can sit
 in the query) nor any header. Bodies are passed on undecoded: httpx itself decodes
 ``Content-Encoding``, as with its own transport. Proxies from the environment keep working:
@@ -30,13 +35,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import httpx
 from yarl import URL
 
-__all__ = ["AiohttpTransport"]
+from relaybot.core.streaming.demand import TextDemand, current_text_demand, defer_reading
+
+__all__ = ["MAX_READ_DEFERRAL", "AiohttpTransport"]
+
+#: longest a streamed response is left unread while its chat cannot show text (seconds)
+MAX_READ_DEFERRAL = 1.0
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -108,7 +118,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=response.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
-            stream=_ResponseStream(response, request, host),
+            stream=_ResponseStream(
+                response,
+                request,
+                host,
+                current_text_demand(),
+                MAX_READ_DEFERRAL if read is None else min(MAX_READ_DEFERRAL, read / 4),
+            ),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
@@ -121,31 +137,66 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class _ResponseStream(httpx.AsyncByteStream):
-    """The body as aiohttp delivers it: each chunk as soon as it arrives (SSE wants that)."""
+    """The body as aiohttp delivers it: each chunk as soon as it arrives (SSE wants that),
+    unless ``demand`` says the text cannot be shown yet (see the module docstring)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request, host: str) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        request: httpx.Request,
+        host: str,
+        demand: TextDemand | None = None,
+        max_deferral: float = MAX_READ_DEFERRAL,
+    ) -> None:
         self._response = response
         self._request = request
         self._host = host
+        self._demand = demand
+        self._max_deferral = max_deferral
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
+        demand = self._demand
         try:
             while True:
                 chunk = await content.readany()
                 if not chunk:
                     return
                 yield chunk
+                if demand is not None:
+                    await self._defer(demand)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise _mapped(exc, self._request, self._host, before_response=False) from exc
+
+    async def _defer(self, demand: TextDemand) -> None:
+        """Leave the socket unread while the consumer cannot show text (the kernel buffers)."""
+        connection = self._response.connection
+        transport = connection.transport if connection is not None else None
+        if transport is None:
+            return
+        await defer_reading(
+            demand,
+            pause=lambda: _flow(transport.pause_reading),
+            resume=lambda: _flow(transport.resume_reading),
+            max_wait=self._max_deferral,
+        )
 
     async def aclose(self) -> None:
         # release() returns a fully read connection to the pool; an unfinished one is closed
         self._response.release()
         if not self._response.content.at_eof():
             self._response.close()
+
+
+def _flow(switch: Callable[[], None]) -> None:
+    """Pause or resume a socket's reading; a closed one has nothing to switch (the next
+    read reports why it closed)."""
+    try:
+        switch()
+    except (RuntimeError, AttributeError, NotImplementedError):
+        pass
 
 
 def _mapped(

@@ -333,11 +333,7 @@ def _merge_text(batch: list[ProviderEvent]) -> list[ProviderEvent]:
     merged: list[ProviderEvent] = []
     for event in batch:
         last = merged[-1] if merged else None
-        if (
-            isinstance(event, TextDelta)
-            and isinstance(last, TextDelta)
-            and last.kind == event.kind
-        ):
+        if isinstance(event, TextDelta) and isinstance(last, TextDelta) and last.kind == event.kind:
             merged[-1] = TextDelta(last.text + event.text, event.kind)
         else:
             merged.append(event)

@@ -312,7 +312,7 @@ async def test_storage_writes_per_reply_are_constant(make_bot, fake_openai) -> N
         if statement.startswith("BEGIN IMMEDIATE"):  # every SQLite write transaction
             writes.append(statement)
 
-    engine = bot.app.store._engine.sync_engine
+    engine = bot.app.store.sql_engine
     event.listen(engine, "before_cursor_execute", on_sql)
     await bot.say("first", message_id="u0")  # creates the conversation: one write more
     for n, length in enumerate((10, 2000, 30_000)):  # the longest is split over messages

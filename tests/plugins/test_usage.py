@@ -23,8 +23,11 @@ async def replies(bot: BotHarness) -> list:
 
 
 async def backdate(bot: BotHarness, message_id: int, when: datetime) -> None:
-    async with bot.app.store._write() as conn:
-        await conn.execute(sa.update(messages).where(messages.c.id == message_id).values(created_at=when))
+    await bot.app.store.run_sync(
+        lambda conn: conn.execute(
+            sa.update(messages).where(messages.c.id == message_id).values(created_at=when)
+        )
+    )
 
 
 async def test_usage_shows_tokens_and_cost(make_bot, fake_openai) -> None:

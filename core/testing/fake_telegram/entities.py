@@ -144,9 +144,7 @@ def detect_entities(text: str, entities: list[Entity]) -> list[Entity]:
     """
     if not any(mark in text for mark in ("/", "@", "#")):
         return entities
-    blocked = [
-        (e["offset"], e["offset"] + e["length"]) for e in entities if e["type"] not in _FORMATTING
-    ]
+    blocked = [(e["offset"], e["offset"] + e["length"]) for e in entities if e["type"] not in _FORMATTING]
     found: list[Entity] = []
     for match in _AUTO_PATTERN.finditer(text):
         kind = match.lastgroup or "url"

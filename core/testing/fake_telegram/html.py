@@ -92,9 +92,7 @@ def parse_html(text: str) -> tuple[str, list[Entity]]:
             raise EntityParseError(f"Unclosed start tag at byte offset {utf8_offset(text, begin)}")
         tag = text[i + 1 : name_end].lower()
         if tag not in _TAGS:
-            raise EntityParseError(
-                f'Unsupported start tag "{tag}" at byte offset {utf8_offset(text, begin)}'
-            )
+            raise EntityParseError(f'Unsupported start tag "{tag}" at byte offset {utf8_offset(text, begin)}')
         close = text.find(">", name_end)
         if close == -1:
             raise EntityParseError(f"Unclosed start tag at byte offset {utf8_offset(text, begin)}")
@@ -109,17 +107,14 @@ def parse_html(text: str) -> tuple[str, list[Entity]]:
             )
         if tag == "tg-emoji" and not attributes.get("emoji-id"):
             raise EntityParseError(
-                f'Tag "tg-emoji" must have attribute "emoji-id" at byte offset '
-                f"{utf8_offset(text, begin)}"
+                f'Tag "tg-emoji" must have attribute "emoji-id" at byte offset {utf8_offset(text, begin)}'
             )
         if tag == "blockquote" and "expandable" in attributes:
             kind = "expandable_blockquote"
         stack.append(_Open(tag, kind, units, len(out), attributes))
         i = close + 1
     if stack:
-        raise EntityParseError(
-            f'Can\'t find end tag corresponding to start tag "{stack[-1].tag}"'
-        )
+        raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1].tag}"')
     return "".join(out), _merge_pre_code(sort_entities(entities))
 
 

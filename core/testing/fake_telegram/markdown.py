@@ -38,9 +38,7 @@ class _Open:
 
 
 def _reserved(char: str) -> EntityParseError:
-    return EntityParseError(
-        f"Character '{char}' is reserved and must be escaped with the preceding '\\'"
-    )
+    return EntityParseError(f"Character '{char}' is reserved and must be escaped with the preceding '\\'")
 
 
 def parse_markdown_v2(text: str) -> tuple[str, list[Entity]]:
@@ -168,9 +166,7 @@ def _ends(kind: str, text: str, i: int) -> bool:
     return c == "]"  # text_link, custom_emoji
 
 
-def _close(
-    opened: _Open, text: str, i: int, out: list[str], units: int, entities: list[Entity]
-) -> int:
+def _close(opened: _Open, text: str, i: int, out: list[str], units: int, entities: list[Entity]) -> int:
     """Finish ``opened`` at markup index ``i``; append its entity; return the next index."""
     kind = opened.type
     extra: dict[str, str] = {}

@@ -164,9 +164,7 @@ class BotApi:
         retry_after = self.flood.check(chat.id)
         if retry_after is not None:
             call.extra["retry_after"] = retry_after
-            raise ApiError(
-                429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
-            )
+            raise ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
 
     def _text(
         self, params: Params, name: str, *, entities_name: str, limit: int, empty: str | None,
@@ -278,9 +276,7 @@ class BotApi:
         if params.get_bool("drop_pending_updates"):
             self.updates.drop_pending()
         if self.updates.webhook_url:
-            self.updates.set_webhook(
-                "", secret=None, allowed=None, drop_pending=False, max_connections=None
-            )
+            self.updates.set_webhook("", secret=None, allowed=None, drop_pending=False, max_connections=None)
         return True
 
     async def _getWebhookInfo(self, params: Params, call: CallInfo) -> Any:
@@ -426,9 +422,7 @@ class BotApi:
                               if value else f"there is no {name} in the request")  # fmt: skip
         return known
 
-    async def _send_media(
-        self, params: Params, call: CallInfo, *, name: str, limit: int, folder: str
-    ) -> Any:
+    async def _send_media(self, params: Params, call: CallInfo, *, name: str, limit: int, folder: str) -> Any:
         chat = self.chat(params, call)
         caption, entities = self._text(
             params, "caption", entities_name="caption_entities", limit=MAX_CAPTION, empty=None,
@@ -458,14 +452,10 @@ class BotApi:
         )  # fmt: skip
 
     async def _sendPhoto(self, params: Params, call: CallInfo) -> Any:
-        return await self._send_media(
-            params, call, name="photo", limit=MAX_PHOTO_UPLOAD, folder="photos"
-        )
+        return await self._send_media(params, call, name="photo", limit=MAX_PHOTO_UPLOAD, folder="photos")
 
     async def _sendDocument(self, params: Params, call: CallInfo) -> Any:
-        return await self._send_media(
-            params, call, name="document", limit=MAX_UPLOAD, folder="documents"
-        )
+        return await self._send_media(params, call, name="document", limit=MAX_UPLOAD, folder="documents")
 
     async def _getFile(self, params: Params, call: CallInfo) -> Any:
         file_id = params.get_str("file_id") or ""
@@ -518,9 +508,7 @@ class BotApi:
         query_id = params.get_str("callback_query_id") or ""
         query = self.store.callback_queries.get(query_id)
         if query is None:
-            raise bad_request(
-                "query is too old and response timeout expired or query ID is invalid"
-            )
+            raise bad_request("query is too old and response timeout expired or query ID is invalid")
         query["answered"] = True
         query["answer_text"] = params.get_str("text")
         call.extra.update(callback_query_id=query_id, answer_text=params.get_str("text"))

@@ -119,12 +119,8 @@ class Store:
     files_by_path: dict[str, StoredFile] = field(default_factory=dict)
     drafts: defaultdict[int, list[DraftRecord]] = field(default_factory=lambda: defaultdict(list))
     timeline: list[TimelineRecord] = field(default_factory=list)
-    by_chat: defaultdict[int | str, list[TimelineRecord]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    by_method: defaultdict[str, list[TimelineRecord]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
+    by_chat: defaultdict[int | str, list[TimelineRecord]] = field(default_factory=lambda: defaultdict(list))
+    by_method: defaultdict[str, list[TimelineRecord]] = field(default_factory=lambda: defaultdict(list))
     count_429: int = 0
     commands: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     callback_queries: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -186,8 +186,7 @@ class UpdateQueue:
         if url and not url.startswith(("http://", "https://")):
             raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
         if secret is not None and (
-            not 1 <= len(secret) <= 256
-            or not all(c.isascii() and (c.isalnum() or c in "_-") for c in secret)
+            not 1 <= len(secret) <= 256 or not all(c.isascii() and (c.isalnum() or c in "_-") for c in secret)
         ):
             raise bad_request("bad webhook: secret token contains unallowed characters")
         if drop_pending:

@@ -285,7 +285,6 @@ def test_exposed_host_without_token_is_a_config_error() -> None:
     assert "relaybot.toml" in message and "connectors.web" in message and "token is required" in message
 
 
-
 async def test_a_vanished_conversation_is_a_clear_404_not_a_500(web) -> None:
     """E.g. deleted in another tab: sending to it answers with a JSON error the page can show."""
     created = await web.call("POST", "/api/conversations", json={"title": "gone soon"})

@@ -159,5 +159,4 @@ async def test_migrations_match_schema_module(store: Store) -> None:
         context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
         return list(compare_metadata(context, metadata))
 
-    async with store._engine.connect() as conn:
-        assert await conn.run_sync(diff) == []
+    assert await store.run_sync(diff) == []

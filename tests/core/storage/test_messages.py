@@ -161,11 +161,14 @@ async def test_ten_thousand_message_path_with_budget(store: Store, backend: str)
         for i in range(10_000)
     ]
     leaf = base + 9_999
-    async with store._engine.begin() as conn:  # test-only bulk load
-        await conn.execute(sa.insert(messages), rows)
-        await conn.execute(
+
+    def bulk_load(conn: sa.Connection) -> None:  # test-only
+        conn.execute(sa.insert(messages), rows)
+        conn.execute(
             sa.update(conversations).where(conversations.c.id == conv.id).values(root_id=base, leaf_id=leaf)
         )
+
+    await store.run_sync(bulk_load)
 
     started = time.perf_counter()
     window = await store.path(leaf, token_budget=7 * 300 + 6)
@@ -377,11 +380,12 @@ async def test_a_write_cancelled_mid_statement_stays_a_cancellation(store: Store
     conv = await store.create_conversation(CHAT, "t")
     kept = await add(store, conv.id, "kept")
     started = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
     def on_sql(*args: object) -> None:
-        started.set()
+        loop.call_soon_threadsafe(started.set)  # SQLite runs the SQL on the store's thread
 
-    engine = store._engine.sync_engine
+    engine = store.sql_engine
     event.listen(engine, "before_cursor_execute", on_sql)
     task = asyncio.create_task(store.link_platform_messages(ChatKey("slack", "C9"), ["p1", "p2"], kept))
     await started.wait()

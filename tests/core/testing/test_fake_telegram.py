@@ -36,6 +36,8 @@ TOKEN = "123:ABC"
 def _timedelta_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
     """Opt in to PTB 23 behaviour (`RetryAfter.retry_after` is a timedelta): no warnings."""
     monkeypatch.setenv("PTB_TIMEDELTA", "1")
+
+
 PRIVATE = 42
 GROUP = -100555
 
@@ -296,9 +298,7 @@ async def test_explicit_entities_are_validated(tg: FakeTelegramServer, bot: tele
         await bot.send_message(PRIVATE, "😀ab", entities=[telegram.MessageEntity("bold", 3, 2)])
 
 
-async def test_length_is_counted_in_utf16_after_parsing(
-    tg: FakeTelegramServer, bot: telegram.Bot
-) -> None:
+async def test_length_is_counted_in_utf16_after_parsing(tg: FakeTelegramServer, bot: telegram.Bot) -> None:
     await bot.send_message(PRIVATE, "a" * 4096)
     await bot.send_message(PRIVATE, "😀" * 2048)  # 4096 units
     await bot.send_message(PRIVATE, "*" + "a" * 4096 + "*", parse_mode="MarkdownV2")
@@ -342,9 +342,7 @@ async def test_photo_and_document_upload_download_round_trip(
     file = await bot.get_file(size.file_id)
     assert bytes(await file.download_as_bytearray()) == image
 
-    doc = await bot.send_document(
-        PRIVATE, document=telegram.InputFile(b"report,1\n", filename="r.csv")
-    )
+    doc = await bot.send_document(PRIVATE, document=telegram.InputFile(b"report,1\n", filename="r.csv"))
     assert doc.document is not None and doc.document.file_name == "r.csv"
     downloaded = await (await bot.get_file(doc.document.file_id)).download_as_bytearray()
     assert bytes(downloaded) == b"report,1\n"
@@ -370,9 +368,7 @@ async def test_user_files_and_the_download_limit(tg: FakeTelegramServer, bot: te
 # -- updates: polling and webhooks -----------------------------------------------------------
 
 
-async def test_long_poll_wakes_when_an_update_is_injected(
-    tg: FakeTelegramServer, bot: telegram.Bot
-) -> None:
+async def test_long_poll_wakes_when_an_update_is_injected(tg: FakeTelegramServer, bot: telegram.Bot) -> None:
     poll = asyncio.create_task(bot.get_updates(timeout=30, read_timeout=40))
     await wait_for(lambda: tg.waiting_polls == 1)
     assert not poll.done()
@@ -464,9 +460,7 @@ async def test_newer_get_updates_ends_the_older_with_conflict(
 # -- commands, callbacks, chats, concurrency -------------------------------------------------
 
 
-async def test_commands_callbacks_chat_info_and_actions(
-    tg: FakeTelegramServer, bot: telegram.Bot
-) -> None:
+async def test_commands_callbacks_chat_info_and_actions(tg: FakeTelegramServer, bot: telegram.Bot) -> None:
     assert await bot.set_my_commands([("new", "Start a new conversation"), ("stop", "Stop")])
     assert [c.command for c in await bot.get_my_commands()] == ["new", "stop"]
     with pytest.raises(BadRequest, match=r"(?i)bot_command_invalid"):
@@ -504,9 +498,7 @@ async def test_hundreds_of_concurrent_chats(tg: FakeTelegramServer, bot: telegra
     assert tg.count_429 == 0
 
 
-async def test_raw_updates_and_allowed_updates_filter(
-    tg: FakeTelegramServer, bot: telegram.Bot
-) -> None:
+async def test_raw_updates_and_allowed_updates_filter(tg: FakeTelegramServer, bot: telegram.Bot) -> None:
     tg.inject_update({"callback_query": {"id": "1", "from": tg.user(5), "chat_instance": "5",
                                          "data": "x"}})  # fmt: skip
     edited = tg.send_user_message(PRIVATE, "before")

@@ -412,7 +412,8 @@ async def test_connect_refused_is_unavailable(http_client: str):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     provider = OpenAIProvider(
-        "oa", OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", http_client=http_client)  # type: ignore[arg-type]
+        "oa",
+        OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", http_client=http_client),  # type: ignore[arg-type]
     )
     _, err = await failure(provider)
     await provider.aclose()
