@@ -426,7 +426,13 @@ def main() -> None:
         default="auto",
         help="the bot process's event loop (auto: uvloop when installed, as `relaybot run` does)",
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="GIL switch interval of the bot process in seconds (default: relaybot's, 0.0005)",
+    )
     args = parser.parse_args()
+    switch = args.switch_interval or eventloop.SWITCH_INTERVAL
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -437,11 +443,11 @@ def main() -> None:
         import cProfile
 
         profiler = cProfile.Profile()
-        result = profiler.runcall(eventloop.run, run(args), args.loop)
+        result = profiler.runcall(eventloop.run, run(args), args.loop, switch_interval=switch)
         profiler.dump_stats(args.profile)
         log(f"profile of the bot process written to {args.profile} (python -m pstats)")
     else:
-        result = eventloop.run(run(args), args.loop)
+        result = eventloop.run(run(args), args.loop, switch_interval=switch)
     print(json.dumps(result))
 
 

@@ -59,6 +59,9 @@ _CHECKPOINT_UPDATE = (
     .values(parts=sa.bindparam("b_parts"), text=sa.bindparam("b_text"), updated_at=sa.bindparam("b_updated"))
 )
 
+# INSERT … ON CONFLICT DO UPDATE of platform ids, per dialect name (built on first use)
+_LINK_UPSERTS: dict[str, Any] = {}
+
 log = logging.getLogger(__name__)
 
 
@@ -501,14 +504,19 @@ class Store(StoreBase):
     async def _link(
         self, conn: AsyncConnection, chat_id: int, platform_ids: list[str] | tuple[str, ...], message_id: int
     ) -> None:
-        stmt = q.upsert(conn.dialect, platform_messages).values(
-            [{"chat_id": chat_id, "platform_message_id": p, "message_id": message_id} for p in platform_ids]
+        stmt = _LINK_UPSERTS.get(conn.dialect.name)
+        if stmt is None:
+            # parameters passed per row (executemany), not as a multi-row VALUES literal: a
+            # multi-row VALUES cannot be cached, so it was compiled again on every reply
+            insert = q.upsert(conn.dialect, platform_messages)
+            stmt = _LINK_UPSERTS[conn.dialect.name] = insert.on_conflict_do_update(
+                index_elements=["chat_id", "platform_message_id"],
+                set_={"message_id": insert.excluded.message_id},
+            )
+        await conn.execute(
+            stmt,
+            [{"chat_id": chat_id, "platform_message_id": p, "message_id": message_id} for p in platform_ids],
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["chat_id", "platform_message_id"],
-            set_={"message_id": stmt.excluded.message_id},
-        )
-        await conn.execute(stmt)
 
     @translated
     async def find_by_platform_id(self, chat: ChatKey, platform_message_id: str) -> StoredMessage | None:

@@ -38,3 +38,23 @@ def test_use_optional_auto_explicit_and_missing():
         use_optional("relaybot_no_such_module", "relaybot_no_such_module", setting="http_client")
     assert "pip install relaybot_no_such_module" in str(info.value)
     assert 'http_client = "auto"' in str(info.value)
+
+
+def test_run_lowers_the_gil_switch_interval_unless_already_changed():
+    import sys
+
+    from relaybot.core import eventloop
+
+    async def main() -> float:
+        return sys.getswitchinterval()
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)  # CPython's default
+        assert eventloop.run(main(), "asyncio") == eventloop.SWITCH_INTERVAL
+        sys.setswitchinterval(0.002)  # the embedding program chose its own
+        assert eventloop.run(main(), "asyncio") == 0.002
+        sys.setswitchinterval(0.005)
+        assert eventloop.run(main(), "asyncio", switch_interval=None) == 0.005
+    finally:
+        sys.setswitchinterval(before)

@@ -133,3 +133,22 @@ async def test_a_stream_waiting_behind_the_connector_budget_is_told_its_turn(rig
     assert max(waits) > 0.4  # a later turn is known, so its reader may sleep till then
     for stream in streams:
         await stream.finish()
+
+
+async def test_a_chat_whose_turn_comes_wakes_its_sleeping_reader(rig):
+    # 2 requests/s connector-wide: the second chat's first frame waits for the pacer
+    conn, sched = rig(rig.policy(global_rate=2.0))
+    first = sched.open(ChatKey("fake", "dm1"), private=True)
+    second = sched.open(ChatKey("fake", "dm2"), private=True)
+    first.append("one")
+    second.append("two")
+    await rig.wait_until(lambda: sched.pacer is not None and len(sched.pacer._waiters) == 1)
+    # the second reply's provider reader is deferred, as if it had guessed a later turn
+    started = time.monotonic()
+    reader = asyncio.create_task(second.read_gate.sleep(30))
+    await reader  # returns when the lane, granted its turn, wakes it
+    assert time.monotonic() - started < 2.0
+    assert sched.stats.reads_woken == 1
+    await rig.wait_until(lambda: conn.messages(ChatKey("fake", "dm2")) != [])
+    await first.finish()
+    await second.finish()
