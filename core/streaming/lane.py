@@ -351,9 +351,10 @@ class Lane:
         self.slow_until = now + retry_after + SLOWDOWN_WINDOW
         log.warning("%s: rate limited (%s scope), pausing %.1fs", self.chat, exc.scope, retry_after)
 
-    def typing(self, now: float, chat: ChatKey | None = None) -> None:
+    def typing(self, now: float, chat: ChatKey | None = None, *, first: bool = False) -> None:
         """Refresh the typing indicator of ``chat`` (a thread of this lane's chat, or the chat
-        itself) unless another stream there just did.
+        itself) unless another stream there just did. ``first``: it is a new reply's first
+        feedback (queued before refreshes).
 
         Typing is not a message: it skips the chat interval and the global pacer, but the
         caller checks :meth:`blocked_until` first, so it never breaks a 429 pause.
@@ -363,7 +364,7 @@ class Lane:
         if now - self.last_typing.get(chat, float("-inf")) < interval * 0.8:
             return
         self.last_typing[chat] = now
-        self._sched.send_typing(self, chat)
+        self._sched.send_typing(self, chat, first=first)
 
     async def _send_typing(self, chat: ChatKey) -> None:
         """One typing request (the scheduler bounds how many run at once)."""

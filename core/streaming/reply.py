@@ -135,6 +135,7 @@ class ReplyStream:
         "_text_shown",
         "_timer",
         "_traced",
+        "_typed",
         "_typing",
         "_unit",
         "_utf16",
@@ -199,6 +200,7 @@ class ReplyStream:
         self._queued = False  # in the lane's ready queue (or waiting on a backoff timer)
         self._timer: asyncio.TimerHandle | None = None
         self._typing: asyncio.Handle | None = None
+        self._typed = False  # a typing indicator was asked for already (later ones refresh)
         self._text_shown = False
         # coalesce=False (benchmarks): appended deltas wait here and go out one per frame
         self._backlog: deque[str] | None = None if scheduler.coalesce else deque()
@@ -560,7 +562,8 @@ class ReplyStream:
         if blocked > now:  # never poke a paused chat
             self._typing = loop.call_later(blocked - now, self._typing_tick)
             return
-        self._lane.typing(now, self.chat)
+        self._lane.typing(now, self.chat, first=not self._typed)
+        self._typed = True
         self._typing = loop.call_later(self._sched.policy.typing_interval or 5.0, self._typing_tick)
 
     def _shown(self) -> None:

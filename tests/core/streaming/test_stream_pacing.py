@@ -320,3 +320,23 @@ async def test_topics_of_one_group_share_the_group_budget(rig):
     )
     gaps = [later - earlier for earlier, later in itertools.pairwise(both)]
     assert all(gap >= INTERVAL - 0.005 for gap in gaps), gaps
+
+
+async def test_a_new_replys_first_typing_goes_before_queued_refreshes(rig):
+    from relaybot.core.streaming.scheduler import MAX_TYPING_INFLIGHT
+
+    conn, sched = rig(rig.policy(typing_interval=30.0), latency=0.05)
+    waiting = [sched.open(ChatKey("fake", f"w{i}"), private=False) for i in range(MAX_TYPING_INFLIGHT)]
+    await asyncio.sleep(0)  # their first typing requests are in flight now
+    lanes = [stream._lane for stream in waiting]
+    for lane in lanes:  # refreshes of replies that keep waiting queue up behind them
+        sched.send_typing(lane, lane.chat)
+    newcomer = ChatKey("fake", "new")
+    fresh = sched.open(newcomer, private=False)
+    await rig.wait_until(
+        lambda: sum(op.op == "typing" for op in conn.timeline) == 2 * MAX_TYPING_INFLIGHT + 1
+    )
+    order = [op.chat for op in conn.timeline if op.op == "typing"]
+    assert order.index(newcomer) == MAX_TYPING_INFLIGHT  # first after the in-flight batch
+    for stream in [*waiting, fresh]:
+        stream.cancel()
