@@ -6,6 +6,7 @@ SQLite and PostgreSQL alike, and the upserts pick the dialect's ``INSERT … ON 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -161,13 +162,35 @@ def root_of(message_id: int) -> sa.Select[Any]:
     return sa.select(walk.c.id).where(walk.c.parent_id.is_(None))
 
 
-def path_walk(leaf_id: int, *, token_budget: int | None, limit: int | None) -> sa.CTE:
+@functools.cache
+def path_select(*, budgeted: bool, limited: bool) -> sa.Select[Any]:
+    """SELECT the messages of the path ending at the bind parameter ``leaf``, leaf first last.
+
+    Built once per variant and reused: constructing a recursive CTE costs far more than running
+    it (most of ``Store.path``'s time), and a reused statement also keeps its cache key.
+    ``budgeted`` adds the bind parameter ``budget`` (a token budget), ``limited`` adds
+    ``limit`` (a message count); see :func:`path_walk`.
+    """
+    walk = path_walk(
+        sa.bindparam("leaf", type_=ID_TYPE),
+        token_budget=sa.bindparam("budget", type_=sa.Integer) if budgeted else None,
+        limit=sa.bindparam("limit", type_=sa.Integer) if limited else None,
+    )
+    return (
+        sa.select(messages)
+        .join_from(messages, walk, messages.c.id == walk.c.id)
+        .order_by(walk.c.depth.desc())
+    )
+
+
+def path_walk(leaf_id: Any, *, token_budget: Any, limit: Any) -> sa.CTE:
     """Recursive CTE walking from ``leaf_id`` towards the root.
 
     Columns: ``id``, ``parent_id``, ``total`` (tokens of this message and every newer one on
     the path) and ``depth`` (1 = the leaf). The walk stops *before* the first message that
     would push ``total`` over ``token_budget`` or ``depth`` over ``limit``, so the database
-    only touches the rows that are returned (plus one index probe).
+    only touches the rows that are returned (plus one index probe). Arguments are values or
+    bind parameters; ``None`` leaves that bound out.
     """
     one = sa.literal_column("1", sa.Integer)
     anchor = sa.select(

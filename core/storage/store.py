@@ -462,14 +462,14 @@ class Store(StoreBase):
         in the database and reads only the returned rows, so a budgeted path of a huge
         conversation stays cheap. Raises NotFoundError if ``leaf_id`` does not exist.
         """
-        walk = q.path_walk(leaf_id, token_budget=token_budget, limit=limit)
-        stmt = (
-            sa.select(messages)
-            .join_from(messages, walk, messages.c.id == walk.c.id)
-            .order_by(walk.c.depth.desc())
-        )
+        stmt = q.path_select(budgeted=token_budget is not None, limited=limit is not None)
+        params: dict[str, int] = {"leaf": leaf_id}
+        if token_budget is not None:
+            params["budget"] = token_budget
+        if limit is not None:
+            params["limit"] = limit
         async with self._read() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, params)).all()
             if not rows:
                 exists = await conn.scalar(sa.select(messages.c.id).where(messages.c.id == leaf_id))
                 if exists is None:
