@@ -1,0 +1,40 @@
+"""The benchmark scripts still run end to end (tiny loads; the speed itself is not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str, timeout: float = 120) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_streaming_benchmark_delivers_every_reply_through_the_fakes():
+    result = run_benchmark(
+        "streaming.py", "--chats", "4", "--group-streams", "2", "--tokens", "40", "--rate", "100"
+    )
+    assert result["replies_completed"] == result["replies_expected"] == 6
+    assert result["identical"] and result["platform_429"] == 0
+    assert result["provider_streams_peak"] >= 1
+    # the lean provider fake kept its pace: 40 tokens at 100/s take about 0.4 s
+    assert 0.3 <= result["provider_stream_s_p50"] < 2.0
+
+
+def test_storage_benchmark_reports_each_call():
+    result = run_benchmark("storage.py", "--replies", "20", "--concurrency", "5")
+    assert result["replies"] == 20 and result["backend"] == "sqlite"
+    assert result["statements_per_reply"] > 10
+    assert all(result[f"{name}_ms"] > 0 for name in ("active", "create", "add", "path", "update", "link"))
