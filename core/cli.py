@@ -185,18 +185,31 @@ async def _run(config: RelaybotConfig) -> None:
 
 @main.command()
 @config_option
-def check(config_path: str | None) -> None:
-    """Validate the config and list what would start, without starting it."""
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not contact the database (only the config is checked).",
+)
+def check(config_path: str | None, offline: bool) -> None:
+    """Validate the config, check the database is usable, and list what would start.
+
+    Nothing is started and nothing is created: a SQLite file is opened read-only (or, when it
+    does not exist yet, its directory is checked), PostgreSQL is connected to and its schema
+    revision read.
+    """
     with _errors():
         from .app import Relaybot
-        from .storage.engine import parse_url
+        from .storage.engine import parse_url, probe
 
         config = _load(config_path)
         try:
-            parse_url(config.storage.url)  # no I/O: only the URL's form and driver
+            target = parse_url(config.storage.url)  # no I/O: only the URL's form and driver
         except StorageError as exc:
             raise ConfigError(str(exc), path=config.source) from None
         plan = Relaybot(config).plan()
+        if not offline:
+            # a StorageError here is the database's state, not the config's: exit 2 with it
+            plan["storage"] = [*plan.get("storage", []), asyncio.run(probe(target))]
         click.echo(f"config: {config.source} — OK")
         for section, items in plan.items():
             click.echo(f"{section}:")

@@ -272,6 +272,97 @@ async def head_revision(conn: AsyncConnection) -> str | None:
     return await conn.run_sync(_read)
 
 
+# -- reachability (relaybot check) ------------------------------------------------------------
+
+
+def packaged_head() -> str | None:
+    """The newest schema revision this relaybot ships."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def _describe_revision(where: str, revision: str | None, head: str | None) -> str:
+    if revision is None:
+        return f"{where}: reachable, no relaybot schema yet (created at start)"
+    if revision == head:
+        return f"{where}: reachable, schema current ({revision})"
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if revision in known:
+        return f"{where}: reachable, schema at {revision} (migrated to {head} at start)"
+    raise StorageError(
+        f"{where} has schema revision {revision}, which this relaybot does not know: a newer "
+        "relaybot migrated it. Upgrade relaybot, or point [storage] url at another database"
+    )
+
+
+def _sqlite_revision(path: str) -> str | None:
+    """The revision of an existing SQLite file, opened read-only (nothing is written)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True, timeout=2)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "alembic_version" not in tables:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+    finally:
+        conn.close()
+
+
+def _probe_sqlite_file(target: Target) -> str:
+    """:func:`probe` for SQLite (blocking file checks; run in a thread)."""
+    if target.sqlite_path is None or target.sqlite_path.startswith("file:"):
+        return f"{target.where}: nothing to check (in-memory or URI database)"
+    path = Path(target.sqlite_path)
+    if not path.exists():
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StorageError(
+                f"cannot create {target.where}: {parent} is not writable. Make it writable by "
+                "relaybot or point [storage] url at another path"
+            )
+        return f"{target.where}: does not exist yet (created at start)"
+    try:
+        revision = _sqlite_revision(str(path))
+    except Exception as exc:
+        raise translate_error(exc, target) from exc
+    return _describe_revision(target.where, revision, packaged_head())
+
+
+async def probe(target: Target, *, connect_timeout: float = 10.0) -> str:
+    """Whether relaybot could use ``target``, without creating or changing anything.
+
+    Returns one line for ``relaybot check``; raises StorageError (with the fix) when the
+    database cannot be reached, opened or created, or was migrated by a newer relaybot.
+    """
+    import asyncio
+
+    if target.backend == "sqlite":
+        return await asyncio.to_thread(_probe_sqlite_file, target)
+    head = await asyncio.to_thread(packaged_head)
+    engine = create_engine(target, connect_timeout=connect_timeout, pooled=False)
+    try:
+        async with engine.connect() as conn:
+            revision = await head_revision(conn)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise translate_error(exc, target) from exc
+    finally:
+        await engine.dispose()
+    return _describe_revision(target.where, revision, head)
+
+
 # -- error translation ------------------------------------------------------------------------
 
 

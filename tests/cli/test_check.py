@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -163,3 +165,51 @@ def test_secret_from_the_environment_never_appears_in_output(bot, fake_server) -
         assert "supersecret" not in result.stdout + result.stderr
     # stored history has no key either (the error text is not stored as a message)
     assert not any(SECRET in text for _, text, _ in bot.messages())
+
+
+def test_check_reports_the_database_state_without_changing_it(bot) -> None:
+    bot.write_config("[connectors.terminal]\n")
+    fresh = bot.run("check")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "does not exist yet (created at start)" in fresh.stdout and not bot.db.exists()
+    # once the bot has run, the file holds the current schema
+    ran = bot.run("chat", input="hello\n")
+    assert ran.returncode == 0, ran.stderr
+    before = bot.db.stat().st_mtime_ns
+    used = bot.run("check")
+    assert used.returncode == 0, used.stderr
+    assert "reachable, schema current" in used.stdout
+    assert bot.db.stat().st_mtime_ns == before  # opened read-only
+
+
+def test_check_fails_when_the_database_was_migrated_by_a_newer_relaybot(bot) -> None:
+    bot.write_config("[connectors.terminal]\n")
+    assert bot.run("chat", input="hello\n").returncode == 0
+    conn = sqlite3.connect(bot.db)
+    conn.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    conn.commit()
+    conn.close()
+    result = bot.run("check")
+    assert result.returncode == 2
+    assert "f00dfeedbeef" in result.stderr and "Upgrade relaybot" in result.stderr
+    assert bot.run("check", "--offline").returncode == 0  # config only
+
+
+def test_check_fails_clearly_when_postgresql_is_unreachable(bot) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bot.write_config(
+        "[connectors.terminal]\n", storage_url=f"postgresql+asyncpg://bob:{SECRET}@127.0.0.1:{port}/bot"
+    )
+    result = bot.run("check")
+    assert result.returncode == 2
+    assert "connection refused" in result.stderr and "Is PostgreSQL running" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_check_reaches_postgresql(bot, pg_url: str) -> None:
+    bot.write_config("[connectors.terminal]\n", storage_url=pg_url)
+    result = bot.run("check")
+    assert result.returncode == 0, result.stderr
+    assert "PostgreSQL at" in result.stdout and "no relaybot schema yet" in result.stdout
