@@ -3,7 +3,10 @@
 Supported URLs: ``sqlite+aiosqlite:///path/to.db`` (the default; ``sqlite+aiosqlite://`` or
 ``...:///:memory:`` for a throwaway in-memory database) and ``postgresql+asyncpg://user@host/db``.
 The synchronous spellings ``sqlite:///`` and ``postgresql://`` are accepted and mapped to the
-async drivers, because that is what people copy from other tools.
+async drivers, because that is what people copy from other tools. The Store itself runs SQLite
+through the synchronous pysqlite driver on a thread of its own (:func:`create_sqlite_engine`,
+:mod:`.sqlite_worker`); the ``sqlite+aiosqlite`` spelling stays the documented one, and
+:func:`create_engine` still builds an aiosqlite engine for code that wants an async one.
 
 Every database failure leaves this package as a :class:`~relaybot.core.errors.StorageError`
 whose message says what is wrong and what to do (see :func:`translate_error`), with the
