@@ -126,25 +126,21 @@ class StoreBase:
                 ) from exc
         if target.backend == "sqlite":
             worker = SQLiteWorker(create_sqlite_engine(target))
-            try:
-                await worker.call(migrate_sqlite, target, worker.engine)
-            except BaseException as exc:
-                await worker.close()
-                if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
-                    raise translate_error(exc, target) from exc
-                raise
-            log.debug("storage ready: %s", target.safe_url)
-            return cls(worker, target)
-        engine = create_engine(target, connect_timeout=connect_timeout)
+            store = cls(worker, target)
+            migrating = worker.call(migrate_sqlite, target, worker.engine)
+        else:
+            engine = create_engine(target, connect_timeout=connect_timeout)
+            store = cls(engine, target)
+            migrating = migrate(target, engine)
         try:
-            await migrate(target, engine)
+            await migrating
         except BaseException as exc:
-            await engine.dispose()
+            await store.close()
             if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
                 raise translate_error(exc, target) from exc
             raise
         log.debug("storage ready: %s", target.safe_url)
-        return cls(engine, target)
+        return store
 
     async def close(self) -> None:
         """Close every pooled connection. The store is unusable afterwards."""
