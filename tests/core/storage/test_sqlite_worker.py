@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -88,52 +89,45 @@ async def test_storage_code_that_suspends_is_refused_with_a_clear_error(sqlite_s
     assert await sqlite_store.active_conversation(CHAT) is None  # the thread still serves
 
 
-async def test_a_caller_cancelled_mid_call_gets_cancelled_and_the_call_completes(sqlite_store: Store):
-    conv = await sqlite_store.create_conversation(CHAT, "")
+async def cancel_mid_call(store: Store, text: str, *, fail: bool = False) -> Any:
+    """Cancel ``add_messages`` while the SQLite thread is inside it (at its message INSERT,
+    which raises when ``fail``); check the caller saw a cancellation and return the active
+    conversation as read by the next call, which runs after the cancelled one."""
+    conv = await store.create_conversation(CHAT, "")
     loop = asyncio.get_running_loop()
     started = asyncio.Event()
     release = threading.Event()
 
-    def on_sql(*args: object) -> None:
-        loop.call_soon_threadsafe(started.set)
-        release.wait(5)  # hold the thread inside the call until the caller is cancelled
+    def on_sql(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO messages") and not started.is_set():
+            loop.call_soon_threadsafe(started.set)
+            release.wait(5)  # hold the thread inside the call until the caller is cancelled
+            if fail:
+                raise RuntimeError("disk on fire")
 
-    event.listen(sqlite_store.sql_engine, "before_cursor_execute", on_sql)
-    task = asyncio.create_task(sqlite_store.add_messages(conv.id, turn("kept"), title="t"))
-    await started.wait()
-    task.cancel()
-    release.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    # the transaction was not cut in half: it committed whole on the thread, before this read
-    active = await sqlite_store.active_conversation(CHAT)
-    event.remove(sqlite_store.sql_engine, "before_cursor_execute", on_sql)
+    event.listen(store.sql_engine, "before_cursor_execute", on_sql)
+    try:
+        task = asyncio.create_task(store.add_messages(conv.id, turn(text), title="t"))
+        await started.wait()
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await store.active_conversation(CHAT)
+    finally:
+        event.remove(store.sql_engine, "before_cursor_execute", on_sql)
+
+
+async def test_a_caller_cancelled_mid_call_gets_cancelled_and_the_call_completes(sqlite_store: Store):
+    active = await cancel_mid_call(sqlite_store, "kept")
+    # the transaction was not cut in half: it committed whole on the thread
     assert active is not None and active.title == "t"
     path = await sqlite_store.path(active.leaf_id)
     assert [m.text for m in path] == ["kept", ""]
 
 
 async def test_a_failure_nobody_waits_for_any_more_is_logged(sqlite_store: Store, caplog):
-    conv = await sqlite_store.create_conversation(CHAT, "")
-    loop = asyncio.get_running_loop()
-    started = asyncio.Event()
-    release = threading.Event()
-
-    def on_sql(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("INSERT INTO messages"):
-            loop.call_soon_threadsafe(started.set)
-            release.wait(5)
-            raise RuntimeError("disk on fire")
-
-    event.listen(sqlite_store.sql_engine, "before_cursor_execute", on_sql)
-    task = asyncio.create_task(sqlite_store.add_messages(conv.id, turn("lost"), title="t"))
-    await started.wait()
-    task.cancel()
-    release.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    active = await sqlite_store.active_conversation(CHAT)  # runs after the failed call
-    event.remove(sqlite_store.sql_engine, "before_cursor_execute", on_sql)
+    active = await cancel_mid_call(sqlite_store, "lost", fail=True)
     assert active is not None and active.title == ""  # rolled back whole
     await asyncio.sleep(0.05)
     assert "disk on fire" in caplog.text and "cancelled" in caplog.text
