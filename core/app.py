@@ -18,7 +18,6 @@ from typing import Any
 from .checkpoints import CheckpointWriter
 from .config import RelaybotConfig
 from .connector import BaseConnector
-from .conversations import ConversationManager
 from .dispatcher import Dispatcher
 from .errors import CapabilityError, ConfigError, PluginError
 from .media import MediaStore
@@ -30,6 +29,7 @@ from .redact import redact_url, register_secret
 from .resilience import build_rate_limiter, resolve_fallbacks, wrap_providers
 from .streaming import StreamScheduler
 from .tokens import TokenCounter, counter_for
+from .turns import TurnManager
 
 log = logging.getLogger("relaybot")
 
@@ -59,7 +59,8 @@ class Relaybot:
                 self.plugins.register(plugin, name)
             self.plugins.check()
         self.registrations: Registrations = self.plugins.collect()
-        self.conversations = ConversationManager(config.bot.busy_policy)
+        #: who is answered when (busy policy, concurrent replies in shared chats)
+        self.turns = TurnManager(config.bot.busy_policy, max_concurrent=config.bot.max_concurrent_replies)
         self.dispatcher = Dispatcher(self)
         #: running providers by config name, each a ResilientProvider (retries, fallbacks,
         #: rate limits) around the plugin's provider (``.primary``)
@@ -196,15 +197,43 @@ class Relaybot:
             log.info("connector %r started", connector.name)
         self.started = True
         self.plugins.notify("relaybot_startup", app=self)
+        await self._answer_pending()
+
+    async def _answer_pending(self) -> None:
+        """Answer the messages a previous run stored but never answered (stop or crash first).
+
+        Messages of a platform whose connector is not running now stay ``pending`` until a
+        run where it is.
+        """
+        pending = await self.store.pending_messages()
+        waiting = [p for p in pending if p.chat.platform not in self.connectors]
+        if waiting:
+            log.warning("%d unanswered message(s) wait for connectors that are not running: %s",
+                        len(waiting), ", ".join(sorted({p.chat.platform for p in waiting})))  # fmt: skip
+        resumable = [p for p in pending if p.chat.platform in self.connectors]
+        if resumable:
+            log.info("answering %d message(s) left unanswered by the previous run", len(resumable))
+        for item in resumable:
+            await self.dispatcher.resume(item)
 
     async def stop(self, *, timeout: float = 10.0) -> None:
-        """Stop intake, save live replies as interrupted, close everything (bounded by timeout)."""
+        """Stop intake, save live replies as interrupted, close everything (bounded by timeout).
+
+        In order: connectors stop receiving; no waiting turn starts any more (those messages
+        stay stored as ``pending`` and are answered after the next start) and every running
+        reply is cancelled, its partial text saved as interrupted; the schedulers deliver the
+        final frames (so open web tabs get their final event before their stream closes);
+        then connectors, providers and storage close.
+        """
         for connector in list(self.connectors.values()):
             try:
                 await asyncio.wait_for(connector.stop(), timeout)
             except Exception:
                 log.exception("connector %r did not stop cleanly", connector.name)
-        await self.conversations.cancel_all()
+        try:
+            await asyncio.wait_for(self.turns.close(), timeout)
+        except TimeoutError:
+            log.warning("some replies took too long to stop at shutdown")
         try:
             await asyncio.wait_for(self.dispatcher.drain(), timeout)
         except TimeoutError:

@@ -266,8 +266,9 @@ async def _export(
 ) -> None:
     from relaybot.connectors.terminal import _login_name
 
-    from .conversations import ConversationManager, ConversationService
+    from .conversations import ConversationService
     from .storage import Store
+    from .turns import TurnManager
 
     if chat_spec:
         platform, _, rest = chat_spec.partition(":")
@@ -279,7 +280,7 @@ async def _export(
         key = ChatKey("terminal", _login_name())
     store = await Store.open(config.storage.url)
     try:
-        service = ConversationService(store, ConversationManager(), key)
+        service = ConversationService(store, TurnManager(), key)
         conversations = await service.list()
         if not conversations:
             raise RelaybotError(

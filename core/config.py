@@ -49,6 +49,11 @@ class BotConfig(BaseModel):
     busy_policy: Literal["interrupt", "queue"] = "interrupt"
     #: seconds between checkpoints of a streaming reply to storage
     checkpoint_interval: float = Field(default=3.0, gt=0)
+    #: replies written at the same time in one shared chat (group, topic, channel, thread);
+    #: more wait in arrival order, showing the typing indicator
+    max_concurrent_replies: int = Field(default=4, ge=1, le=100)
+    #: a reply still streaming after this many seconds is stopped (kept, marked interrupted)
+    max_reply_seconds: float = Field(default=600.0, gt=0)
     #: platform user ids (``platform:user``) allowed to run admin-only commands
     admins: list[str] = Field(default_factory=list)
     #: the asyncio event loop: uvloop when installed ("auto"), or force one (see core/eventloop.py)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .models import ChatKey, ChatMessage, ContentPart, IncomingMessage, Role
+from .models import ChatKey, ChatMessage, ContentPart, IncomingMessage, Role, TextPart
 from .tokens import REPLY_PRIMING_TOKENS, TokenCounter
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "HistoryItem",
     "build_context",
     "input_budget",
+    "join_consecutive",
     "select_history",
     "system_tokens",
     "truncation_notice",
@@ -163,7 +164,7 @@ def build_context(
     fixed = system_tokens(counter, system)
     start, used = _select(history, budget, fixed)
     # [*parts]: a fresh list per message (cheaper than list(parts) on this hot path).
-    messages = [ChatMessage(item.role, [*item.parts]) for item in history[start:]]
+    messages = join_consecutive([ChatMessage(item.role, [*item.parts]) for item in history[start:]])
     return ContextDraft(
         chat=chat,
         message=message,
@@ -173,6 +174,30 @@ def build_context(
         dropped=start,
         budget=budget,
     )
+
+
+#: what separates two user messages that :func:`join_consecutive` made one turn
+TURN_JOINER = "\n\n"
+
+
+def join_consecutive(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Join runs of messages with the same role into one message each (in place order).
+
+    Two user messages in a row happen when a person sends a second message before the first
+    was answered (the first one's reply was interrupted before it said anything, or it was
+    superseded): some providers refuse two user turns in a row (Gemini) and all of them read
+    one turn better. The parts are kept, text parts separated by :data:`TURN_JOINER`.
+    """
+    if len(messages) < 2:
+        return messages
+    joined: list[ChatMessage] = []
+    for message in messages:
+        if joined and joined[-1].role == message.role:
+            previous = joined[-1]
+            previous.parts = [*previous.parts, TextPart(TURN_JOINER), *message.parts]
+        else:
+            joined.append(message)
+    return joined
 
 
 def truncation_notice(dropped: int) -> str:

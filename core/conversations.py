@@ -1,23 +1,16 @@
-"""Per-chat conversation state: one writer per chat, busy policy, and the conversation API.
+"""The conversation API commands use (``ctx.conversations``): new, list, switch, rename,
+delete, history, export, stop — always for one chat.
 
-:class:`ConversationManager` owns, for every :class:`~relaybot.core.models.ChatKey`, a FIFO lock
-(one reply at a time per chat, so replies never mix) and the task of the reply now streaming.
-A new message while a reply streams follows ``bot.busy_policy``: ``interrupt`` cancels the
-running reply (its partial text is kept, marked interrupted) or ``queue`` waits its turn.
-Different chats never block each other.
-
-:class:`ConversationService` is the public API commands use (``ctx.conversations``): new,
-list, switch, rename, delete, history, export, stop — always for one chat.
+Who is answered when (the busy policy, concurrent replies in shared chats) is
+:mod:`relaybot.core.turns`; changing the conversation (``new``, ``switch``, deleting the
+active one) first stops the chat's running replies, which keeps their partial text.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import CommandError
@@ -25,88 +18,9 @@ from .models import ChatKey, IncomingMessage
 
 if TYPE_CHECKING:
     from .storage import Conversation, Store, StoredMessage
+    from .turns import TurnManager
 
 log = logging.getLogger("relaybot.conversations")
-
-
-@dataclass
-class ChatState:
-    """Live state of one chat (in memory only; storage holds everything durable)."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: the reply task streaming now, if any
-    current: asyncio.Task[Any] | None = None
-    #: conversations whose user was already told that old turns were left out
-    truncation_noticed: set[int] = field(default_factory=set)
-
-
-class ConversationManager:
-    """Serialises replies per chat and applies the busy policy."""
-
-    def __init__(self, busy_policy: str = "interrupt") -> None:
-        self.busy_policy = busy_policy
-        self._chats: dict[ChatKey, ChatState] = {}
-
-    def state(self, chat: ChatKey) -> ChatState:
-        """The live state of ``chat`` (created on first use)."""
-        state = self._chats.get(chat)
-        if state is None:
-            state = self._chats[chat] = ChatState()
-        return state
-
-    def is_streaming(self, chat: ChatKey) -> bool:
-        """True while a reply runs in ``chat``."""
-        task = self.state(chat).current
-        return task is not None and not task.done()
-
-    async def cancel_current(self, chat: ChatKey) -> bool:
-        """Cancel the reply streaming in ``chat`` and wait until its partial text is saved.
-
-        Returns True if there was one.
-        """
-        task = self.state(chat).current
-        if task is None or task.done():
-            return False
-        task.cancel()
-        # the reply task saves its partial text before it ends; wait for that, not for more
-        await asyncio.gather(task, return_exceptions=True)
-        return True
-
-    async def run_exclusive(self, chat: ChatKey, reply: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run ``reply`` as the chat's only writer, applying the busy policy first."""
-        state = self.state(chat)
-        if self.busy_policy == "interrupt" and self.is_streaming(chat):
-            await self.cancel_current(chat)
-        async with state.lock:
-            task = asyncio.create_task(reply())
-            state.current = task
-            try:
-                # shield: cancelling *this* waiter (e.g. shutdown of the dispatcher task) cancels
-                # the reply below explicitly, so the partial text is always saved first
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if me is not None and me.cancelling():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                    raise
-                # only the reply was cancelled (interrupt, /stop, switch): the message has been
-                # handled — its partial answer is saved and marked — so this is no error
-            finally:
-                if state.current is task:
-                    state.current = None
-
-    async def cancel_all(self) -> None:
-        """Cancel every live reply (shutdown): partial texts are saved as interrupted."""
-        tasks = [s.current for s in self._chats.values() if s.current and not s.current.done()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def conversation_title(conv: Conversation) -> str:
-    """A display title: the stored title, or a placeholder."""
-    return conv.title or "(untitled)"
 
 
 class ConversationService:
@@ -115,7 +29,7 @@ class ConversationService:
     def __init__(
         self,
         store: Store,
-        manager: ConversationManager,
+        manager: TurnManager,
         chat: ChatKey,
         message: IncomingMessage | None = None,
     ) -> None:
@@ -130,7 +44,7 @@ class ConversationService:
 
     async def new(self, title: str = "") -> Conversation:
         """Start a new, empty conversation and make it active (a running reply is stopped)."""
-        await self.manager.cancel_current(self.chat)
+        await self.manager.stop(self.chat)
         return await self.store.create_conversation(self.chat, title.strip()[:200], activate=True)
 
     async def list(self) -> list[Conversation]:
@@ -148,7 +62,7 @@ class ConversationService:
     async def switch(self, number: int) -> Conversation:
         """Make conversation ``number`` active. A reply streaming now is stopped and kept."""
         target = await self._by_number(number)
-        await self.manager.cancel_current(self.chat)
+        await self.manager.stop(self.chat)
         return await self.store.set_active(self.chat, target.id)
 
     async def activate(self, conversation_id: int) -> Conversation:
@@ -162,7 +76,7 @@ class ConversationService:
             from .storage import NotFoundError
 
             raise NotFoundError(f"conversation {conversation_id} does not exist in {self.chat}")
-        await self.manager.cancel_current(self.chat)
+        await self.manager.stop(self.chat)
         return await self.store.set_active(self.chat, conversation_id)
 
     async def rename(self, title: str, number: int | None = None) -> Conversation:
@@ -181,7 +95,7 @@ class ConversationService:
         conv = await self._by_number(number)
         active = await self.active()
         if active is not None and active.id == conv.id:
-            await self.manager.cancel_current(self.chat)
+            await self.manager.stop(self.chat)
         await self.store.delete_conversation(conv.id)
         return conv
 
@@ -207,7 +121,7 @@ class ConversationService:
 
     async def stop(self) -> bool:
         """Stop the reply streaming in this chat; True if there was one."""
-        return await self.manager.cancel_current(self.chat)
+        return await self.manager.stop(self.chat)
 
 
 def export_markdown(data: dict[str, Any]) -> str:

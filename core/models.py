@@ -180,9 +180,17 @@ ProviderEvent = TextDelta | Usage | Finish
 
 
 class ReplyStatus(enum.StrEnum):
-    """Lifecycle of a stored assistant reply."""
+    """Lifecycle of a stored message.
+
+    Assistant replies are ``streaming`` while written, then ``complete``, ``interrupted``
+    (stopped, cut off or saved at shutdown: the partial text is kept) or ``failed`` (the text
+    is the user-safe reason). A user message is ``pending`` from the moment it is stored on
+    receipt until its answer starts (it waits behind another reply, or the bot stopped
+    before answering it: it is answered after the restart), then ``complete``.
+    """
 
     STREAMING = "streaming"
     COMPLETE = "complete"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    PENDING = "pending"

@@ -1,19 +1,33 @@
-"""Answering one message: store it, build the context, stream the provider's reply, save it.
+"""Answering one message: store it, place it, build the context, stream the reply, save it.
 
 The order is what makes "nothing is lost" true:
 
-1. the user message and a placeholder reply (status *streaming*) under it are stored in one
-   transaction before the context is built and the provider is called;
-2. while streaming, the partial text is checkpointed every ``bot.checkpoint_interval`` seconds
-   (in the background: the app's :class:`~relaybot.core.checkpoints.CheckpointWriter` writes
-   the checkpoints of all streaming replies in one transaction);
+1. **on receipt** (before the dispatcher returns to the connector, shielded from
+   cancellation) the user message is stored: when its turn can start at once, together with
+   a placeholder reply (status *streaming*) under it, in one write (:meth:`ReplyRunner.store_placed`);
+   when it must wait (see :mod:`relaybot.core.turns`), *unplaced* and ``pending``
+   (:meth:`ReplyRunner.store_received`), then placed with the placeholder when its turn comes
+   (:meth:`ReplyRunner.place_received`);
+2. while streaming, the partial text is checkpointed at most every ``bot.checkpoint_interval``
+   seconds and at the latest that long after text arrived — also when the provider then goes
+   silent — (in the background: the app's :class:`~relaybot.core.checkpoints.CheckpointWriter`
+   writes the checkpoints of all streaming replies in one transaction);
 3. the final text, status and usage are written once at the end — also when the reply is
-   interrupted (``/stop``, a new message, a switch, shutdown) or fails — and is delivered;
+   interrupted (``/stop``, a new message, a switch, shutdown, the output or time cap) or fails
+   (then the text is the reason the user was shown) — and is delivered;
 4. the platform ids it was delivered as are linked to it (for reply-to branching).
 
 So a reply costs three writes of its own, whatever its length (a new conversation adds its
-creation), plus its share of one batched checkpoint write per interval; a crash leaves the
-placeholder *streaming*, which start-up turns into *interrupted* (``Store.recover_interrupted``).
+creation; a message that had to wait adds its receipt), plus its share of one batched
+checkpoint write per interval; a crash leaves the placeholder *streaming*, which start-up turns
+into *interrupted* (``Store.recover_interrupted``), and a message that never got its turn
+``pending``, which start-up answers.
+
+In shared chats (groups, topics, channels, threads) every exchange is its own branch: it is
+placed under the conversation's last *finished* reply without moving the conversation's leaf,
+and moves the leaf to itself when it ends. Concurrent replies therefore never see each other's
+half-written text, and the next message continues from the newest finished exchange (or, when
+it replies to one, from that one).
 """
 
 from __future__ import annotations
@@ -21,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +57,9 @@ from .models import (
     Usage,
 )
 from .redact import redact
-from .storage import NewMessage
+from .storage import USE_LEAF, NewMessage, StoredMessage
 from .streaming.demand import text_demand
+from .turns import Turn
 
 if TYPE_CHECKING:
     from .app import Relaybot
@@ -58,81 +72,241 @@ _FINISH_NOTES = {
     "content_filter": "(The provider's content filter stopped this answer.)",
     "refusal": "(The model declined to answer this request.)",
 }
+#: why a reply was stopped by relaybot itself (see ``bot.max_reply_seconds`` and the output cap)
+_CAP_NOTES = {
+    "tokens": "(The answer was stopped: it reached the maximum length of {limit} tokens.)",
+    "time": "(The answer was stopped: it took longer than {limit} seconds.)",
+}
+#: count the reply's tokens on our side once per this many new characters (the output cap)
+_COUNT_EVERY = 1024
+
+
+class _Capped(Exception):
+    """The reply hit relaybot's own output-token or wall-clock cap (internal)."""
+
+    def __init__(self, kind: str, limit: int) -> None:
+        super().__init__(kind)
+        self.note = _CAP_NOTES[kind].format(limit=limit)
+
+
+def is_context(message: StoredMessage) -> bool:
+    """True when a stored message belongs in model context.
+
+    Failed replies (their text is the reason shown to the user) and replies stopped before
+    they said anything are left out: a provider must never see them as assistant turns.
+    """
+    if message.role != Role.ASSISTANT:
+        return True
+    if message.status == ReplyStatus.FAILED:
+        return False
+    return bool(message.text.strip()) or any(isinstance(p, ImagePart) for p in message.parts)
 
 
 class ReplyRunner:
-    """Runs the reply pipeline for one incoming message (one instance per message)."""
+    """Runs the reply pipeline for one incoming message (one instance per message).
+
+    The dispatcher calls :meth:`store_placed` or :meth:`store_received` on receipt (whichever
+    the message's turn allows), :meth:`place_received` when a waiting turn starts, then
+    :meth:`answer`.
+    """
 
     def __init__(
-        self, app: Relaybot, message: IncomingMessage, stream: Any, *, regenerate: bool = False
+        self,
+        app: Relaybot,
+        message: IncomingMessage,
+        stream: Any,
+        turn: Turn,
+        *,
+        regenerate: bool = False,
     ) -> None:
         self.app = app
         self.message = message
         self.regenerate = regenerate
         self.stream = stream  # ReplyStream, opened by the dispatcher for instant feedback
+        self.turn = turn
         self.chat = message.chat
+        #: shared chat: the exchange is a branch that joins the conversation when it ends
+        self.shared = not message.is_private
         self.text_parts: list[str] = []
         self.usage: Usage | None = None
         self.finish: Finish | None = None
         self._events: Any = None  # the provider stream (it may say which fallback answered)
+        self.provider_name = app.config.default_provider
+        self.provider = app.provider(self.provider_name)
+        self.counter = app.token_counter(self.provider_name)
+        #: set once stored: the conversation, the user's message and the reply's placeholder
+        self.conversation: Conversation | None = None
+        self.user_row: StoredMessage | None = None
+        self.reply_row: StoredMessage | None = None
+        #: (conversation id, root id) the reply becomes the leaf of when it ends (shared chats)
+        self._advance: tuple[int, int] | None = None
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
 
-    async def run(self) -> None:
-        """Answer the message. Cancellation keeps the partial reply, marked interrupted."""
-        app = self.app
-        store = app.store
-        provider_name = app.config.default_provider
-        provider = app.provider(provider_name)
-        counter = app.token_counter(provider_name)
-        caps = provider.capabilities
+    # ── storing ─────────────────────────────────────────────────────────────────────────────
 
-        placeholder = NewMessage(
+    def _user_message(self) -> NewMessage:
+        parts = self.message.parts
+        return NewMessage(
+            role=Role.USER,
+            parts=list(parts),
+            token_count=self.counter.count_message(ChatMessage(Role.USER, list(parts))),
+            token_estimated=not self.counter.exact,
+            user_id=self.message.user.id,
+        )
+
+    def _placeholder(self) -> NewMessage:
+        return NewMessage(
             role=Role.ASSISTANT,
             parts=[TextPart("")],
             status=ReplyStatus.STREAMING,
-            provider=provider_name,
-            model=provider.model,
+            provider=self.provider_name,
+            model=self.provider.model,
             user_id=self.message.user.id,  # whom it answered: usage is counted per user
         )
+
+    async def store_placed(self) -> None:
+        """Store the user message in its conversation with the reply's placeholder (one write)."""
         if self.regenerate:
             conversation, user_row = await self._last_user_turn()
-            (reply_row,) = await store.add_messages(conversation.id, [placeholder], parent_id=user_row.id)
-        else:
-            conversation = await self._conversation()
-            user_parts = self.message.parts
-            user_tokens = counter.count_message(ChatMessage(Role.USER, list(user_parts)))
-            # One write: the user's message (linked to its platform id), the reply's
-            # placeholder under it, and the conversation's title on its first message.
-            user_row, reply_row = await store.add_messages(
-                conversation.id,
-                [
-                    NewMessage(
-                        role=Role.USER,
-                        parts=list(user_parts),
-                        token_count=user_tokens,
-                        token_estimated=not counter.exact,
-                        user_id=self.message.user.id,
-                    ),
-                    placeholder,
-                ],
-                parent_id=self._parent_id,
-                platform_message_id=self.message.platform_message_id or None,
-                title=_auto_title(self.message.text)
-                if not conversation.title and self.message.text
-                else None,
+            (reply_row,) = await self.app.store.add_messages(
+                conversation.id, [self._placeholder()], parent_id=user_row.id
             )
+            self.conversation, self.user_row, self.reply_row = conversation, user_row, reply_row
+            return
+        await self._place(None, with_reply=True)
 
+    async def store_received(self) -> None:
+        """Store the user message unplaced and ``pending`` (its turn must wait)."""
+        if self.regenerate:
+            return  # nothing new to store: the user message is in the conversation already
+        self.user_row = await self.app.store.receive(
+            self.chat, self._user_message(), platform_message_id=self.message.platform_message_id or None
+        )
+
+    async def place_received(self, *, with_reply: bool = True) -> None:
+        """The turn starts: attach the received message where the conversation is now, with
+        the reply's placeholder (``with_reply=False``: a superseded message, placed only)."""
+        if self.regenerate:
+            await self.store_placed()
+            return
+        assert self.user_row is not None
+        await self._place(self.user_row.id, with_reply=with_reply)
+
+    async def _place(self, received: int | None, *, with_reply: bool) -> None:
+        store = self.app.store
+        conversation, parent = await self._conversation()
+        chain = [self._placeholder()] if with_reply else []
+        title = (
+            _auto_title(self.message.text) if not conversation.title and self.message.text else None
+        )
+        if received is None:
+            chain.insert(0, self._user_message())
+        rows = await store.add_messages(
+            conversation.id,
+            chain,
+            parent_id=parent,
+            platform_message_id=(self.message.platform_message_id or None) if received is None else None,
+            title=title,
+            place=received,
+            move_leaf=not self.shared,
+        )
+        self.conversation = conversation
+        self.user_row = rows[0]
+        self.reply_row = rows[1] if with_reply else None
+        if self.shared:
+            root = conversation.root_id if parent is not None and conversation.root_id else rows[0].id
+            self._advance = (conversation.id, root)
+
+    async def _conversation(self) -> tuple[Conversation, Any]:
+        """Where the message goes: (conversation, parent for ``add_messages``).
+
+        Private chats: the active conversation, at its leaf — or, when the message replies to
+        an older message, a new branch conversation from it, made active (the original is left
+        untouched). Shared chats: the same, except that a reply to the last message of a
+        branch continues that branch, and branches are not made active (the chat's other
+        people stay in the conversation they were in); the parent is the conversation's leaf
+        as it is now (the newest finished exchange).
+        """
+        store = self.app.store
+        if self.message.reply_to:
+            target = await store.find_by_platform_id(self.chat, self.message.reply_to)
+            # an unplaced message (still waiting for its own turn) has no branch to continue yet
+            if target is not None and target.status != ReplyStatus.PENDING:
+                active = await store.active_conversation(self.chat)
+                if active is not None and active.leaf_id == target.id:
+                    return active, self._parent(active)
+                if self.shared:
+                    branch = await store.conversation_ending_at(self.chat, target.id)
+                    if branch is not None:
+                        return branch, self._parent(branch)
+                # replying to an older message branches the conversation from it
+                branch = await store.create_conversation(
+                    self.chat, "", activate=not self.shared, branch_from=target.id
+                )
+                return branch, self._parent(branch)
+        active = await store.active_conversation(self.chat)
+        if active is None:
+            active = await store.create_conversation(self.chat, "", activate=True)
+        return active, self._parent(active)
+
+    def _parent(self, conversation: Conversation) -> Any:
+        # private: the leaf as the write finds it; shared: the leaf read now, pinned, so that
+        # the exchange's root (for advance_leaf) is known
+        return conversation.leaf_id if self.shared else USE_LEAF
+
+    async def _last_user_turn(self) -> tuple[Conversation, Any]:
+        """For regenerate: the active conversation and the user message to answer again."""
+        store = self.app.store
+        conversation = await store.active_conversation(self.chat)
+        leaf = None
+        if conversation is not None and conversation.leaf_id is not None:
+            leaf = await store.get_message(conversation.leaf_id)
+        if leaf is not None and leaf.role == Role.ASSISTANT and leaf.parent_id is not None:
+            leaf = await store.get_message(leaf.parent_id)
+        if conversation is None or leaf is None or leaf.role != Role.USER:
+            raise CommandError("There is no message to answer again yet.")
+        return conversation, leaf
+
+    async def give_back(self) -> None:
+        """Shutdown came before the answer started: the message is ``pending`` again (it is
+        answered after the restart) and the placeholder is closed, empty."""
+        store = self.app.store
+        with contextlib.suppress(Exception):
+            if self.reply_row is not None:
+                await asyncio.shield(store.update_message(self.reply_row.id, status=ReplyStatus.INTERRUPTED))
+            if self.user_row is not None and not self.regenerate:
+                await asyncio.shield(store.update_message(self.user_row.id, status=ReplyStatus.PENDING))
+
+    # ── answering ───────────────────────────────────────────────────────────────────────────
+
+    async def answer(self) -> None:
+        """Answer the stored message. Cancellation keeps the partial reply, marked interrupted."""
+        app = self.app
+        assert self.conversation is not None and self.user_row is not None and self.reply_row is not None
+        conversation, user_row, reply_row = self.conversation, self.user_row, self.reply_row
+        provider_name, provider, counter = self.provider_name, self.provider, self.counter
+        caps = provider.capabilities
         max_out = caps.max_output_tokens
         budget = input_budget(caps.context_window, max_out)
         try:
+            if app.turns.closing:
+                raise asyncio.CancelledError  # shutdown won the race: no new provider request
             request, dropped, notes, sent = await self._prepare(
                 user_row.id, budget, provider_name, provider, counter
             )
+        except asyncio.CancelledError:
+            if app.turns.closing:
+                await self.give_back()
+            else:
+                await self._save(reply_row.id, "", ReplyStatus.INTERRUPTED, counter)
+            self.stream.cancel()
+            raise
         except BaseException:
             # the placeholder must not stay "streaming": nothing was asked of the provider
             with contextlib.suppress(Exception):
-                await asyncio.shield(store.update_message(reply_row.id, status=ReplyStatus.FAILED))
+                await asyncio.shield(app.store.update_message(reply_row.id, status=ReplyStatus.FAILED))
             raise
-        noticed = app.conversations.state(self.chat).truncation_noticed
+        noticed = app.turns.state(self.chat).truncation_noticed
         if dropped and conversation.id not in noticed:
             noticed.add(conversation.id)
             notes.insert(0, truncation_notice(dropped))
@@ -142,7 +316,7 @@ class ReplyRunner:
         cancelled = False
         try:
             try:
-                await self._stream_from(provider, request, reply_row.id)
+                await self._stream_capped(provider, request, reply_row.id)
             except ContextTooLongError:
                 if self.text_parts:
                     raise
@@ -157,12 +331,16 @@ class ReplyRunner:
                 if dropped and conversation.id not in noticed:
                     noticed.add(conversation.id)
                     notes.insert(0, truncation_notice(dropped))
-                await self._stream_from(provider, request, reply_row.id)
+                await self._stream_capped(provider, request, reply_row.id)
             if self.finish and self.finish.reason != "stop":
                 notes.append(self.finish.message or _FINISH_NOTES.get(self.finish.reason, ""))
         except asyncio.CancelledError:
             cancelled = True
             status = ReplyStatus.INTERRUPTED
+        except _Capped as cap:
+            log.info("reply in %s capped: %s", self.chat, cap.note)
+            status = ReplyStatus.INTERRUPTED
+            notes.append(cap.note)
         except ProviderError as exc:
             error_text = redact(str(exc))
             log.error("provider %r failed in %s: %s", provider_name, self.chat, error_text)
@@ -176,14 +354,18 @@ class ReplyRunner:
             notes.append("⚠️ " + RelaybotError.user_message)
 
         text = "".join(self.text_parts)
-        await self._save(reply_row.id, text, status, counter)
+        note = "\n\n".join(n for n in notes if n)
+        # a failed reply keeps the reason it showed, so history and exports can say why
+        await self._save(reply_row.id, note if status == ReplyStatus.FAILED else text, status, counter)
         delivered: tuple[str, ...] = ()
         try:
-            result = await self.stream.finish(
-                interrupted=status == ReplyStatus.INTERRUPTED, note="\n\n".join(n for n in notes if n)
-            )
-            delivered = tuple(result.message_ids)
-            await store.link_platform_messages(self.chat, delivered, reply_row.id)
+            if cancelled and not text and not note:
+                # stopped before it said anything: nothing to show, nothing left behind
+                self.stream.cancel()
+            else:
+                result = await self.stream.finish(interrupted=status == ReplyStatus.INTERRUPTED, note=note)
+                delivered = tuple(result.message_ids)
+                await app.store.link_platform_messages(self.chat, delivered, reply_row.id)
         except asyncio.CancelledError:
             # cancelled a second time (shutdown after /stop): the reply is saved already; only
             # its platform ids (used for reply-to branching) may be missing
@@ -202,7 +384,7 @@ class ReplyRunner:
                 provider=provider_name,
                 model=provider.model,
                 platform_message_ids=delivered,
-                error=error_text,
+                error=error_text or (note if status == ReplyStatus.FAILED else ""),
             ),
         )
         if cancelled:
@@ -210,29 +392,8 @@ class ReplyRunner:
 
     # ── steps ───────────────────────────────────────────────────────────────────────────────
 
-    _parent_id: Any = None
     #: tokens of the request as we counted them (set when it is built)
     _input_estimate: int = 0
-
-    async def _conversation(self) -> Conversation:
-        """The conversation to answer in: the active one, or a branch when replying to an old one."""
-        store = self.app.store
-        from .storage import USE_LEAF
-
-        self._parent_id = USE_LEAF
-        if self.message.reply_to:
-            target = await store.find_by_platform_id(self.chat, self.message.reply_to)
-            if target is not None:
-                active = await store.active_conversation(self.chat)
-                if active is None or active.leaf_id != target.id:
-                    # replying to an older message branches the conversation from it
-                    return await store.create_conversation(
-                        self.chat, "", activate=True, branch_from=target.id
-                    )
-        active = await store.active_conversation(self.chat)
-        if active is None:
-            active = await store.create_conversation(self.chat, "", activate=True)
-        return active
 
     async def _prepare(
         self, leaf_id: int, budget: int, provider_name: str, provider: Any, counter: Any
@@ -250,7 +411,7 @@ class ReplyRunner:
             self.chat,
             self.message,
             app.config.bot.system_prompt,
-            path.messages,
+            [m for m in path.messages if is_context(m)],
             counter=counter,
             context_window=budget + caps.max_output_tokens,
             max_output_tokens=caps.max_output_tokens,
@@ -271,20 +432,6 @@ class ReplyRunner:
             "before_provider_request", request=request, provider=provider_name, message=self.message
         )
         return request, draft.dropped, notes, draft.token_count
-
-    async def _last_user_turn(self) -> tuple[Conversation, Any]:
-        """For regenerate: the active conversation and the user message to answer again."""
-        store = self.app.store
-        conversation = await store.active_conversation(self.chat)
-        leaf = None
-        if conversation is not None and conversation.leaf_id is not None:
-            leaf = await store.get_message(conversation.leaf_id)
-        if leaf is not None and leaf.role == Role.ASSISTANT and leaf.parent_id is not None:
-            leaf = await store.get_message(leaf.parent_id)
-        if conversation is None or leaf is None or leaf.role != Role.USER:
-            raise CommandError("There is no message to answer again yet.")
-        return conversation, leaf
-
     async def _resolve_images(
         self, messages: list[ChatMessage], *, vision: bool, limits: ImageLimits | None = None
     ) -> list[str]:
@@ -335,12 +482,35 @@ class ReplyRunner:
             message.parts = parts
         return notes
 
+    async def _stream_capped(self, provider: Any, request: ProviderRequest, reply_id: int) -> None:
+        """:meth:`_stream_from` within ``bot.max_reply_seconds`` (a provider that never stops
+        cannot hold a chat for ever)."""
+        limit = self.app.config.bot.max_reply_seconds
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                await self._stream_from(provider, request, reply_id)
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # not our deadline
+            raise _Capped("time", int(limit)) from None
+
     async def _stream_from(self, provider: Any, request: ProviderRequest, reply_id: int) -> None:
-        """Pump provider events into the ReplyStream, checkpointing now and then."""
-        interval = self.app.config.bot.checkpoint_interval
-        next_checkpoint = time.monotonic() + interval
+        """Pump provider events into the ReplyStream, checkpointing what arrives.
+
+        A checkpoint is written at most every ``bot.checkpoint_interval`` seconds and at the
+        latest that long after text arrived (a timer, so a provider that bursts and then goes
+        silent still has its text saved). The reply is capped at ``max_output_tokens`` as we
+        count it (counted in chunks of ~1,000 characters, so the cost stays linear): a
+        provider that ignores the limit is stopped.
+        """
         append = self.stream.append
         parts = self.text_parts
+        max_tokens = request.max_output_tokens or 0
+        count_text = self.counter.count_text
+        counted_tokens = count_text("".join(parts)) if parts else 0
+        pending: list[str] = []
+        pending_chars = 0
         events = provider.stream(request)
         self._events = events
         # transports that can (the HTTP providers' aiohttp one) let the socket wait while
@@ -349,13 +519,21 @@ class ReplyRunner:
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
-                    if event.text:
-                        parts.append(event.text)
-                        append(event.text)
-                        now = time.monotonic()
-                        if now >= next_checkpoint:
-                            next_checkpoint = now + interval
-                            self._checkpoint(reply_id)
+                    text = event.text
+                    if text:
+                        parts.append(text)
+                        append(text)
+                        if self._checkpoint_timer is None:
+                            self._arm_checkpoint(reply_id)
+                        if max_tokens:
+                            pending.append(text)
+                            pending_chars += len(text)
+                            if pending_chars >= _COUNT_EVERY:
+                                counted_tokens += count_text("".join(pending))
+                                pending.clear()
+                                pending_chars = 0
+                                if counted_tokens > max_tokens:
+                                    raise _Capped("tokens", max_tokens)
                 elif isinstance(event, Usage):
                     self.usage = event
                 elif isinstance(event, Finish):
@@ -364,12 +542,23 @@ class ReplyRunner:
             text_demand.reset(demand)
             await events.aclose()
 
+    def _arm_checkpoint(self, reply_id: int) -> None:
+        """Save the partial text one checkpoint interval from now (one timer per reply)."""
+        loop = asyncio.get_running_loop()
+        self._checkpoint_timer = loop.call_later(
+            self.app.config.bot.checkpoint_interval, self._checkpoint, reply_id
+        )
+
     def _checkpoint(self, reply_id: int) -> None:
         """Hand the partial text to the app's checkpoint writer (written in a batch soon)."""
+        self._checkpoint_timer = None
         self.app.checkpoints.submit(reply_id, "".join(self.text_parts))
 
     async def _save(self, reply_id: int, text: str, status: ReplyStatus, counter: Any) -> None:
         """The final write of the reply (shielded: it must land even while being cancelled)."""
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
         # no older checkpoint may land after the final text
         await self.app.checkpoints.settle(reply_id)
         tokens = counter.count_message(ChatMessage.text(Role.ASSISTANT, text))
@@ -377,7 +566,7 @@ class ReplyRunner:
         if usage is not None:
             # the provider's own count of the reply is better than ours
             tokens = usage.output_tokens or tokens
-        elif text:
+        elif text and status != ReplyStatus.FAILED:
             # no usage reported (a provider without it, or the reply was interrupted): record
             # our own counts, flagged, so usage accounting sees every answered request
             usage = Usage(self._input_estimate, tokens, estimated=True)
@@ -394,6 +583,7 @@ class ReplyRunner:
                 usage=usage,
                 token_count=tokens,
                 token_estimated=self.usage is None and not counter.exact,
+                advance_leaf=self._advance,
             )
         )
 

@@ -189,7 +189,15 @@ class WebConnector(BaseConnector):
         log.info("web chat at %s", self.url)
 
     async def stop(self) -> None:
-        """End open streams and stop serving (bounded: never hangs on a client)."""
+        """Intake stops with the bot's turns; the page stays served until :meth:`aclose`, so
+        open tabs still receive the final events of replies saved at shutdown (a message sent
+        meanwhile is stored and answered after the restart). Without a running bot (tests),
+        this closes at once."""
+        if self.app is None:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """End open streams (after their last events) and stop serving; bounded, idempotent."""
         self.hub.close()
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
@@ -301,7 +309,7 @@ class WebConnector(BaseConnector):
         if (
             leaf.status == ReplyStatus.STREAMING
             or reply_to is not None
-            or self.app.conversations.is_streaming(chat)
+            or self.app.turns.is_streaming(chat)
         ):
             self._claimed[leaf.id] = None
             while len(self._claimed) > MAX_LIVE:

@@ -5,8 +5,10 @@ and migrates the schema; see :mod:`relaybot.core.storage.store` for the model an
 concurrency rules. Failures raise :class:`~relaybot.core.errors.StorageError`.
 """
 
+from relaybot.core.storage.receipts import PendingMessage
 from relaybot.core.storage.records import (
     USE_LEAF,
+    AlreadyStoredError,
     Conversation,
     NewMessage,
     NotFoundError,
@@ -17,10 +19,12 @@ from relaybot.core.storage.store import Store
 
 __all__ = [
     "USE_LEAF",
+    "AlreadyStoredError",
     "Conversation",
     "NewMessage",
     "NotFoundError",
     "Path",
+    "PendingMessage",
     "Store",
     "StoredMessage",
 ]

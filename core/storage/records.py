@@ -63,6 +63,19 @@ class NotFoundError(StorageError, LookupError):
     user_message = "That conversation or message no longer exists."
 
 
+class AlreadyStoredError(StorageError):
+    """The platform message was stored before (a re-delivered event): nothing was written.
+
+    ``message_id`` is the stored message it was linked to the first time.
+    """
+
+    user_message = "That message was received already."
+
+    def __init__(self, message: str, message_id: int) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+
+
 @dataclass(frozen=True, slots=True)
 class Conversation:
     """A conversation: the path from ``root_id`` to ``leaf_id`` in its chat's message tree.

@@ -160,6 +160,13 @@ messages = sa.Table(
         sqlite_where=sa.text("status = 'streaming'"),
         postgresql_where=sa.text("status = 'streaming'"),
     ),
+    # … and for user messages stored on receipt but not answered yet (migration 0002)
+    sa.Index(
+        "ix_messages_pending",
+        "status",
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    ),
 )
 
 platform_messages = sa.Table(

@@ -35,7 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
 from relaybot.core.storage import queries as q
-from relaybot.core.storage.base import StoreBase, translated
+from relaybot.core.storage.base import translated
+from relaybot.core.storage.receipts import ReceiptsMixin
 from relaybot.core.storage.records import (
     USE_LEAF,
     Conversation,
@@ -65,14 +66,15 @@ _LINK_UPSERTS: dict[str, Any] = {}
 log = logging.getLogger(__name__)
 
 
-class Store(StoreBase):
+class Store(ReceiptsMixin):
     """Async conversation storage on SQLite (default) or PostgreSQL.
 
     Create with ``await Store.open(url)`` (which migrates the schema) and ``await close()`` at
     shutdown, or ``async with await Store.open(url) as store:``. One instance per process is
     enough; it is safe to use from many tasks at once. Lifecycle methods (``open``, ``close``,
     ``url``, ``backend``, ``schema_revision``, ``get_or_create_chat``) come from
-    :class:`~relaybot.core.storage.base.StoreBase`.
+    :class:`~relaybot.core.storage.base.StoreBase`; storing messages on receipt (``receive``,
+    ``pending_messages``) from :class:`~relaybot.core.storage.receipts.ReceiptsMixin`.
     """
 
     # -- conversations ------------------------------------------------------------------------
@@ -129,6 +131,23 @@ class Store(StoreBase):
                     .values(active_conversation_id=conversation_id)
                 )
             return await self._conversation(conn, conversation_id)
+
+    @translated
+    async def conversation_ending_at(self, chat: ChatKey, message_id: int) -> Conversation | None:
+        """The newest conversation of ``chat`` whose leaf is ``message_id``, or ``None``.
+
+        A reply to the last message of a branch continues that branch instead of opening
+        another one.
+        """
+        stmt = (
+            q.select_conversations()
+            .where(q.chat_matches(chat), conversations.c.leaf_id == message_id)
+            .order_by(conversations.c.id.desc())
+            .limit(1)
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).first()
+        return q.conversation_from_row(row) if row is not None else None
 
     @translated
     async def list_conversations(self, chat: ChatKey, *, with_counts: bool = False) -> list[Conversation]:
@@ -282,16 +301,24 @@ class Store(StoreBase):
         parent_id: int | UseLeaf | None = USE_LEAF,
         platform_message_id: str | None = None,
         title: str | None = None,
+        place: int | None = None,
+        move_leaf: bool = True,
     ) -> list[StoredMessage]:
         """Append ``chain`` (each message the parent of the next) in one transaction.
 
         The first message attaches like :meth:`add_message`'s ``parent_id`` says; the
-        conversation's leaf moves to the last one. ``platform_message_id`` links the first
-        message to its platform id (as :meth:`link_platform_message`); ``title`` renames the
-        conversation. A reply starts with one such write: the user's message and the reply's
-        placeholder together. Raises NotFoundError for an unknown conversation or parent.
+        conversation's leaf moves to the last one (unless ``move_leaf=False``: the messages
+        then form a branch the leaf does not follow yet, see ``update_message(advance_leaf=)``).
+        ``platform_message_id`` links the first message to its platform id (as
+        :meth:`link_platform_message`) and raises
+        :class:`~relaybot.core.storage.records.AlreadyStoredError`, writing nothing, when
+        that id was stored before. ``title`` renames the conversation. ``place`` is the id
+        of a message stored on receipt (:meth:`receive`): it is attached first (and becomes
+        ``complete``), the chain after it, and it is returned first. A reply starts with one
+        such write: the user's message and the reply's placeholder together. Raises
+        NotFoundError for an unknown conversation or parent.
         """
-        if not chain:
+        if not chain and place is None:
             raise ValueError("add_messages needs at least one message")
         async with self._write() as conn:
             row = (
@@ -312,8 +339,16 @@ class Store(StoreBase):
             elif parent != leaf_id:
                 await self._check_message_in_chat(conn, parent, chat_id)
                 root_id = await conn.scalar(q.root_of(parent))
+            if platform_message_id is not None:
+                await self._refuse_duplicate(conn, chat_id, platform_message_id)
             now = utcnow()
             stored: list[StoredMessage] = []
+            if place is not None:
+                placed = await self._place(conn, place, chat_id, conversation_id, parent, now)
+                if root_id is None:
+                    root_id = placed.id
+                stored.append(placed)
+                parent = placed.id
             for new in chain:
                 text = joined_text(new.parts)
                 result = await conn.execute(
@@ -357,7 +392,9 @@ class Store(StoreBase):
                     )
                 )
                 parent = message_id
-            values: dict[str, Any] = {"leaf_id": parent, "root_id": root_id, "updated_at": now}
+            values: dict[str, Any] = {"updated_at": now}
+            if move_leaf:
+                values.update(leaf_id=parent, root_id=root_id)
             if title is not None:
                 values["title"] = title
             await conn.execute(
@@ -366,6 +403,32 @@ class Store(StoreBase):
             if platform_message_id is not None:
                 await self._link(conn, chat_id, [platform_message_id], stored[0].id)
         return stored
+
+    async def _place(
+        self,
+        conn: AsyncConnection,
+        message_id: int,
+        chat_id: int,
+        conversation_id: int,
+        parent: int | None,
+        now: Any,
+    ) -> StoredMessage:
+        """Attach a message stored on receipt under ``parent`` (inside add_messages' write)."""
+        result = await conn.execute(
+            sa.update(messages)
+            .where(messages.c.id == message_id, messages.c.chat_id == chat_id)
+            .values(
+                conversation_id=conversation_id,
+                parent_id=parent,
+                status=ReplyStatus.COMPLETE.value,
+                updated_at=now,
+            )
+            .returning(*messages.c)
+        )
+        row = result.first()
+        if row is None:
+            raise NotFoundError(f"message {message_id} does not exist in this chat")
+        return q.message_from_row(row)
 
     @translated
     async def checkpoint_texts(self, texts: Mapping[int, str]) -> int:
@@ -408,12 +471,16 @@ class Store(StoreBase):
         token_estimated: bool | None = None,
         provider: str | None = None,
         model: str | None = None,
+        advance_leaf: tuple[int, int] | None = None,
     ) -> None:
         """Update a stored message in place (streaming checkpoints, the final reply).
 
         ``text`` replaces the message's text: its text parts become one text part (at the
         position of the first one; image parts are kept). Arguments left ``None`` are not
-        changed. Raises NotFoundError for an unknown id.
+        changed. ``advance_leaf=(conversation id, root id)`` also makes this message that
+        conversation's leaf (and ``root id`` the root of its tree): a reply of a shared chat,
+        stored with ``move_leaf=False``, joins the conversation when it ends. Raises
+        NotFoundError for an unknown id.
         """
         values: dict[str, Any] = {"updated_at": utcnow()}
         if status is not None:
@@ -443,6 +510,13 @@ class Store(StoreBase):
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"message {message_id} does not exist")
+            if advance_leaf is not None:
+                conversation_id, root_id = advance_leaf
+                await conn.execute(
+                    sa.update(conversations)
+                    .where(conversations.c.id == conversation_id)
+                    .values(leaf_id=message_id, root_id=root_id, updated_at=values["updated_at"])
+                )
 
     @translated
     async def get_message(self, message_id: int) -> StoredMessage | None:
