@@ -120,8 +120,14 @@ class ConversationService:
         return export_markdown(data)
 
     async def stop(self) -> bool:
-        """Stop the reply streaming in this chat; True if there was one."""
-        return await self.manager.stop(self.chat)
+        """Stop the reply being written; True if there was one.
+
+        In a shared chat only the sender's own reply is stopped (other people's replies go
+        on); in a private chat, the chat's reply.
+        """
+        message = self.message
+        person = None if message is None or message.is_private else message.user.id
+        return await self.manager.stop(self.chat, person)
 
 
 def export_markdown(data: dict[str, Any]) -> str:

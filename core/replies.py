@@ -74,8 +74,8 @@ _FINISH_NOTES = {
 }
 #: why a reply was stopped by relaybot itself (see ``bot.max_reply_seconds`` and the output cap)
 _CAP_NOTES = {
-    "tokens": "(The answer was stopped: it reached the maximum length of {limit} tokens.)",
-    "time": "(The answer was stopped: it took longer than {limit} seconds.)",
+    "tokens": "(The answer was stopped: it reached the maximum length of {limit:g} tokens.)",
+    "time": "(The answer was stopped: it took longer than {limit:g} seconds.)",
 }
 #: count the reply's tokens on our side once per this many new characters (the output cap)
 _COUNT_EVERY = 1024
@@ -84,7 +84,7 @@ _COUNT_EVERY = 1024
 class _Capped(Exception):
     """The reply hit relaybot's own output-token or wall-clock cap (internal)."""
 
-    def __init__(self, kind: str, limit: int) -> None:
+    def __init__(self, kind: str, limit: float) -> None:
         super().__init__(kind)
         self.note = _CAP_NOTES[kind].format(limit=limit)
 
@@ -493,7 +493,7 @@ class ReplyRunner:
         except TimeoutError:
             if not timeout.expired():
                 raise  # not our deadline
-            raise _Capped("time", int(limit)) from None
+            raise _Capped("time", limit) from None
 
     async def _stream_from(self, provider: Any, request: ProviderRequest, reply_id: int) -> None:
         """Pump provider events into the ReplyStream, checkpointing what arrives.

@@ -14,6 +14,7 @@ import abc
 import asyncio
 import itertools
 import json
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -36,9 +37,11 @@ class FakeRequest:
 
 @dataclass(slots=True)
 class RecordedRequest(FakeRequest):
-    """One request a fake received: path, JSON body, headers (lower-case) and query parameters."""
+    """One request a fake received: path, JSON body, headers (lower-case), query parameters
+    and when it arrived (``time.monotonic()``)."""
 
     query: dict[str, str] = field(default_factory=dict)
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -100,6 +103,9 @@ class FakeStreamingServer(abc.ABC, Generic[ReplyT]):
         self.model = model
         #: answers requests when no scripted reply is queued: ``request_json -> text``
         self.default: Callable[[dict[str, Any]], str] = lambda body: f"You said: {self.last_user_text(body)}"
+        #: pace of the default answers (``None``: as fast as possible), e.g. to keep several
+        #: replies streaming at once without scripting each
+        self.default_tokens_per_second: float | None = None
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
         self._reply_type = reply_type

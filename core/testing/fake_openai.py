@@ -120,7 +120,7 @@ class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
 
     def _default_reply(self, text: str) -> FakeReply:
         text, chunks = split_text(text, 4)
-        return FakeReply(text=text, chunks=chunks)
+        return FakeReply(text=text, chunks=chunks, tokens_per_second=self.default_tokens_per_second)
 
     @property
     def base_url(self) -> str:

@@ -219,7 +219,7 @@ async def test_offline_history_stays_readable(tab: Page, web, fake_openai) -> No
     await tab.wait_reply_done()
     await tab.page.evaluate("navigator.serviceWorker.ready.then(() => true)")
     await tab.page.wait_for_function("() => !!navigator.serviceWorker.controller")
-    await web.connector.stop()  # the server goes away
+    await web.connector.aclose()  # the server goes away
     await tab.page.locator("#offline-banner").wait_for(state="visible")
     await tab.page.reload()  # the shell comes from the service worker, the chat from IndexedDB
     await tab.page.wait_for_selector("body[data-ready='1']")
