@@ -26,6 +26,25 @@ def recording_connector() -> RecordingConnector:
     return RecordingConnector(policy=POLICY)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each test runs on SQLite and on a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+
+
+@pytest.fixture
+def make_bot(make_bot: Any, database: str) -> Any:
+    """The kit's ``make_bot`` on this module's database."""
+
+    async def factory(**kwargs: Any) -> Any:
+        kwargs.setdefault("database", database)
+        return await make_bot(**kwargs)
+
+    return factory
+
+
 def long_answer(body: dict[str, Any]) -> str:
     """The fake's answer: names the question, long enough to stream for a while."""
     question = body["messages"][-1]["content"]
@@ -244,6 +263,7 @@ async def test_runaway_streams_are_capped_by_tokens_and_by_time(make_bot, fake_o
     assert "maximum length of 100 tokens" in shown[-1]
 
     fake_openai.add_reply("slow " * 500, tokens_per_second=20)
+    await bot.stop()
     bot2 = await make_bot(config={"bot": {"max_reply_seconds": 0.5}})
     await asyncio.wait_for(bot2.send("talk slowly", chat="chat-2"), 20)
     conv = await bot2.app.store.active_conversation(bot2.chat("chat-2"))
@@ -266,3 +286,52 @@ async def test_a_failed_reply_keeps_its_reason_and_stays_out_of_context(
     roles = [m["role"] for m in fake_openai.requests[-1].json["messages"] if m["role"] != "system"]
     assert roles == ["user"]  # both questions as one turn, no empty or failed assistant turn
     assert user_texts(fake_openai.requests[-1]) == ["first try\n\nsecond try"]
+
+
+async def test_queued_messages_outlive_a_shutdown_and_are_answered_after_the_restart(
+    make_bot, fake_openai, recording_connector, database
+) -> None:
+    from relaybot.testing import BotHarness
+
+    fake_openai.add_reply("slow " * 200, tokens_per_second=20)
+    bot = await make_bot(config={"bot": {"busy_policy": "queue"}})
+    chat = bot.chat()
+    first = await bot.send("one", message_id="1", wait=False)
+    await bot.send("two", message_id="2", wait=False)
+    await bot.send("three", message_id="3", wait=False)
+    while not recording_connector.ops(chat, "send"):
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(bot.stop(), 8)
+    await first
+    assert len(fake_openai.requests) == 1, "shutdown started a provider request for a queued message"
+
+    restarted = BotHarness(
+        base_url=fake_openai.base_url,
+        connector=RecordingConnector(policy=POLICY),
+        database=database,
+        plugins=[],
+        overrides={"bot": {"busy_policy": "queue"}},
+    )
+    await restarted.start()  # answers what the previous run left pending
+    try:
+        store = restarted.app.store
+        for _ in range(500):
+            if not await store.pending_messages() and len(fake_openai.requests) == 3:
+                conv = await store.active_conversation(chat)
+                leaf = await store.get_message(conv.leaf_id)
+                if leaf.status == ReplyStatus.COMPLETE and leaf.text == "You said: three":
+                    break
+            await asyncio.sleep(0.02)
+        path = await store.path((await store.active_conversation(chat)).leaf_id)
+        assert [(m.role.value, m.status.value) for m in path] == [
+            ("user", "complete"),
+            ("assistant", "interrupted"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+            ("user", "complete"),
+            ("assistant", "complete"),
+        ]
+        assert [m.text for m in path][2:] == ["two", "You said: two", "three", "You said: three"]
+        assert 0 < len(path[1].text) < len("slow " * 200)
+    finally:
+        await restarted.stop()
