@@ -95,6 +95,15 @@ async def children(bot: Any, chat: ChatKey) -> dict[str, list[Any]]:
     return found
 
 
+async def until(condition: Any, timeout: float = 15.0) -> None:
+    """Wait until ``condition()`` holds (checked every 10 ms)."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting")
+
+
 async def no_more_typing(connector: RecordingConnector, chat: ChatKey) -> None:
     """Assert no typing indicator goes out any more (several refresh intervals pass)."""
     before = connector.count("typing", chat)
@@ -214,15 +223,16 @@ async def test_a_reply_to_an_answer_continues_that_branch(make_bot, fake_openai,
     assert "thanks!" in user_texts(fake_openai.requests[-1])
 
 
-async def test_stop_in_a_group_stops_only_the_senders_reply(make_bot, fake_openai, recording_connector) -> None:
+async def test_stop_in_a_group_stops_only_the_senders_reply(
+    make_bot, fake_openai, recording_connector
+) -> None:
     fake_openai.default = long_answer
     fake_openai.default_tokens_per_second = 20
     bot = await make_bot()
     group = bot.chat("group")
     alice = await bot.send("owls", chat="group", user="alice", private=False, message_id="a1", wait=False)
     bob = await bot.send("bees", chat="group", user="bob", private=False, message_id="b1", wait=False)
-    while len(recording_connector.ops(group, "send")) < 2:
-        await asyncio.sleep(0.01)
+    await until(lambda: len(recording_connector.ops(group, "send")) >= 2)
     await bot.send("/stop", chat="group", user="alice", private=False, message_id="a2")
     await asyncio.wait_for(asyncio.gather(alice, bob), 30)
     stored = await children(bot, group)
@@ -234,7 +244,9 @@ async def test_a_provider_that_goes_silent_after_a_burst_is_checkpointed(
     make_bot, fake_openai, recording_connector
 ) -> None:
     burst = "x" * 600
-    fake_openai.add_reply(burst + " and the rest", chunk_size_chars=[burst, " and the rest"], tokens_per_second=0.05)
+    fake_openai.add_reply(
+        burst + " and the rest", chunk_size_chars=[burst, " and the rest"], tokens_per_second=0.05
+    )
     bot = await make_bot()  # checkpoint_interval 0.2 s in the harness
     task = await bot.send("go", wait=False)
     store = bot.app.store
@@ -251,7 +263,9 @@ async def test_a_provider_that_goes_silent_after_a_burst_is_checkpointed(
     await task
 
 
-async def test_runaway_streams_are_capped_by_tokens_and_by_time(make_bot, fake_openai, recording_connector) -> None:
+async def test_runaway_streams_are_capped_by_tokens_and_by_time(
+    make_bot, fake_openai, recording_connector
+) -> None:
     fake_openai.add_reply("endless " * 2000, chunk_size_chars=64)
     bot = await make_bot(config={"providers": {"fake": {"max_output_tokens": 100}}})
     await bot.send("talk forever")
@@ -299,8 +313,7 @@ async def test_queued_messages_outlive_a_shutdown_and_are_answered_after_the_res
     first = await bot.send("one", message_id="1", wait=False)
     await bot.send("two", message_id="2", wait=False)
     await bot.send("three", message_id="3", wait=False)
-    while not recording_connector.ops(chat, "send"):
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(recording_connector.ops(chat, "send")))
     await asyncio.wait_for(bot.stop(), 8)
     await first
     assert len(fake_openai.requests) == 1, "shutdown started a provider request for a queued message"
