@@ -520,20 +520,30 @@ class ReplyRunner:
             async for event in events:
                 if isinstance(event, TextDelta):
                     text = event.text
+                    if not text:
+                        continue
+                    over = False
+                    if max_tokens and pending_chars + len(text) >= _COUNT_EVERY:
+                        # counted before it is shown, so a reply never shows more than the cap
+                        pending.append(text)
+                        tokens = count_text("".join(pending))
+                        if counted_tokens + tokens > max_tokens:
+                            pending.pop()
+                            text = _fit(text, max_tokens - counted_tokens, pending, count_text)
+                            over = True
+                        counted_tokens += tokens
+                        pending.clear()
+                        pending_chars = 0
+                    elif max_tokens:
+                        pending.append(text)
+                        pending_chars += len(text)
                     if text:
                         parts.append(text)
                         append(text)
                         if self._checkpoint_timer is None:
                             self._arm_checkpoint(reply_id)
-                        if max_tokens:
-                            pending.append(text)
-                            pending_chars += len(text)
-                            if pending_chars >= _COUNT_EVERY:
-                                counted_tokens += count_text("".join(pending))
-                                pending.clear()
-                                pending_chars = 0
-                                if counted_tokens > max_tokens:
-                                    raise _Capped("tokens", max_tokens)
+                    if over:
+                        raise _Capped("tokens", max_tokens)
                 elif isinstance(event, Usage):
                     self.usage = event
                 elif isinstance(event, Finish):
@@ -586,6 +596,22 @@ class ReplyRunner:
                 advance_leaf=self._advance,
             )
         )
+
+
+def _fit(text: str, budget: int, before: list[str], count: Any) -> str:
+    """The longest prefix of ``text`` (cut at a space when there is one) that, after the
+    uncounted ``before`` pieces, stays within ``budget`` tokens (binary search: a few counts)."""
+    head = "".join(before)
+    low, high = 0, len(text)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if count(head + text[:mid]) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    cut = text[:low]
+    space = cut.rfind(" ")
+    return cut[: space + 1] if space > 0 and low < len(text) else cut
 
 
 def _auto_title(text: str, limit: int = 48) -> str:
