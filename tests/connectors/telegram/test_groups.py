@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from relaybot.core.testing.fake_telegram import FakeTelegramServer, utf16_len
+from relaybot.core.testing.fake_telegram import FakeTelegramServer, FloodLimits, utf16_len
 
-from .conftest import texts, wait_text, wait_until
+from .conftest import TOKEN, texts, wait_text, wait_until
 
 GROUP = -1001234
 
@@ -99,3 +99,45 @@ async def test_long_reply_is_split_within_limits(tg: FakeTelegramServer, make_tg
     pres = [m for m in messages if any(e["type"] == "pre" for e in m.entities)]
     assert len(pres) >= 2
     assert all(e.get("language") == "python" for m in pres for e in m.entities if e["type"] == "pre")
+
+
+async def test_three_people_mention_the_bot_at_once_and_all_get_their_answers(make_tg_bot, fake_openai) -> None:
+    # Telegram's group rules (a per-chat interval with a small burst, a per-minute cap per
+    # group), enforced by the fake five times faster than Telegram so the test stays short;
+    # the connector is configured at the same scale
+    limits = FloodLimits(per_chat_interval=0.2, burst=3, group_per_minute=300, global_per_second=30)
+    topics = {7: "tides", 8: "comets", 9: "ferns"}
+
+    def answer(body: dict) -> str:
+        question = body["messages"][-1]["content"]
+        return f"All about {question.rsplit(' ', 1)[-1]}: " + "it is a long and careful answer " * 4
+
+    fake_openai.default = answer
+    fake_openai.default_tokens_per_second = 40
+    async with FakeTelegramServer(token=TOKEN, limits=limits) as tg:
+        await make_tg_bot(tg, group_interval=0.25, private_interval=0.25, global_rate=25)
+        asked = {
+            user: tg.send_user_message(GROUP, f"@relaybot_test_bot tell me about {topic}", user_id=user)
+            for user, topic in topics.items()
+        }
+        finals = {}
+        for user, topic in topics.items():
+            expected = f"All about {topic}: " + ("it is a long and careful answer " * 4).strip()
+            finals[user] = await wait_text(tg, GROUP, expected, timeout=30)
+        assert tg.count_429 == 0
+        for user, final in finals.items():  # each answer is a reply to its own question
+            assert final.api["reply_to_message"]["message_id"] == asked[user]["message_id"]
+            assert final.edit_count >= 1  # streamed, not sent whole
+        # answered at the same time: every answer had started before the first one was final
+        started = [
+            min(r.t for r in tg.calls("sendMessage") if r.message_id == final.message_id)
+            for final in finals.values()
+        ]
+        last_edits = [
+            max(r.t for r in tg.calls("editMessageText") if r.message_id == final.message_id)
+            for final in finals.values()
+        ]
+        assert max(started) < min(last_edits)
+        typing = len(tg.calls("sendChatAction"))
+        await asyncio.sleep(1.0)  # longer than a typing refresh
+        assert len(tg.calls("sendChatAction")) == typing, "a typing indicator outlived the answers"
