@@ -158,13 +158,21 @@ class Dispatcher:
         stream = runner.stream
         try:
             if not placed:
-                if not await turns.wait(turn):
+                if not await turns.wait(turn) or turns.closing:
                     return  # shutdown: the message stays pending and is answered after the restart
-                if turn.superseded:
-                    # interrupt policy: a newer message of the same person answers this one too
-                    await runner.place_received(with_reply=False)
+                # superseded (interrupt policy): a newer message of the same person answers this
+                # one too; stopped before it began: it is kept, unanswered
+                skip = turn.superseded or turn.cancel_requested
+                await runner.place_received(with_reply=not skip)
+                if skip:
                     return
-                await runner.place_received()
+            if turns.closing:
+                await runner.give_back()  # shutdown won the race: answered after the restart
+                return
+            if turn.cancel_requested:
+                await runner.close_unstarted()
+                return
+            turn.answering = True
             await runner.answer()
         except asyncio.CancelledError:
             # an interrupt, /stop, a switch or shutdown cancelled the turn (turns.stop/close):

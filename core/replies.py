@@ -194,7 +194,9 @@ class ReplyRunner:
 
     async def _place(self, received: int | None, *, with_reply: bool) -> None:
         store = self.app.store
-        conversation, parent = await self._conversation()
+        conversation, parent = await self._where_it_was() if received is not None else (None, None)
+        if conversation is None:
+            conversation, parent = await self._conversation()
         chain = [self._placeholder()] if with_reply else []
         title = (
             _auto_title(self.message.text) if not conversation.title and self.message.text else None
@@ -216,6 +218,15 @@ class ReplyRunner:
         if self.shared:
             root = conversation.root_id if parent is not None and conversation.root_id else rows[0].id
             self._advance = (conversation.id, root)
+
+    async def _where_it_was(self) -> tuple[Conversation | None, Any]:
+        """A message given back at shutdown was placed already: it is answered where it is
+        (re-placing it under the conversation's leaf could make it its own ancestor)."""
+        row = self.user_row
+        if row is None or row.conversation_id is None:
+            return None, None
+        conversation = await self.app.store.get_conversation(row.conversation_id)
+        return conversation, row.parent_id
 
     async def _conversation(self) -> tuple[Conversation, Any]:
         """Where the message goes: (conversation, parent for ``add_messages``).
@@ -267,15 +278,27 @@ class ReplyRunner:
             raise CommandError("There is no message to answer again yet.")
         return conversation, leaf
 
+    async def close_unstarted(self) -> None:
+        """Stopped before the reply began (interrupt, ``/stop``): the placeholder is closed,
+        empty (it is left out of model context), and nothing is shown."""
+        self.stream.cancel()
+        if self.reply_row is not None:
+            await _uncancellable(
+                self.app.store.update_message(
+                    self.reply_row.id, status=ReplyStatus.INTERRUPTED, advance_leaf=self._advance
+                )
+            )
+
     async def give_back(self) -> None:
         """Shutdown came before the answer started: the message is ``pending`` again (it is
         answered after the restart) and the placeholder is closed, empty."""
         store = self.app.store
+        self.stream.cancel()
         with contextlib.suppress(Exception):
             if self.reply_row is not None:
-                await asyncio.shield(store.update_message(self.reply_row.id, status=ReplyStatus.INTERRUPTED))
+                await _uncancellable(store.update_message(self.reply_row.id, status=ReplyStatus.INTERRUPTED))
             if self.user_row is not None and not self.regenerate:
-                await asyncio.shield(store.update_message(self.user_row.id, status=ReplyStatus.PENDING))
+                await _uncancellable(store.update_message(self.user_row.id, status=ReplyStatus.PENDING))
 
     # ── answering ───────────────────────────────────────────────────────────────────────────
 
@@ -295,11 +318,11 @@ class ReplyRunner:
                 user_row.id, budget, provider_name, provider, counter
             )
         except asyncio.CancelledError:
+            self.stream.cancel()
             if app.turns.closing:
                 await self.give_back()
             else:
-                await self._save(reply_row.id, "", ReplyStatus.INTERRUPTED, counter)
-            self.stream.cancel()
+                await _uncancellable(self._save(reply_row.id, "", ReplyStatus.INTERRUPTED, counter))
             raise
         except BaseException:
             # the placeholder must not stay "streaming": nothing was asked of the provider
@@ -355,8 +378,11 @@ class ReplyRunner:
 
         text = "".join(self.text_parts)
         note = "\n\n".join(n for n in notes if n)
-        # a failed reply keeps the reason it showed, so history and exports can say why
-        await self._save(reply_row.id, note if status == ReplyStatus.FAILED else text, status, counter)
+        # a failed reply keeps the reason it showed, so history and exports can say why; the
+        # save completes even when the reply is cancelled again meanwhile (/stop, then a new
+        # message): a reply left "streaming" would be a lie
+        saved = (status == ReplyStatus.FAILED and note) or text
+        cancelled = await _uncancellable(self._save(reply_row.id, saved, status, counter)) or cancelled
         delivered: tuple[str, ...] = ()
         try:
             if cancelled and not text and not note:
@@ -596,6 +622,20 @@ class ReplyRunner:
                 advance_leaf=self._advance,
             )
         )
+
+
+async def _uncancellable(write: Any) -> bool:
+    """Await ``write`` to the end even if the caller is cancelled (again) meanwhile; return
+    whether it was (the caller re-raises the cancellation afterwards)."""
+    task = asyncio.ensure_future(write)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    return cancelled
 
 
 def _fit(text: str, budget: int, before: list[str], count: Any) -> str:

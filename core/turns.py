@@ -52,8 +52,10 @@ class Turn:
 
     ``superseded`` (interrupt policy): a newer message of the same person arrived while this
     one waited — place the message, do not answer it. The owner hands its task to
-    :meth:`TurnManager.attach` so that an interrupt or ``/stop`` can cancel it, and must call
-    :meth:`TurnManager.release` when done, whatever happened.
+    :meth:`TurnManager.attach` (what :meth:`TurnManager.stop` waits for), sets ``answering``
+    right before the reply begins (checking ``cancel_requested`` first), and must call
+    :meth:`TurnManager.release` when done, whatever happened. A turn is never cancelled
+    before its reply began, so its message is always placed (or left ``pending`` at shutdown).
     """
 
     chat: ChatKey
@@ -63,7 +65,11 @@ class Turn:
     state: TurnState = TurnState.WAITING
     superseded: bool = False
     task: asyncio.Task[object] | None = None
-    #: cancelled before its task was attached (applied by attach())
+    #: the reply has begun (set by the owner right before it calls the provider pipeline):
+    #: from then on a cancel cancels the task (the reply saves its partial text); before,
+    #: it only sets ``cancel_requested``, which the owner checks before it begins
+    answering: bool = False
+    #: asked to stop before the reply began (interrupt, ``/stop``, shutdown)
     cancel_requested: bool = False
     _ready: asyncio.Future[bool] | None = field(default=None, repr=False)
 
@@ -138,10 +144,8 @@ class TurnManager:
         return turn.state is TurnState.RUNNING
 
     def attach(self, turn: Turn, task: asyncio.Task[object]) -> None:
-        """Name the task that answers ``turn`` (what interrupt and ``/stop`` cancel)."""
+        """Name the task that answers ``turn`` (what interrupt and ``/stop`` cancel or await)."""
         turn.task = task
-        if turn.cancel_requested:
-            task.cancel()
 
     def release(self, turn: Turn) -> None:
         """``turn`` is over (answered, cancelled, failed or never started): start the next."""
@@ -190,10 +194,12 @@ class TurnManager:
 
     @staticmethod
     def _cancel(turn: Turn) -> asyncio.Task[object] | None:
-        if turn.task is None:
+        """Stop ``turn``: cancel its reply if it began, else ask it not to begin. Returns the
+        task to wait for (None while the owner has not attached one yet)."""
+        if turn.answering and turn.task is not None:
+            turn.task.cancel()
+        else:
             turn.cancel_requested = True
-            return None
-        turn.task.cancel()
         return turn.task
 
     def is_streaming(self, chat: ChatKey) -> bool:

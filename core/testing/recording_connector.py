@@ -95,7 +95,8 @@ class RecordingConnector(BaseConnector):
     rule checks (default: the policy's private or group interval minus ``tolerance``);
     ``groups`` lists chat ids (``ChatKey.chat``) that are group chats; ``retry_after`` is the
     first 429 wait per chat, multiplied by ``escalate`` for each further 429 there;
-    ``drafts_unsupported`` refuses every draft.
+    ``drafts_unsupported`` refuses every draft; ``first_id`` is the id of the first message
+    (a connector standing in for the same platform after a restart must not reuse ids).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class RecordingConnector(BaseConnector):
         escalate: float = 2.0,
         drafts_unsupported: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        first_id: int = 1,
     ) -> None:
         self.name = name
         self.policy = policy if policy is not None else StreamPolicy()
@@ -139,7 +141,7 @@ class RecordingConnector(BaseConnector):
         self._blocked: dict[ChatKey, float] = {}
         self._next_retry: dict[ChatKey, float] = {}
         self._failures: dict[str, deque[BaseException]] = defaultdict(deque)
-        self._ids = 0
+        self._ids = first_id - 1
 
     # -- test controls ---------------------------------------------------------------------
 

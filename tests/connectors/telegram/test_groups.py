@@ -101,7 +101,9 @@ async def test_long_reply_is_split_within_limits(tg: FakeTelegramServer, make_tg
     assert all(e.get("language") == "python" for m in pres for e in m.entities if e["type"] == "pre")
 
 
-async def test_three_people_mention_the_bot_at_once_and_all_get_their_answers(make_tg_bot, fake_openai) -> None:
+async def test_three_people_mention_the_bot_at_once_and_all_get_their_answers(
+    make_tg_bot, fake_openai
+) -> None:
     # Telegram's group rules (a per-chat interval with a small burst, a per-minute cap per
     # group), enforced by the fake five times faster than Telegram so the test stays short;
     # the connector is configured at the same scale
