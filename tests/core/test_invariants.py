@@ -14,7 +14,7 @@ restart on the same database. After every run it checks what a user must be able
 * no typing indicator, stream or task outlives its reply;
 * the platform's per-chat budget was never exceeded (only the injected 429s were seen).
 
-``RELAYBOT_INVARIANT_RUNS`` sets the number of seeds (default 120); a failing run names its
+``RELAYBOT_INVARIANT_RUNS`` sets the number of seeds (default 200); a failing run names its
 seed, and ``RELAYBOT_INVARIANT_SEED=N`` replays just that one.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ NOTES = {
     "⚠️ " + FAILURE,
     "(The answer was stopped: it took longer than 0.4 seconds.)",
 }
-RUNS = int(os.environ.get("RELAYBOT_INVARIANT_RUNS", "120"))
+RUNS = int(os.environ.get("RELAYBOT_INVARIANT_RUNS", "200"))
 ONLY = os.environ.get("RELAYBOT_INVARIANT_SEED")
 SEEDS = [int(ONLY)] if ONLY else list(range(RUNS))
 
@@ -80,10 +81,12 @@ def config(database: str, busy_policy: str) -> Any:
 class Run:
     """One seeded run: the bot, its platform, and what was sent."""
 
-    def __init__(self, seed: int, tmp_path: Path) -> None:
+    def __init__(self, seed: int, tmp_path: Path, template: Path) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
-        self.database = f"sqlite+aiosqlite:///{tmp_path / f'inv-{seed}.db'}"
+        path = tmp_path / f"inv-{seed}.db"
+        shutil.copyfile(template, path)  # migrated once per module: runs stay cheap
+        self.database = f"sqlite+aiosqlite:///{path}"
         self.busy_policy = self.rng.choice(["interrupt", "queue"])
         self.accepted: list[str] = []  # texts of conversation messages the bot took in
         self.injected: list[BaseException] = []
@@ -245,9 +248,22 @@ async def check(run: Run) -> None:
     assert unexpected == [], f"seed {seed}: the platform refused {unexpected[:3]}"
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty database at the current schema, copied for every run."""
+    path = tmp_path_factory.mktemp("invariants") / "template.db"
+
+    async def create() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{path}")
+        await store.close()
+
+    asyncio.run(create())
+    return path
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_random_orderings_keep_the_invariants(seed: int, tmp_path: Path) -> None:
-    run = Run(seed, tmp_path)
+async def test_random_orderings_keep_the_invariants(seed: int, tmp_path: Path, template: Path) -> None:
+    run = Run(seed, tmp_path, template)
     await run.start()
     steps = run.rng.randint(4, 22)
     shutdown_at = run.rng.randrange(steps) if run.rng.random() < 0.25 else -1
