@@ -52,10 +52,17 @@ class Plan:
     first_token_delay: float = 0.0
     #: spread the injections evenly over this many seconds (0: all at once)
     ramp: float = 0.0
+    #: people mentioning the bot at the same moment in the group itself (no topic): one
+    #: shared chat, answered concurrently, each answer a reply to its question
+    group_users: int = 0
 
     def keys(self) -> list[str]:
-        """One key per expected reply: ``p<chat id>`` or ``g<topic id>``."""
-        return [f"p{c}" for c in range(1, self.chats + 1)] + [f"g{t}" for t in range(1, self.topics + 1)]
+        """One key per expected reply: ``p<chat id>``, ``g<topic id>`` or ``u<group user>``."""
+        return (
+            [f"p{c}" for c in range(1, self.chats + 1)]
+            + [f"g{t}" for t in range(1, self.topics + 1)]
+            + [f"u{n}" for n in range(1, self.group_users + 1)]
+        )
 
 
 def reply_tokens(key: str, count: int) -> list[str]:
@@ -87,7 +94,7 @@ def reply_tokens(key: str, count: int) -> list[str]:
 
 def user_text(key: str) -> str:
     """What the user sends for ``key`` (group messages mention the bot, as groups require)."""
-    return f"@{BOT_USERNAME} bench {key}" if key.startswith("g") else f"bench {key}"
+    return f"@{BOT_USERNAME} bench {key}" if key[0] in "gu" else f"bench {key}"
 
 
 class FakeWorld:
@@ -103,13 +110,15 @@ class FakeWorld:
             first_token_delay=plan.first_token_delay,
         )
         self.injected: dict[str, float] = {}
+        #: the group users' questions: key -> Telegram message id (their answers reply to it)
+        self.questions: dict[str, int] = {}
         self._inject_task: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, str]:
         """Start both servers; return the URLs the bot needs."""
         await self.tg.start()
         await self.openai.start()
-        if self.plan.topics:
+        if self.plan.topics or self.plan.group_users:
             self.tg.add_chat(GROUP_ID, "supergroup", title="Bench forum", is_forum=True)
         return {
             "bot_base_url": self.tg.bot_base_url,
@@ -146,6 +155,9 @@ class FakeWorld:
         if key.startswith("p"):
             chat = int(key[1:])
             self.tg.send_user_message(chat, user_text(key), user_id=chat)
+        elif key.startswith("u"):
+            sent = self.tg.send_user_message(GROUP_ID, user_text(key), user_id=200_000 + int(key[1:]))
+            self.questions[key] = sent["message_id"]
         else:
             self.tg.send_user_message(
                 GROUP_ID, user_text(key), user_id=100_000 + int(key[1:]), thread_id=int(key[1:])
@@ -160,7 +172,7 @@ class FakeWorld:
         tg = self.tg
         store = tg.store
         replies: dict[str, Any] = {}
-        group_records = tg.chat_timeline(GROUP_ID) if self.plan.topics else []
+        group_records = tg.chat_timeline(GROUP_ID) if self.plan.topics or self.plan.group_users else []
         for key in self.plan.keys():
             injected = self.injected.get(key)
             expected = "".join(reply_tokens(key, self.plan.tokens))
@@ -168,6 +180,20 @@ class FakeWorld:
                 chat = int(key[1:])
                 records = tg.chat_timeline(chat)
                 shown = [m.text for m in tg.messages(chat)]
+            elif key.startswith("u"):
+                # one group, several people: an answer is the bot message replying to the question
+                question = self.questions.get(key)
+                mine = [
+                    m for m in tg.messages(GROUP_ID)
+                    if m.thread_id is None
+                    and (m.api.get("reply_to_message") or {}).get("message_id") == question
+                ]  # fmt: skip
+                ids = {m.message_id for m in mine}
+                records = [
+                    r for r in group_records
+                    if r.message_id in ids or (r.method == "sendChatAction" and _thread_of(store, r) is None)
+                ]  # fmt: skip
+                shown = [m.text for m in mine]
             else:
                 thread = int(key[1:])
                 records = [r for r in group_records if _thread_of(store, r) == thread]
@@ -191,6 +217,7 @@ class FakeWorld:
                 "typing": sum(r.method == "sendChatAction" for r in records),
                 "rate_limited": sum(r.status_code == 429 for r in records),
                 "last_frame_at": max((r.t for r in frames if r.status_code == 200), default=None),
+                "first_text_at": min((r.t for r in frames if r.status_code == 200), default=None),
             }
         errors: dict[str, int] = {}
         for record in tg.timeline:

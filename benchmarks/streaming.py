@@ -13,6 +13,7 @@ Run (from the repository root)::
 
     .venv/bin/python benchmarks/streaming.py                      # 200 private + 50 topics
     .venv/bin/python benchmarks/streaming.py --chats 1000 --group-streams 0
+    .venv/bin/python benchmarks/streaming.py --chats 0 --group-streams 0 --group-users 3
     .venv/bin/python benchmarks/streaming.py --no-coalesce --seconds-limit 120
 
 Progress goes to stderr; the last stdout line is one JSON object. See ``benchmarks/README.md``
@@ -137,7 +138,12 @@ class ReplyCounter:
 
     @hookimpl
     def after_reply(self, reply: Any) -> None:
-        key = f"g{reply.chat.thread}" if reply.chat.thread else f"p{reply.chat.chat}"
+        if reply.chat.thread:
+            key = f"g{reply.chat.thread}"
+        elif reply.chat.chat.startswith("-"):
+            key = f"u{int(reply.user_id) - 200_000}"  # a person in the group itself
+        else:
+            key = f"p{reply.chat.chat}"
         self.done[key] = (time.monotonic(), reply.text, str(reply.status))
         if len(self.done) >= self.expected:
             self.all_done.set()
@@ -204,8 +210,11 @@ class Sampler:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    plan = Plan(args.chats, args.group_streams, args.tokens, args.rate, args.first_token_delay, args.ramp)
-    expected = args.chats + args.group_streams
+    plan = Plan(
+        args.chats, args.group_streams, args.tokens, args.rate, args.first_token_delay, args.ramp,
+        group_users=args.group_users,
+    )  # fmt: skip
+    expected = args.chats + args.group_streams + args.group_users
     fakes = Fakes(plan, separate=not args.fakes_in_process)
     urls = await fakes.start()
     log(f"fakes up ({'separate process' if fakes.separate else 'in process'}): {urls['bot_base_url']}")
@@ -226,6 +235,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     scheduler.coalesce = not args.no_coalesce
     log(
         f"bot up; injecting {args.chats} private messages + {args.group_streams} topic messages "
+        f"+ {args.group_users} people at once in the group "
         f"({args.tokens} tokens at {args.rate:g}/s each, coalescing {'off' if args.no_coalesce else 'on'})"
     )
 
@@ -396,6 +406,23 @@ def summarize(
         "private": group("p"),
         "group": group("g"),
     }
+    if plan.group_users:
+        # one shared chat, everyone at once: per person, seconds from the question to the first
+        # visible text and to the complete answer (in the order they asked)
+        people = [k for k in replies if k.startswith("u")]
+        result["group_users"] = {
+            **group("u"),
+            "first_text_s": [
+                rnd(replies[k]["first_text_at"] - replies[k]["injected"], 2)
+                if replies[k]["first_text_at"] is not None else None
+                for k in people
+            ],
+            "complete_s": [
+                rnd(replies[k]["last_frame_at"] - replies[k]["injected"], 2)
+                if replies[k]["last_frame_at"] is not None and k in counter.done else None
+                for k in people
+            ],
+        }  # fmt: skip
     if separate:
         result["fakes_cpu_s"] = rnd(seen.get("fakes_cpu_s"), 2)
         result["fakes_rss_mb"] = rnd(seen.get("fakes_rss_mb"), 1)
@@ -408,6 +435,10 @@ def main() -> None:
     parser.add_argument(
         "--group-streams", type=int, default=50, help="forum topics of one group, one reply each"
     )
+    parser.add_argument(
+        "--group-users", type=int, default=0,
+        help="people mentioning the bot at the same moment in the group itself (one shared chat)",
+    )  # fmt: skip
     parser.add_argument("--tokens", type=int, default=500, help="tokens per reply (one SSE chunk each)")
     parser.add_argument("--rate", type=float, default=30.0, help="tokens per second per reply")
     parser.add_argument("--first-token-delay", type=float, default=0.0, help="provider think time (s)")

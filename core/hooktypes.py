@@ -39,3 +39,5 @@ class ReplyRecord:
     model: str
     platform_message_ids: tuple[str, ...] = ()
     error: str = ""
+    #: the platform user id of the person it answered
+    user_id: str = ""

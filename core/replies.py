@@ -411,6 +411,7 @@ class ReplyRunner:
                 model=provider.model,
                 platform_message_ids=delivered,
                 error=error_text or (note if status == ReplyStatus.FAILED else ""),
+                user_id=self.message.user.id,
             ),
         )
         if cancelled:

@@ -91,6 +91,10 @@ class FrameTrace:
     outcome: str
 
 
+def _served_at(stream: ReplyStream) -> float:
+    return stream._served_at
+
+
 class GlobalPacer:
     """Connector-wide request budget: one request per ``1 / rate`` seconds, in FIFO order.
 
@@ -464,8 +468,20 @@ class Lane:
         return earliest
 
     def _pop(self) -> ReplyStream | None:
-        while self.ready:
-            stream = self.ready.popleft()
+        """The ready stream served longest ago (never served first).
+
+        Plain FIFO is not fair in a shared chat: a stream is re-queued right after each frame,
+        while the others of the chat have no text yet (their readers are deferred until just
+        before the chat's next turn), so it would be first in line again and again. Lanes of
+        private chats hold one stream, so the scan costs nothing there.
+        """
+        ready = self.ready
+        while ready:
+            if len(ready) == 1:
+                stream = ready.popleft()
+            else:
+                stream = min(ready, key=_served_at)
+                ready.remove(stream)
             stream._queued = False
             if not stream.done:
                 return stream
@@ -522,6 +538,7 @@ class Lane:
             if window is not None:
                 window.leave(now)
             self.next_ok = max(self.next_ok, now + self.current_interval(now))
+            stream._served_at = now
         if trace is not None:
             trace(FrameTrace(
                 stream.chat, job.kind, job.final, job.text_at, allowed, issued, now, outcome

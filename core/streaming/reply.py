@@ -130,6 +130,7 @@ class ReplyStream:
         "_reply_to",
         "_sched",
         "_seg_units",
+        "_served_at",
         "_state",
         "_text_at",
         "_text_shown",
@@ -198,6 +199,7 @@ class ReplyStream:
         self._frames_ok = True
         self._live = self.mode is not StreamMode.FINAL
         self._queued = False  # in the lane's ready queue (or waiting on a backoff timer)
+        self._served_at = float("-inf")  # when the lane last sent a request for it (fairness)
         self._timer: asyncio.TimerHandle | None = None
         self._typing: asyncio.Handle | None = None
         self._typed = False  # a typing indicator was asked for already (later ones refresh)
