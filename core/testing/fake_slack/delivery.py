@@ -124,6 +124,8 @@ class EventDelivery:
         self._lost: set[str] = set()
         #: replaced (after being set) whenever a connection opens or closes
         self.changed = asyncio.Event()
+        #: called whenever something a test may wait for happened (an ack, a connection)
+        self.on_change: Callable[[], None] = lambda: None
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: Any = None
         self._connection_ids = 0
@@ -171,6 +173,7 @@ class EventDelivery:
                     return
         finally:
             delivery.done.set()
+            self.on_change()
 
     # -- Socket Mode -----------------------------------------------------------------------
 
@@ -196,6 +199,7 @@ class EventDelivery:
     def _signal(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+        self.on_change()
 
     async def wait_for_connection(self) -> SocketConnection:
         """The newest open connection, waiting for one if there is none."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -112,6 +113,8 @@ class FakeSlackServer(Injector):
             WebSocketRoute("/link/", self._handle_socket),
         ])  # fmt: skip
         self._server = LoopbackServer(self.app)
+        self._changed = asyncio.Event()
+        self.delivery.on_change = self._notify
         self.bot_user = User(self.workspace.bot_user_id, self.workspace.bot_name, self.workspace.team_id,
                              is_bot=True, real_name="Relaybot")  # fmt: skip
         self.store.users[self.bot_user.id] = self.bot_user
@@ -190,6 +193,7 @@ class FakeSlackServer(Injector):
             response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
         self.store.record(TimelineRecord(self.clock(), method, call.channel, call.ts, call.text,
                                          status, error, inside, call.extra))  # fmt: skip
+        self._notify()
         return response
 
     async def _connections_open(self, params: Any, call: CallInfo) -> dict[str, Any]:
@@ -298,21 +302,27 @@ class FakeSlackServer(Injector):
         """Deliver events to ``url`` (HTTP Events mode, signed); None switches to Socket Mode."""
         self.delivery.events_url = url
 
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` is true, re-checking after every API call, ack and
+        connection change (``TimeoutError`` after ``timeout`` seconds)."""
+
+        async def _wait() -> None:
+            while not predicate():
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+
     async def wait_acked(self, delivery: Delivery, timeout: float = 10.0) -> None:
         """Wait until the app acknowledged ``delivery`` (``TimeoutError`` otherwise)."""
-        import asyncio
-
         await asyncio.wait_for(delivery.acked.wait(), timeout)
 
     async def wait_connected(self, count: int = 1, timeout: float = 10.0) -> None:
         """Wait until ``count`` Socket Mode connections are open."""
-        import asyncio
-
-        async def _wait() -> None:
-            while len(self.delivery.connections) < count:
-                await self.delivery.changed.wait()
-
-        await asyncio.wait_for(_wait(), timeout)
+        await self.wait_for(lambda: len(self.delivery.connections) >= count, timeout)
 
     async def drop_connections(self, code: int = 1006) -> int:
         """Close every Socket Mode websocket (a network drop); returns how many were open."""
