@@ -40,12 +40,21 @@ class FileNotReadableError(RelaybotError):
 
 def too_large(name: str, max_bytes: int) -> ImageTooLargeError:
     """The refusal for a file over ``max_bytes``."""
-    limit = f"{max_bytes / (1024 * 1024):g} MB"
+    limit = human_size(max_bytes)
     return ImageTooLargeError(
         f"image {name!r} larger than {limit} refused",
         user_message=f"Sorry, “{name}” is too big — I can read images up to {limit}. "
         "Please share a smaller one.",
     )
+
+
+def human_size(n: int) -> str:
+    """``20 MB``, ``512 KB``, ``100 bytes``."""
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.3g} MB"
+    if n >= 1024:
+        return f"{n / 1024:.3g} KB"
+    return f"{n} bytes"
 
 
 def not_readable(name: str, why: str) -> FileNotReadableError:
