@@ -21,8 +21,9 @@ from types import MappingProxyType
 DEFAULT_TIERS: Mapping[int, int] = MappingProxyType({1: 1, 2: 20, 3: 50, 4: 100})
 
 #: the tier of each method the fake serves (Slack's method reference); absent = unlimited
+#: (``apps.connections.open`` is Tier 1 on paper, but Slack tolerates reconnect bursts — "ratelimited
+#: errors rarely occur with this endpoint", says slack_sdk — so it is not limited by default)
 DEFAULT_METHOD_TIERS: Mapping[str, int] = MappingProxyType({
-    "apps.connections.open": 1,
     "chat.startStream": 2,
     "chat.stopStream": 2,
     "chat.update": 3,
@@ -100,11 +101,10 @@ class RateLimiter:
         #: calls made while the budget's Retry-After window was still open
         self.inside_window: Counter[str] = Counter()
 
-    def check(self, team: str, method: str, channel: str | None) -> Verdict:
-        """Consume one call from every budget that applies, or return the 429 to answer."""
+    def _keys(self, team: str, method: str, channel: str | None) -> list[tuple[str, int | None, bool]]:
+        """The budgets a call uses: ``(key, per-window limit or None, token bucket?)``."""
         limits = self.limits
-        now = self._clock()
-        keys: list[tuple[str, int | None, bool]] = []  # (key, per-window limit, token bucket?)
+        keys: list[tuple[str, int | None, bool]] = []
         if method == "chat.postMessage":
             if limits.post_message_interval and channel:
                 keys.append((f"{team}/{method}/{channel}", None, True))
@@ -114,6 +114,21 @@ class RateLimiter:
             limit = limits.limit_for(method)
             if limit:
                 keys.append((f"{team}/{method}", limit, False))
+        if not keys:  # unlimited, but a scripted 429 (:meth:`block`) can still close it
+            keys.append((f"{team}/{method}", None, False))
+        return keys
+
+    def block(self, team: str, method: str, channel: str | None, seconds: int) -> None:
+        """Open a Retry-After window of ``seconds`` on the budgets of this call (for a scripted 429)."""
+        until = self._clock() + seconds
+        for key, _limit, _bucket in self._keys(team, method, channel):
+            budget = self._budgets.setdefault(key, _Budget())
+            budget.blocked_until = max(budget.blocked_until, until)
+
+    def check(self, team: str, method: str, channel: str | None) -> Verdict:
+        """Consume one call from every budget that applies, or return the 429 to answer."""
+        now = self._clock()
+        keys = self._keys(team, method, channel)
         worst: Verdict | None = None
         for key, limit, bucket in keys:
             budget = self._budgets.setdefault(key, _Budget())
@@ -133,11 +148,11 @@ class RateLimiter:
         if worst is not None:
             self.refusals[worst.budget or ""] += 1
             return worst
-        for key, _limit, bucket in keys:  # every budget agreed: consume
+        for key, limit, bucket in keys:  # every budget agreed: consume
             budget = self._budgets[key]
             if bucket:
                 budget.tokens -= 1.0
-            else:
+            elif limit is not None:
                 budget.calls.append(now)
         return Verdict()
 

@@ -185,7 +185,11 @@ class FakeSlackServer(Injector):
                                  headers={"Retry-After": str(verdict.retry_after)})  # fmt: skip
             scripted = self._scripted.get(method)
             if scripted:
-                raise scripted.popleft()
+                failure = scripted.popleft()
+                if failure.status == 429:  # a scripted 429 opens a real Retry-After window
+                    seconds = int(failure.headers.get("Retry-After", "1"))
+                    self.limiter.block(self.workspace.team_id, method, call.channel, seconds)
+                raise failure
             body = {"ok": True, **(await handler(params, call))}
             response: Response = JSONResponse(body)
         except SlackError as exc:

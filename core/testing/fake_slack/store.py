@@ -277,6 +277,10 @@ class Store:
     messages: dict[tuple[str, str], SlackMessage] = field(default_factory=dict)
     #: messages per channel in posting order (a dict keeps order and deletes in O(1))
     by_channel: defaultdict[str, dict[str, SlackMessage]] = field(default_factory=lambda: defaultdict(dict))
+    #: messages per thread (parent and replies, keyed by the parent's ts), in posting order
+    by_thread: defaultdict[tuple[str, str], list[SlackMessage]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     files: dict[str, StoredFile] = field(default_factory=dict)
     ephemeral: list[dict[str, Any]] = field(default_factory=list)
     assistant: list[dict[str, Any]] = field(default_factory=list)
@@ -298,10 +302,8 @@ class Store:
         """Remember a message in its channel."""
         self.messages[(message.channel, message.ts)] = message
         self.by_channel[message.channel][message.ts] = message
+        self.by_thread[(message.channel, message.thread_ts or message.ts)].append(message)
 
     def thread(self, channel: str, thread_ts: str) -> list[SlackMessage]:
-        """The parent and its replies, oldest first (deleted ones left out)."""
-        return [
-            m for m in self.by_channel.get(channel, {}).values()
-            if not m.deleted and (m.ts == thread_ts or m.thread_ts == thread_ts)
-        ]  # fmt: skip
+        """The parent and its replies, oldest first (deleted ones left out); O(thread size)."""
+        return [m for m in self.by_thread.get((channel, thread_ts), ()) if not m.deleted]

@@ -312,6 +312,19 @@ async def test_post_message_is_limited_per_channel_not_per_workspace(
     assert [m.text for m in slack.messages(slack.general)] == ["0", "1", "2", "3"]
 
 
+async def test_a_scripted_429_opens_a_real_retry_after_window(
+    slack: FakeSlackServer, client: AsyncWebClient, clock: ManualClock
+) -> None:
+    slack.fail_next("users.info", "ratelimited", retry_after=7)
+    assert await error_of(client.users_info(user=ALICE)) == "ratelimited"
+    assert slack.calls("users.info")[-1].status == 429
+    clock.advance(6)
+    assert await error_of(client.users_info(user=ALICE)) == "ratelimited"  # still inside the 7 s
+    assert slack.calls_inside_retry_after == 1
+    clock.advance(1)
+    assert (await client.users_info(user=ALICE))["user"]["id"] == ALICE
+
+
 async def test_limits_can_be_disabled() -> None:
     async with FakeSlackServer(limits=RateLimits.disabled()) as slack:
         client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
