@@ -69,6 +69,8 @@ class RoutedMessage:
     is_dm: bool
     kind: Literal["dm", "mention", "follow_up"]
     files: tuple[SlackFile, ...] = ()
+    #: the message is in the app's assistant pane (set status/title there)
+    assistant_thread: bool = False
 
     @property
     def chat_key(self) -> str:
@@ -181,7 +183,8 @@ class Router:
 
         def routed(route_kind: Literal["dm", "mention", "follow_up"], is_dm: bool) -> RoutedMessage:
             return RoutedMessage(
-                event_id, team, channel, user, text, ts, reply_thread, is_dm, route_kind, files
+                event_id, team, channel, user, text, ts, reply_thread, is_dm, route_kind, files,
+                assistant_thread="assistant_thread" in event,
             )
 
         if kind == "app_mention":

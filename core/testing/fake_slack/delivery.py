@@ -120,7 +120,7 @@ class EventDelivery:
         #: the next N acks are lost; ``ack_loss_rate`` loses a random share of the rest
         self.lose_acks = 0
         self.ack_loss_rate = 0.0
-        self._random = random.Random(seed)
+        self.random = random.Random(seed)
         self._lost: set[str] = set()
         #: replaced (after being set) whenever a connection opens or closes
         self.changed = asyncio.Event()
@@ -216,7 +216,7 @@ class EventDelivery:
         if future is None or future.done():
             self.late_acks.append(envelope_id)
             return
-        if self.lose_acks > 0 or (self.ack_loss_rate and self._random.random() < self.ack_loss_rate):
+        if self.lose_acks > 0 or (self.ack_loss_rate and self.random.random() < self.ack_loss_rate):
             self.lose_acks = max(0, self.lose_acks - 1)
             self._lost.add(envelope_id)
             return

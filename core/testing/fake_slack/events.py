@@ -54,14 +54,21 @@ def event_callback(ws: Workspace, event: dict[str, Any], event_id: str) -> dict[
 
 
 def user_message_event(
-    ws: Workspace, message: SlackMessage, kind: str, *, parent_user: str | None = None
-) -> dict[str, Any]:
-    """A ``message`` event for a person's message (a thread reply when it has ``thread_ts``)."""
+    ws: Workspace, message: SlackMessage, kind: str, *, parent_user: str | None = None,
+    assistant_thread: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """A ``message`` event for a person's message (a thread reply when it has ``thread_ts``).
+
+    Messages in an assistant thread carry ``assistant_thread.action_token``, as on Slack.
+    """
     event: dict[str, Any] = {
         "user": message.user, "type": "message", "ts": message.ts, "text": message.text,
-        "team": ws.team_id, "channel": message.channel, "event_ts": message.ts,
+        "team": ws.team_id, "user_team": ws.team_id, "source_team": ws.team_id,
+        "suppress_notification": False, "channel": message.channel, "event_ts": message.ts,
         "channel_type": channel_type(kind),
     }  # fmt: skip
+    if assistant_thread:
+        event["assistant_thread"] = {"action_token": f"{uuid.uuid4().int % 10**13}.{uuid.uuid4().hex[:8]}"}
     if message.subtype != "file_share":
         event["client_msg_id"] = str(uuid.uuid4())
         event["blocks"] = rich_text_blocks(message.text)

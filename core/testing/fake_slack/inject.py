@@ -69,11 +69,15 @@ class Injector:
     # -- messages --------------------------------------------------------------------------
 
     def dm(self, user: str, text: str, *, thread_ts: str | None = None) -> Delivery:
-        """``user`` writes ``text`` to the bot in their DM (``thread_ts``: inside a DM thread)."""
+        """``user`` writes ``text`` to the bot in their DM (``thread_ts``: inside a DM thread,
+        e.g. an assistant thread from :meth:`start_assistant_thread`)."""
         channel = self.dm_channel(user)
         message = self._user_message(channel, user, text, thread_ts=thread_ts)
-        event = events.user_message_event(self.workspace, message, "im",
-                                          parent_user=self._parent_user(channel, thread_ts))  # fmt: skip
+        root = self.store.messages.get((channel, thread_ts or ""))
+        event = events.user_message_event(
+            self.workspace, message, "im", parent_user=root.user if root else None,
+            assistant_thread=root is not None and root.subtype == "assistant_app_thread",
+        )  # fmt: skip
         return self.inject_event(event)
 
     def mention(self, channel: str, user: str, text: str, *, thread_ts: str | None = None,
@@ -169,7 +173,7 @@ class Injector:
         """``user`` opens the app's assistant pane: a new DM thread + ``assistant_thread_started``."""
         channel = self.dm_channel(user)
         root = SlackMessage(channel, self.ids.ts(), self.bot_user.id, True,
-                            text="New Assistant Thread", subtype="assistant_app_thread")  # fmt: skip
+                            text="New chat", subtype="assistant_app_thread")  # fmt: skip
         self.store.add_message(root)
         event = events.assistant_thread_started_event(self.workspace, user, channel, root.ts,
                                                       context_channel)  # fmt: skip

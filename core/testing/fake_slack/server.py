@@ -310,6 +310,15 @@ class FakeSlackServer(Injector):
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def lose_acks(self, count: int = 0, *, rate: float = 0.0, seed: int = 0) -> None:
+        """Lose the next ``count`` acks, and then a ``rate`` share of the rest (seeded, so runs
+        repeat): Slack re-delivers those events as if the app had never acknowledged them."""
+        import random
+
+        self.delivery.lose_acks = count
+        self.delivery.ack_loss_rate = rate
+        self.delivery.random = random.Random(seed)
+
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` is true, re-checking after every API call, ack and
         connection change (``TimeoutError`` after ``timeout`` seconds)."""

@@ -115,6 +115,9 @@ async def test_files_and_assistant_threads(slack: FakeSlackServer, router: Route
     assert image.url.startswith(slack.url) and message.text == "what is it?"
     started = router.route(slack.start_assistant_thread(ALICE, context_channel=slack.general).payload)
     assert isinstance(started, AssistantThreadStarted)
+    question = routed(router, slack.dm(ALICE, "plan my trip", thread_ts=started.thread_ts).payload)
+    assert question.assistant_thread and question.thread_key == started.thread_key
+    assert not message.assistant_thread
     assert (started.user, started.channel, started.context_channel) == (ALICE, slack.dm_channel(ALICE),
                                                                         slack.general)  # fmt: skip
 

@@ -91,6 +91,12 @@ async def socket_app(slack: FakeSlackServer) -> AsyncIterator[tuple[AsyncApp, Se
     async def on_command(ack: Any, command: dict[str, Any]) -> None:
         await ack(text=f"running {command['text']}")
 
+    @app.action("regenerate")
+    async def on_button(ack: Any, body: dict[str, Any], say: Any) -> None:
+        await ack()
+        seen.append(body)
+        await say(text=f"again: {body['actions'][0]['value']}", thread_ts=body["message"]["thread_ts"])
+
     handler = AsyncSocketModeHandler(app, slack.app_token)
     await handler.connect_async()
     await slack.wait_connected()
@@ -151,6 +157,19 @@ async def test_assistant_thread_and_slash_command(
     assert command.response == {"text": "running new"}
 
 
+async def test_button_press_arrives_as_an_interactive_envelope(
+    slack: FakeSlackServer, socket_app: tuple[AsyncApp, Seen]
+) -> None:
+    mention = slack.mention(slack.general, ALICE, "first")
+    await slack.wait_for(lambda: slack.replies(slack.general, mention.event["ts"]))
+    reply = slack.replies(slack.general, mention.event["ts"])[0]
+    press = slack.press_button(slack.general, reply.ts, "regenerate", "v2", user=ALICE)
+    await slack.wait_acked(press, WAIT)
+    await slack.wait_for(lambda: len(slack.replies(slack.general, mention.event["ts"])) == 2)
+    assert slack.replies(slack.general, mention.event["ts"])[1].text == "again: v2"
+    assert press.kind == "interactive" and press.payload["type"] == "block_actions"
+
+
 async def test_missing_ack_is_redelivered_with_retry_attempt_and_the_same_event_id(
     slack: FakeSlackServer,
 ) -> None:
@@ -180,7 +199,7 @@ async def test_lost_acks_make_slack_redeliver_events_bolt_already_handled(
     slack: FakeSlackServer, socket_app: tuple[AsyncApp, Seen]
 ) -> None:
     _app, seen = socket_app
-    slack.delivery.lose_acks = 1
+    slack.lose_acks(1)
     delivery = slack.mention(slack.general, ALICE, "once please")
     await slack.wait_acked(delivery, WAIT)
     await slack.wait_for(lambda: len(slack.replies(slack.general, delivery.event["ts"])) == 2)
@@ -308,6 +327,27 @@ async def test_http_redelivery_carries_retry_headers(slack: FakeSlackServer) -> 
     assert "x-slack-retry-num" not in received[0]
     assert (received[1]["x-slack-retry-num"], received[1]["x-slack-retry-reason"]) == ("1", "http_error")
     assert [a.outcome for a in delivery.attempts] == ["http_500", "acked"]
+
+
+async def test_a_slow_http_answer_is_redelivered_as_http_timeout(slack: FakeSlackServer) -> None:
+    received: list[dict[str, str]] = []
+    release = asyncio.Event()
+
+    async def endpoint(request: Request) -> Response:
+        received.append(dict(request.headers))
+        if len(received) == 1:
+            await release.wait()  # slower than Slack's ack window
+        else:
+            release.set()
+        return Response(status_code=200)
+
+    async with LoopbackServer(Starlette(routes=[Route("/events", endpoint, methods=["POST"])])) as server:
+        slack.use_http_events(server.url + "/events")
+        delivery = slack.dm(ALICE, "hi")
+        await slack.wait_acked(delivery, WAIT)
+        release.set()
+    assert (received[1]["x-slack-retry-num"], received[1]["x-slack-retry-reason"]) == ("1", "http_timeout")
+    assert [a.outcome for a in delivery.attempts] == ["timeout", "acked"]
 
 
 async def test_file_share_event_links_a_downloadable_private_file(slack: FakeSlackServer) -> None:
