@@ -88,8 +88,8 @@ class SocketConnection:
         self.websocket = websocket
         self.id = connection_id
         self.open = True
-        #: envelope ids sent on this connection and not yet acked
-        self.pending: dict[str, asyncio.Future[Any]] = {}
+        #: envelope ids sent on this connection and not yet acked: (ack future, retry number)
+        self.pending: dict[str, tuple[asyncio.Future[Any], int]] = {}
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.websocket.send_text(json.dumps(message))
@@ -117,7 +117,7 @@ class EventDelivery:
         self.deliveries: list[Delivery] = []
         #: acks (envelope ids) that arrived after their attempt had timed out
         self.late_acks: list[str] = []
-        #: the next N acks are lost; ``ack_loss_rate`` loses a random share of the rest
+        #: the next N acks are lost; ``ack_loss_rate`` loses a random share of first deliveries' acks
         self.lose_acks = 0
         self.ack_loss_rate = 0.0
         self.random = random.Random(seed)
@@ -191,7 +191,7 @@ class EventDelivery:
         if conn in self.connections:
             self.connections.remove(conn)
         self._signal()
-        for future in conn.pending.values():
+        for future, _retry_num in conn.pending.values():
             if not future.done():
                 future.set_exception(ConnectionError("websocket closed"))
         conn.pending.clear()
@@ -212,15 +212,23 @@ class EventDelivery:
         envelope_id = message.get("envelope_id")
         if not isinstance(envelope_id, str):
             return
-        future = conn.pending.pop(envelope_id, None)
-        if future is None or future.done():
+        entry = conn.pending.pop(envelope_id, None)
+        if entry is None or entry[0].done():
             self.late_acks.append(envelope_id)
             return
-        if self.lose_acks > 0 or (self.ack_loss_rate and self.random.random() < self.ack_loss_rate):
-            self.lose_acks = max(0, self.lose_acks - 1)
+        future, retry_num = entry
+        if self._lose(retry_num):
             self._lost.add(envelope_id)
             return
         future.set_result(message.get("payload"))
+
+    def _lose(self, retry_num: int) -> bool:
+        """Is this ack lost? The next ``lose_acks`` are; then a share ``ack_loss_rate`` of first
+        deliveries (never a re-delivery's, so every event still arrives in the end)."""
+        if self.lose_acks > 0:
+            self.lose_acks -= 1
+            return True
+        return bool(self.ack_loss_rate) and retry_num == 0 and self.random.random() < self.ack_loss_rate
 
     async def _via_socket(self, delivery: Delivery, retry_num: int) -> bool:
         conn = await self.wait_for_connection()
@@ -235,7 +243,7 @@ class EventDelivery:
             envelope["retry_attempt"] = retry_num
             envelope["retry_reason"] = "timeout" if retry_num else ""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        conn.pending[envelope_id] = future
+        conn.pending[envelope_id] = (future, retry_num)
         try:
             await conn.send(envelope)
             delivery.response = await asyncio.wait_for(future, self.ack_timeout)
@@ -243,10 +251,7 @@ class EventDelivery:
             conn.pending.pop(envelope_id, None)
             attempt.outcome = "ack_lost" if envelope_id in self._lost else "timeout"
             return False
-        except (ConnectionError, RuntimeError, OSError):
-            attempt.outcome = "dropped"
-            return False
-        except Exception:  # the websocket library's own "closed" errors
+        except Exception:  # closed under us: ConnectionError, or the websocket library's own
             attempt.outcome = "dropped"
             return False
         attempt.outcome = "acked"
@@ -294,8 +299,7 @@ class EventDelivery:
         if response.status_code != 200:
             attempt.outcome = f"http_{response.status_code}"
             return False
-        if self.lose_acks > 0:
-            self.lose_acks -= 1
+        if self._lose(retry_num):
             attempt.outcome = "ack_lost"
             return False
         attempt.outcome = "acked"

@@ -311,8 +311,9 @@ class FakeSlackServer(Injector):
         self._changed = asyncio.Event()
 
     def lose_acks(self, count: int = 0, *, rate: float = 0.0, seed: int = 0) -> None:
-        """Lose the next ``count`` acks, and then a ``rate`` share of the rest (seeded, so runs
-        repeat): Slack re-delivers those events as if the app had never acknowledged them."""
+        """Lose the next ``count`` acks, and then the acks of a ``rate`` share of first
+        deliveries (seeded, so runs repeat; a re-delivery's ack is never lost by ``rate``, so
+        every event arrives in the end): Slack re-delivers those as if never acknowledged."""
         import random
 
         self.delivery.lose_acks = count

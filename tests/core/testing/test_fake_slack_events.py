@@ -208,6 +208,29 @@ async def test_lost_acks_make_slack_redeliver_events_bolt_already_handled(
     assert [e["ts"] for e in seen] == [delivery.event["ts"]] * 2
 
 
+async def test_a_share_of_lost_acks_is_redelivered_and_every_event_arrives(slack: FakeSlackServer) -> None:
+    client = SocketModeClient(app_token=slack.app_token, web_client=AsyncWebClient(base_url=slack.api_url))
+    received: list[str] = []
+
+    async def listener(socket: SocketModeClient, request: SocketModeRequest) -> None:
+        received.append(request.payload["event_id"])
+        await socket.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
+
+    client.socket_mode_request_listeners.append(listener)
+    slack.lose_acks(rate=0.5, seed=7)
+    await client.connect()
+    try:
+        deliveries = [slack.dm(ALICE, f"message {i}") for i in range(10)]
+        for delivery in deliveries:
+            await slack.wait_acked(delivery, WAIT)
+    finally:
+        await client.close()
+    redelivered = [d for d in deliveries if d.retries]
+    assert 0 < len(redelivered) < len(deliveries)  # seeded: the same share every run
+    assert sorted(set(received)) == sorted(d.event_id for d in deliveries)
+    assert len(received) == len(deliveries) + sum(d.retries for d in deliveries)
+
+
 async def test_dropped_socket_reconnects_and_unacked_events_are_redelivered(slack: FakeSlackServer) -> None:
     client = SocketModeClient(app_token=slack.app_token, web_client=AsyncWebClient(base_url=slack.api_url),
                               ping_interval=1)  # fmt: skip
