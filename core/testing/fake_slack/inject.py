@@ -151,12 +151,13 @@ class Injector:
     def share_file(
         self, channel: str, user: str, data: bytes, *, filename: str = "image.png",
         mimetype: str = "image/png", text: str = "", thread_ts: str | None = None,
-        restricted: bool = False, mention_bot: bool = False,
+        restricted: bool = False, mention_bot: bool = False, reported_size: int | None = None,
     ) -> tuple[Delivery, StoredFile]:  # fmt: skip
         """``user`` shares a file (a ``file_share`` message; an ``app_mention`` with
-        ``mention_bot``). ``restricted``: the bot may not download it (403)."""
+        ``mention_bot``). ``restricted``: the bot may not download it (403).
+        ``reported_size``: the size the event claims (a "100 MB file" without 100 MB of bytes)."""
         stored = StoredFile(self.ids.new("F"), filename, mimetype, data, user, restricted=restricted,
-                            channels=[channel], thread_ts=thread_ts)  # fmt: skip
+                            channels=[channel], thread_ts=thread_ts, reported_size=reported_size)  # fmt: skip
         self.store.files[stored.id] = stored
         if mention_bot and f"<@{self.workspace.bot_user_id}>" not in text:
             text = f"<@{self.workspace.bot_user_id}> {text}".rstrip()

@@ -227,16 +227,19 @@ class StoredFile:
     declared_length: int | None = None
     channels: list[str] = field(default_factory=list)
     thread_ts: str | None = None
+    #: the size events report, when a test wants a huge file without holding its bytes
+    reported_size: int | None = None
 
     def to_api(self, base_url: str, team: str) -> dict[str, Any]:
         """The file object of events and ``files.completeUploadExternal``."""
         ext = self.name.rsplit(".", 1)[-1].lower() if "." in self.name else "binary"
+        size = self.reported_size if self.reported_size is not None else len(self.data)
         private = f"{base_url}/files-pri/{team}-{self.id}/{self.name}"
         return {
             "id": self.id, "created": 1700000000, "timestamp": 1700000000, "name": self.name,
             "title": self.title or self.name, "mimetype": self.mimetype, "filetype": ext,
             "pretty_type": ext.upper(), "user": self.user, "user_team": team, "editable": False,
-            "size": len(self.data), "mode": "hosted", "is_external": False,
+            "size": size, "mode": "hosted", "is_external": False,
             "external_type": "", "is_public": False, "public_url_shared": False,
             "display_as_bot": False, "username": "", "url_private": private,
             "url_private_download": f"{base_url}/files-pri/{team}-{self.id}/download/{self.name}",

@@ -66,6 +66,11 @@ async def test_large_files_are_refused_before_downloading(slack: FakeSlackServer
         await download_image(big, bot_token=slack.bot_token, max_bytes=1024)
     assert "images up to 1 KB" in info.value.user_message
     assert slack.files.downloads == []  # the size in the event was enough: nothing fetched
+    huge = image_of(slack, b"\0", reported_size=100 * 1024 * 1024)  # "a 100 MB file"
+    with pytest.raises(ImageTooLargeError) as info:
+        await download_image(huge, bot_token=slack.bot_token)
+    assert "images up to 20 MB" in info.value.user_message
+    assert slack.files.downloads == []
     unknown_size = SlackFile(big.id, big.name, big.mimetype, None, big.url)
     with pytest.raises(ImageTooLargeError):  # no size given: refused while reading
         await download_image(unknown_size, bot_token=slack.bot_token, max_bytes=1024)
