@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
@@ -73,8 +74,10 @@ class Files:
         if content_type.startswith("multipart/form-data"):
             async with request.form(max_part_size=MAX_UPLOAD) as form:
                 upload = form.get("file")
-                data = await upload.read() if hasattr(upload, "read") else str(upload or "").encode()
-                mime = getattr(upload, "content_type", None)
+                if isinstance(upload, UploadFile):
+                    data, mime = await upload.read(), upload.content_type
+                else:
+                    data, mime = str(upload or "").encode(), None
         else:
             data, mime = await request.body(), None
         stored.data = data

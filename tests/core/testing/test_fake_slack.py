@@ -385,3 +385,14 @@ async def test_complete_upload_errors(slack: FakeSlackServer, client: AsyncWebCl
     assert (
         await error_of(client.files_getUploadURLExternal(filename="a.png", length=0)) == "invalid_arguments"
     )
+
+
+async def test_upload_url_also_takes_a_multipart_file(slack: FakeSlackServer, client: AsyncWebClient) -> None:
+    pending = await client.files_getUploadURLExternal(filename="notes.txt", length=5)
+    form = aiohttp.FormData()
+    form.add_field("file", b"hello", filename="notes.txt", content_type="text/plain")
+    async with aiohttp.ClientSession() as session, session.post(pending["upload_url"], data=form) as r:
+        assert r.status == 200 and await r.text() == "OK - 5"
+    done = await client.files_completeUploadExternal(files=[{"id": pending["file_id"], "title": "Notes"}])
+    assert done["files"][0]["mimetype"] == "text/plain"
+    assert slack.store.files[pending["file_id"]].data == b"hello"
