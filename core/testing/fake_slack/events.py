@@ -114,12 +114,20 @@ def bot_message_event(ws: Workspace, message: SlackMessage, kind: str) -> dict[s
     return event
 
 
+def message_object(ws: Workspace, message: SlackMessage, kind: str) -> dict[str, Any]:
+    """The message as nested in edit/delete events (no ``channel``/``event_ts``/``channel_type``)."""
+    event = user_message_event(ws, message, kind)
+    for key in ("channel", "event_ts", "channel_type"):
+        event.pop(key, None)
+    return event
+
+
 def message_changed_event(
-    ws: Workspace, before: dict[str, Any], after: dict[str, Any], kind: str, now_ts: str
+    ws: Workspace, channel: str, before: dict[str, Any], after: dict[str, Any], kind: str, now_ts: str
 ) -> dict[str, Any]:
     """``message`` / ``message_changed``: an edit (``hidden``, no ``user`` at the top level)."""
     return {"type": "message", "subtype": "message_changed", "message": after,
-            "previous_message": before, "channel": after.get("channel", ""), "hidden": True,
+            "previous_message": before, "channel": channel, "hidden": True,
             "ts": now_ts, "event_ts": now_ts, "channel_type": channel_type(kind)}  # fmt: skip
 
 

@@ -7,7 +7,6 @@ delivery; it returns the :class:`~.delivery.Delivery` to await (``server.wait_ac
 
 from __future__ import annotations
 
-import copy
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -114,31 +113,23 @@ class Injector:
         return self.channel_message(channel, user, text, thread_ts=thread_ts)
 
     def edit(self, channel: str, ts: str, new_text: str) -> Delivery:
-        """The author edits a message: ``message_changed``."""
+        """The author edits a message: ``message_changed`` (old and new message nested)."""
         message = self.store.messages[(channel, ts)]
         kind = self._channel(channel).kind
-        before = events.user_message_event(self.workspace, message, kind)
+        before = events.message_object(self.workspace, message, kind)
         message.text = new_text
         message.edit_count += 1
-        after = copy.deepcopy(before)
-        after.update({"text": new_text, "blocks": events.rich_text_blocks(new_text),
-                      "edited": {"user": message.user, "ts": self.ids.ts()}})  # fmt: skip
-        for key in ("event_ts", "channel_type"):
-            before.pop(key, None)
-            after.pop(key, None)
-        event = events.message_changed_event(self.workspace, before, {**after, "channel": channel},
-                                             kind, self.ids.ts())  # fmt: skip
-        event["message"].pop("channel", None)
-        event["channel"] = channel
-        return self.inject_event(event)
+        after = {**events.message_object(self.workspace, message, kind),
+                 "client_msg_id": before.get("client_msg_id"),
+                 "edited": {"user": message.user, "ts": self.ids.ts()}}  # fmt: skip
+        return self.inject_event(events.message_changed_event(self.workspace, channel, before, after, kind,
+                                                              self.ids.ts()))  # fmt: skip
 
     def delete(self, channel: str, ts: str) -> Delivery:
         """The author deletes a message: ``message_deleted``."""
         message = self.store.messages[(channel, ts)]
         kind = self._channel(channel).kind
-        before = events.user_message_event(self.workspace, message, kind)
-        for key in ("event_ts", "channel_type", "channel"):
-            before.pop(key, None)
+        before = events.message_object(self.workspace, message, kind)
         message.deleted = True
         return self.inject_event(events.message_deleted_event(self.workspace, before, channel, kind,
                                                               self.ids.ts()))  # fmt: skip
