@@ -60,7 +60,9 @@ class FakeSlackServer(Injector):
         limits: rate limits (``RateLimits.disabled()`` to turn them off).
         clock: time source for rate limits, stream lifetimes and the timeline (default
             ``time.monotonic``); a manual clock makes limit tests deterministic.
-        ack_timeout: seconds the app has to acknowledge an event (Slack: 3).
+        ack_timeout: seconds the app has to acknowledge an event (Slack: 3). This and
+            ``retry_delays`` are real (event-loop) seconds whatever ``clock`` says: they race
+            the app's own work.
         retry_delays: waits before each re-delivery of an unacknowledged event (Slack:
             immediately, 1 min, 5 min); its length is the number of retries.
         stream_lifetime: seconds after ``chat.startStream`` when Slack closes a stream
