@@ -7,6 +7,7 @@ Plugin authors use these too; the pytest fixtures (``fake_openai``, ``recording_
 from relaybot.core.testing.fake_anthropic import FakeAnthropicServer
 from relaybot.core.testing.fake_gemini import FakeGeminiServer
 from relaybot.core.testing.fake_openai import FakeOpenAIServer
+from relaybot.core.testing.fake_slack import FakeSlackServer
 from relaybot.core.testing.harness import BotHarness
 from relaybot.core.testing.pytest_plugin import FAST_POLICY, require_service
 from relaybot.core.testing.recording_connector import RecordingConnector
@@ -18,6 +19,7 @@ __all__ = [
     "FakeAnthropicServer",
     "FakeGeminiServer",
     "FakeOpenAIServer",
+    "FakeSlackServer",
     "LoopbackServer",
     "RecordingConnector",
     "require_service",
