@@ -120,6 +120,7 @@ class Gateway:
         self.events: list[GatewayEvent] = []
         self.identifies = 0
         self.resumes = 0
+        self.compressions: list[str | None] = []  # the transport each connection asked for
 
     # -- test-side ---------------------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class Gateway:
             await ws.close(4000, "zstd-stream needs the zstandard package in the fake's environment")
             return
         conn = _Connection(ws, _Encoder(compress if compress in ("zlib-stream", "zstd-stream") else None))
+        self.compressions.append(conn.encoder.kind)
         self.connections.append(conn)
         writer = asyncio.create_task(self._writer(conn))
         conn.queue.put_nowait({"op": HELLO, "d": {"heartbeat_interval": int(self.heartbeat_interval * 1000)}})
@@ -322,7 +324,8 @@ class Gateway:
 
 
 def _without_content(data: dict[str, Any], message: StoredMessage, bot_id: int) -> dict[str, Any]:
-    if message.guild_id is None or message.author.id == bot_id or any(u.id == bot_id for u in message.mentions):
+    mentioned = any(u.id == bot_id for u in message.mentions)
+    if message.guild_id is None or message.author.id == bot_id or mentioned:
         return data
     return data | {"content": "", "embeds": [], "attachments": [], "components": []}
 

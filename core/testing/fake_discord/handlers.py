@@ -73,7 +73,8 @@ class Handlers:
             RouteSpec("POST", "/channels/{channel_id}/messages", "send", self.create_message),
             RouteSpec("GET", "/channels/{channel_id}/messages/{message_id}", "other", self.get_message),
             RouteSpec("PATCH", "/channels/{channel_id}/messages/{message_id}", "edit", self.edit_message),
-            RouteSpec("DELETE", "/channels/{channel_id}/messages/{message_id}", "delete", self.delete_message),
+            RouteSpec("DELETE", "/channels/{channel_id}/messages/{message_id}", "delete",
+                      self.delete_message),
             RouteSpec("POST", "/channels/{channel_id}/messages/{message_id}/threads", "other",
                       self.start_thread_from_message),
             RouteSpec("POST", "/channels/{channel_id}/threads", "other", self.start_thread),
@@ -264,7 +265,9 @@ class Handlers:
         guild = self.state.guilds.get(channel.guild_id) if channel.guild_id else None
         return [r for r in dict.fromkeys(roles) if guild and r in guild.roles]
 
-    def _attachments(self, channel: FakeChannel, files: list[UploadedFile], base_url: str) -> list[StoredAttachment]:
+    def _attachments(
+        self, channel: FakeChannel, files: list[UploadedFile], base_url: str
+    ) -> list[StoredAttachment]:
         out = []
         for f in files:
             if len(f.data) > self.upload_limit:
@@ -345,7 +348,8 @@ class Handlers:
                                         flags=LOADING | int(data.get("flags") or 0) & EPHEMERAL)  # fmt: skip
         elif kind not in (6, 7, 8, 9):
             raise invalid_form_body({"type": {"_errors": [
-                {"code": "BASE_TYPE_CHOICES", "message": f"Value must be one of {{4, 5, 6, 7, 8, 9}}, got {kind}"}]}})
+                {"code": "BASE_TYPE_CHOICES",
+                 "message": f"Value must be one of {{4, 5, 6, 7, 8, 9}}, got {kind}"}]}})
         interaction.response_type = kind
         if message is not None:
             interaction.original_id = message.id
@@ -387,8 +391,10 @@ class Handlers:
         if interaction.response_type is None:
             raise unknown_message()  # a follow-up needs an answered interaction
         channel = self.state.channels[interaction.channel_id]
-        message = self.post_message(channel, self.state.bot, call.body or {}, call.files, call.base_url,
-                                    webhook_id=self.state.application_id, interaction_id=interaction.id)  # fmt: skip
+        message = self.post_message(
+            channel, self.state.bot, call.body or {}, call.files, call.base_url,
+            webhook_id=self.state.application_id, interaction_id=interaction.id,
+        )  # fmt: skip
         interaction.followup_ids.append(message.id)
         call.message_id, call.text = message.id, message.content
         if call.query.get("wait") not in ("1", "true", "True"):

@@ -160,7 +160,9 @@ class RestApi:
         self._record(route, call, status, dict(headers), code)
         return response
 
-    def _rate_limited(self, spec: RouteSpec, call: Call, verdict: Verdict, *, with_via: bool = True) -> Response:
+    def _rate_limited(
+        self, spec: RouteSpec, call: Call, verdict: Verdict, *, with_via: bool = True
+    ) -> Response:
         retry = round(verdict.retry_after or 0.0, 3)
         body = {"message": "You are being rate limited.", "retry_after": retry, "global": verdict.is_global}
         headers = dict(verdict.headers)
@@ -171,7 +173,8 @@ class RestApi:
         response = JSONResponse(body, 429, headers=headers)
         self.limiter.record_invalid(429, verdict.scope)
         bucket = headers.get("X-RateLimit-Bucket", "global")
-        self.store.rate_limited.append(RateLimitRecord(self.limiter.clock(), spec.key, bucket, retry, verdict.scope))
+        record = RateLimitRecord(self.limiter.clock(), spec.key, bucket, retry, verdict.scope)
+        self.store.rate_limited.append(record)
         self._record(spec.key, call, 429, headers, None)
         return response
 

@@ -247,8 +247,10 @@ class FakeDiscordServer:
         """The bot loses access to ``channel`` (and its threads): REST answers 403 Missing Access."""
         channel.accessible = False
 
-    def add_attachment(self, channel: FakeChannel, filename: str, data: bytes | None = None, *,
-                       content_type: str = "image/png", size: int | None = None) -> StoredAttachment:  # fmt: skip
+    def add_attachment(
+        self, channel: FakeChannel, filename: str, data: bytes | None = None, *,
+        content_type: str = "image/png", size: int | None = None,
+    ) -> StoredAttachment:  # fmt: skip
         """A file on a loopback URL for a user message; ``size`` without ``data`` is a synthetic
         file of that many bytes, streamed when fetched (the 30 MB attachment)."""
         return add_attachment(self.state, channel.id, filename, data, content_type, self.url, size=size)
@@ -295,17 +297,21 @@ class FakeDiscordServer:
         """Someone deletes ``message`` (MESSAGE_DELETE; the API answers 404 Unknown Message)."""
         self.handlers.delete(message)
 
-    def slash_command(self, channel: FakeChannel, user: FakeUser, name: str,
-                      options: dict[str, str | int | float | bool] | None = None) -> FakeInteraction:  # fmt: skip
+    def slash_command(
+        self, channel: FakeChannel, user: FakeUser, name: str,
+        options: dict[str, str | int | float | bool] | None = None,
+    ) -> FakeInteraction:  # fmt: skip
         """``user`` runs ``/name`` in ``channel`` (INTERACTION_CREATE; answer within 3 s)."""
         guild_id = channel.guild_id
-        synced = self.state.commands.get(guild_id, []) + self.state.commands.get(None, [])
-        command_id = next((c["id"] for c in synced if c["name"] == name), str(self.state.new_id()))
+        guild_commands = self.state.commands.get(guild_id, []) if guild_id is not None else []
+        in_guild = next((c for c in guild_commands if c["name"] == name), None)
+        found = in_guild or next((c for c in self.state.commands.get(None, []) if c["name"] == name), None)
         types = {bool: 5, int: 4, float: 10, str: 3}
-        data: dict[str, Any] = {"id": command_id, "name": name, "type": 1, "options": [
-            {"name": k, "type": types[type(v)], "value": v} for k, v in (options or {}).items()]}
-        if guild_id is not None:
-            data["guild_id"] = str(guild_id)
+        data: dict[str, Any] = {"id": found["id"] if found else str(self.state.new_id()), "name": name,
+                                "type": 1, "options": [{"name": k, "type": types[type(v)], "value": v}
+                                                       for k, v in (options or {}).items()]}  # fmt: skip
+        if in_guild is not None:
+            data["guild_id"] = str(guild_id)  # only for a command registered to this guild
         interaction = FakeInteraction(self.state.new_id(), self.state.new_token(), channel.id, guild_id,
                                       user, data, self.clock())  # fmt: skip
         self.state.interactions[interaction.id] = interaction
@@ -314,6 +320,7 @@ class FakeDiscordServer:
             "data": data, "channel_id": str(channel.id), "channel": channel.to_api(),
             "token": interaction.token, "version": 1, "locale": "en-US", "entitlements": [],
             "app_permissions": str((1 << 41) - 1), "context": 0 if guild_id else 1,
+            "attachment_size_limit": self.handlers.upload_limit,
             "authorizing_integration_owners": {"0": str(guild_id)} if guild_id else {},
         }  # fmt: skip
         member = self.state.member(guild_id, user.id)
