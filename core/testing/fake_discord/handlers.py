@@ -224,19 +224,19 @@ class Handlers:
                    base_url: str) -> None:  # fmt: skip
         """Apply an edit body (only the keys present change), then dispatch ``MESSAGE_UPDATE``."""
         validate_message_body(body, has_files=bool(files), creating=False)
-        if "content" in body:
-            message.content = str(body["content"] or "")
-        if "embeds" in body:
-            message.embeds = list(body["embeds"] or [])
-        if "allowed_mentions" in body:
-            message.allowed_mentions = body["allowed_mentions"]
+        content = str(body["content"] or "") if "content" in body else message.content
+        embeds = list(body["embeds"] or []) if "embeds" in body else message.embeds
+        attachments = message.attachments
         if "attachments" in body:
             keep = {int(a["id"]) for a in body["attachments"] or [] if str(a.get("id", "")).isdigit()}
-            message.attachments = [a for a in message.attachments if a.id in keep]
+            attachments = [a for a in attachments if a.id in keep]
         channel = self.state.channels[message.channel_id]
-        message.attachments += self._attachments(channel, files, base_url)
-        if not message.content and not message.embeds and not message.attachments:
-            raise empty_message()
+        attachments = attachments + self._attachments(channel, files, base_url)
+        if not content and not embeds and not attachments:
+            raise empty_message()  # checked before anything changes: a refused edit changes nothing
+        message.content, message.embeds, message.attachments = content, embeds, attachments
+        if "allowed_mentions" in body:
+            message.allowed_mentions = body["allowed_mentions"]
         message.flags &= ~LOADING
         message.edited_timestamp = iso_now()
         message.versions.append(message.content)
