@@ -99,11 +99,12 @@ def route_key(method: str, url: URL | str) -> RouteKey:
     params: dict[str, str] = {}
     pending: str | None = None
     for part in parts:
-        if pending is not None:
+        if pending is not None and (part.isdigit() or pending in _TOKEN_AFTER.values()):
             params[pending] = part
             out.append("{" + pending + "}")
             pending = _TOKEN_AFTER.get(pending)
             continue
+        pending = None
         out.append(part)
         name = _NAMED.get(part)
         if name is not None:
@@ -171,7 +172,8 @@ class BucketTracker:
         """Fold one response into the state (what the trace does; public for other transports)."""
         key = route_key(method, url)
         now = self.clock()
-        if status == 429 and _truthy(headers.get("X-RateLimit-Global")):
+        is_global = _truthy(headers.get("X-RateLimit-Global")) or headers.get("X-RateLimit-Scope") == "global"
+        if status == 429 and is_global:
             self.rate_limited += 1
             self.global_reset_at = max(self.global_reset_at, now + _retry_after(headers))
             return None
@@ -192,7 +194,11 @@ class BucketTracker:
         )  # fmt: skip
         bucket_key = self._bucket_key(key)
         known = self._states.get(bucket_key)
-        merged = _merge(known, incoming, now)
+        if status == 429 and known is not None and known.reset_at > now:
+            # a 429 is authoritative: nothing left until the later of the two resets
+            merged = replace(known, remaining=0, reset_at=max(known.reset_at, incoming.reset_at))
+        else:
+            merged = _merge(known, incoming, now)
         self._states[bucket_key] = merged
         return merged
 

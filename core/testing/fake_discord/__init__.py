@@ -27,6 +27,7 @@ zlib-stream). It records every call, every 429 and each message's texts over tim
 from relaybot.core.testing.fake_discord.gateway import GatewayEvent
 from relaybot.core.testing.fake_discord.objects import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser
 from relaybot.core.testing.fake_discord.ratelimit import BucketLimit, RateLimits, bucket_hash
+from relaybot.core.testing.fake_discord.rest import ResponseHold
 from relaybot.core.testing.fake_discord.server import FakeDiscordServer
 from relaybot.core.testing.fake_discord.state import FakeInteraction
 from relaybot.core.testing.fake_discord.store import (
@@ -50,6 +51,7 @@ __all__ = [
     "GatewayEvent",
     "RateLimitRecord",
     "RateLimits",
+    "ResponseHold",
     "StoredAttachment",
     "StoredMessage",
     "bucket_hash",

@@ -8,6 +8,7 @@ group (:mod:`.ratelimit`) and a handler in :mod:`.handlers`. Every answer — su
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -81,6 +82,31 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(f"^{pattern}$")
 
 
+class ResponseHold:
+    """Holds answers of one route back until :meth:`release`: requests stay "in flight".
+
+    The fake has already counted and applied them (buckets, messages); only the answer waits,
+    so a test can look at a client while several of its requests are unanswered.
+    """
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self.pending = 0
+        self._open = asyncio.Event()
+        self._notify = notify
+
+    def release(self) -> None:
+        """Let every held answer (and later ones) go."""
+        self._open.set()
+
+    async def wait(self) -> None:
+        self.pending += 1
+        self._notify()
+        try:
+            await self._open.wait()
+        finally:
+            self.pending -= 1
+
+
 @dataclass(frozen=True, slots=True)
 class ScriptedFailure:
     """A failure a test queued for a route: an error, or a 429 of ``retry_after`` seconds."""
@@ -100,6 +126,7 @@ class RestApi:
         self.limiter = limiter
         self._routes = [(spec, _compile(spec.template)) for spec in routes]
         self.scripted: defaultdict[str, deque[ScriptedFailure]] = defaultdict(deque)
+        self.holds: dict[str, ResponseHold] = {}
 
     def match(self, method: str, path: str) -> tuple[RouteSpec, dict[str, str]] | None:
         """The route for a request and its path parameters (None: Discord's 404)."""
@@ -130,7 +157,9 @@ class RestApi:
             if failure.error is not None:
                 return self._answer(spec.key, call, failure.error, headers)
             assert failure.retry_after is not None
-            verdict = Verdict(headers | {"X-RateLimit-Scope": "global" if failure.is_global else "user"},
+            extra = {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"} if failure.is_global else {
+                "X-RateLimit-Scope": "user"}
+            verdict = Verdict(headers | extra,
                               retry_after=failure.retry_after, is_global=failure.is_global,
                               scope="global" if failure.is_global else "user")  # fmt: skip
             return self._rate_limited(spec, call, verdict, with_via=failure.with_via)
@@ -144,6 +173,9 @@ class RestApi:
             status, payload = await spec.handler(call)
         except DiscordError as exc:
             return self._answer(spec.key, call, exc, verdict.headers)
+        hold = self.holds.get(spec.key)
+        if hold is not None:
+            await hold.wait()
         return self._answer(spec.key, call, (status, payload), verdict.headers)
 
     # -- answers ---------------------------------------------------------------------------

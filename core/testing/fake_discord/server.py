@@ -25,7 +25,7 @@ from relaybot.core.testing.fake_discord.objects import (
     FakeUser,
 )
 from relaybot.core.testing.fake_discord.ratelimit import RateLimiter, RateLimits
-from relaybot.core.testing.fake_discord.rest import RestApi, ScriptedFailure
+from relaybot.core.testing.fake_discord.rest import ResponseHold, RestApi, ScriptedFailure
 from relaybot.core.testing.fake_discord.state import FakeInteraction, State
 from relaybot.core.testing.fake_discord.store import (
     CallRecord,
@@ -347,6 +347,11 @@ class FakeDiscordServer:
             self.rest.scripted[route].append(ScriptedFailure(retry_after=retry_after, is_global=is_global,
                                                              with_via=with_via))  # fmt: skip
 
+    def hold_responses(self, route: str) -> ResponseHold:
+        """Hold back the answers of ``route`` until ``.release()`` (``.pending`` counts them)."""
+        hold = self.rest.holds[route] = ResponseHold(self.store.notify)
+        return hold
+
     def fail_next(self, route: str, status: int, code: int, message: str) -> None:
         """Answer the next call of ``route`` with Discord's error ``{"message", "code"}``."""
         self.rest.scripted[route].append(ScriptedFailure(error=DiscordError(status, code, message)))
@@ -395,6 +400,8 @@ class FakeDiscordServer:
         found = self.store.attachments.get(request.path_params["attachment_id"])
         if found is None or found.filename != request.path_params["filename"]:
             return JSONResponse({"message": "404: Not Found", "code": 0}, 404)
+        found.downloads += 1
+        self.store.notify()
         headers = {"Content-Length": str(found.size)}
         if found.data is not None:
             return Response(found.data, media_type=found.content_type, headers=headers)

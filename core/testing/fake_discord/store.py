@@ -60,6 +60,7 @@ class StoredAttachment:
     data: bytes | None = None
     width: int | None = None
     height: int | None = None
+    downloads: int = 0  # how often its URL was fetched
 
     def to_api(self) -> dict[str, Any]:
         """The ``Attachment`` object."""
