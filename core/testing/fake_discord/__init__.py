@@ -35,6 +35,7 @@ from relaybot.core.testing.fake_discord.store import (
     RateLimitRecord,
     StoredAttachment,
     StoredMessage,
+    TextEvent,
 )
 from relaybot.core.testing.fake_discord.validation import utf16_len
 
@@ -54,6 +55,7 @@ __all__ = [
     "ResponseHold",
     "StoredAttachment",
     "StoredMessage",
+    "TextEvent",
     "bucket_hash",
     "utf16_len",
 ]

@@ -240,11 +240,13 @@ class Handlers:
         message.flags &= ~LOADING
         message.edited_timestamp = iso_now()
         message.versions.append(message.content)
+        self.state.store.record_text("edited", message)
         self.gateway.dispatch("MESSAGE_UPDATE", self.state.message_payload(message), message=message)
 
     def delete(self, message: StoredMessage) -> None:
         """Delete a message (kept in the store, marked) and dispatch ``MESSAGE_DELETE``."""
         message.deleted = True
+        self.state.store.record_text("deleted", message)
         data: dict[str, Any] = {"id": str(message.id), "channel_id": str(message.channel_id)}
         if message.guild_id is not None:
             data["guild_id"] = str(message.guild_id)

@@ -32,6 +32,7 @@ from relaybot.core.testing.fake_discord.store import (
     RateLimitRecord,
     StoredAttachment,
     StoredMessage,
+    TextEvent,
 )
 from relaybot.core.testing.fake_discord.validation import DiscordError, mentioned_ids
 from relaybot.core.testing.server import LoopbackServer
@@ -79,7 +80,7 @@ class FakeDiscordServer:
     ) -> None:
         self.token = token
         self.clock = clock
-        self.state = State(FakeUser(0, bot_name, bot=True), 0, frozenset(granted_intents))
+        self.state = State(FakeUser(0, bot_name, bot=True), 0, frozenset(granted_intents), clock)
         self.state.bot.id = self.state.new_id()
         self.state.users = {self.state.bot.id: self.state.bot}
         self.state.application_id = self.state.bot.id  # as for every bot created since 2020
@@ -381,6 +382,11 @@ class FakeDiscordServer:
     def messages(self, channel_id: int, *, include_deleted: bool = False) -> list[StoredMessage]:
         """Messages in a channel, oldest first."""
         return [m for m in self.store.by_channel.get(channel_id, []) if include_deleted or not m.deleted]
+
+    @property
+    def timeline(self) -> list[TextEvent]:
+        """Every create, edit and delete users saw, in order, with the text shown then."""
+        return self.store.timeline
 
     def bot_messages(self, channel_id: int) -> list[StoredMessage]:
         """The bot's (not deleted) messages in a channel, oldest first."""

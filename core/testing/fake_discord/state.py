@@ -7,6 +7,7 @@ Shared by the REST API (:mod:`.rest`), the gateway (:mod:`.gateway`) and the tes
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,9 @@ class FakeInteraction:
 class State:
     """Everything the fake knows, indexed by id."""
 
-    def __init__(self, bot: FakeUser, application_id: int, granted_intents: frozenset[str]) -> None:
+    def __init__(
+        self, bot: FakeUser, application_id: int, granted_intents: frozenset[str], clock: Callable[[], float]
+    ) -> None:
         self.snowflakes = Snowflakes()
         self.bot = bot
         self.application_id = application_id
@@ -62,7 +65,7 @@ class State:
         self.users: dict[int, FakeUser] = {bot.id: bot}
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}
-        self.store = Store()
+        self.store = Store(clock)
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.interactions: dict[int, FakeInteraction] = {}
 

@@ -34,6 +34,17 @@ class CallRecord(NamedTuple):
     error_code: int | None
 
 
+class TextEvent(NamedTuple):
+    """A change users saw: a message ``created``, ``edited`` or ``deleted``, and its text then."""
+
+    t: float
+    kind: str  # created | edited | deleted
+    channel_id: int
+    message_id: int
+    author_id: int
+    text: str
+
+
 class RateLimitRecord(NamedTuple):
     """One 429 the fake answered: which route and bucket, for how long, and its scope."""
 
@@ -144,7 +155,9 @@ class StoredMessage:
 class Store:
     """Messages by channel and id, attachments by id, the call timeline and the 429s."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.timeline: list[TextEvent] = []
         self.messages: dict[int, StoredMessage] = {}
         self.by_channel: dict[int, list[StoredMessage]] = {}
         self.attachments: dict[int, StoredAttachment] = {}
@@ -175,8 +188,14 @@ class Store:
         message.versions.append(message.content)
         self.messages[message.id] = message
         self.by_channel.setdefault(message.channel_id, []).append(message)
-        self.notify()
+        self.record_text("created", message)
         return message
+
+    def record_text(self, kind: str, message: StoredMessage) -> None:
+        """Add to :attr:`timeline` what users see of ``message`` now, and wake waiters."""
+        self.timeline.append(TextEvent(self.clock(), kind, message.channel_id, message.id, message.author.id,
+                                       message.text))  # fmt: skip
+        self.notify()
 
     def resolve(self, message_id: int) -> dict[str, Any] | None:
         """``referenced_message`` for a reply: the payload, or None (JSON null) when deleted."""

@@ -244,6 +244,12 @@ async def test_send_and_edit_answer_with_bucket_headers(
     assert send1.headers["X-RateLimit-Bucket"] != edit.headers["X-RateLimit-Bucket"]
     assert send2.headers["X-RateLimit-Remaining"] == "4"
     assert fake.bot_messages(general.id)[0].versions == ["first", "first, edited"]
+    seen = [(e.kind, e.channel_id, e.text) for e in fake.timeline]
+    assert seen == [
+        ("created", general.id, "first"),
+        ("edited", general.id, "first, edited"),
+        ("created", other.id, "elsewhere"),
+    ]
 
 
 async def test_discord_py_paces_itself_by_the_headers_without_a_429(world: Any) -> None:
