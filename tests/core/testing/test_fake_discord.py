@@ -130,7 +130,8 @@ async def test_login_connect_ready_and_an_injected_message(
     assert cached is not None and {c.name for c in cached.text_channels} == {"general", "random"}
     assert "helpers" in {r.name for r in cached.roles}
     assert [c.route for c in fake.calls[:2]] == ["GET /users/@me", "GET /oauth2/applications/@me"]
-    assert fake.gateway.compressions == ["zlib-stream"]  # what discord.py asked for
+    # discord.py asks for zstd-stream when zstandard is importable, zlib-stream otherwise
+    assert fake.gateway.compressions in (["zlib-stream"], ["zstd-stream"])
 
     fake.send_message(general, alice, "hello there")
     received = await bot.next_message()
@@ -220,6 +221,18 @@ async def test_heartbeats_are_enforced_and_frames_are_zlib_streamed() -> None:
                 # no more heartbeats: the fake gives up on this client
                 closed = await ws.receive(timeout=10)
                 assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4009
+
+
+async def test_zstd_stream_frames_decode_with_one_streaming_decompressor() -> None:
+    zstandard = pytest.importorskip("zstandard")
+    async with FakeDiscordServer() as fake:
+        inflate = zstandard.ZstdDecompressor().decompressobj()
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json&compress=zstd-stream") as ws:
+                hello = json.loads(inflate.decompress((await ws.receive(timeout=10)).data))
+                assert hello["op"] == 10
+                await ws.send_json({"op": 1, "d": None})
+                assert json.loads(inflate.decompress((await ws.receive(timeout=10)).data))["op"] == 11
 
 
 # -- messages, limits and buckets ----------------------------------------------------------
