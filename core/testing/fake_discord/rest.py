@@ -148,28 +148,27 @@ class RestApi:
         call.channel_id = _snowflake(params.get("channel_id"))
         call.message_id = _snowflake(params.get("message_id"))
         major = params.get("channel_id") or params.get("guild_id") or params.get("interaction_token")
+        # the body is read first so that refused calls (401, 429 ...) are recorded with it too
+        body_error: DiscordError | None = None
+        try:
+            await _read_body(request, call)
+        except DiscordError as exc:
+            body_error = exc
+        if isinstance(call.body, dict) and isinstance(call.body.get("content"), str):
+            call.text = call.body["content"]
         if spec.auth and request.headers.get("authorization") != f"Bot {self.token}":
             return self._answer(spec.key, call, unauthorized(), self.limiter.headers_for(spec.group, major))
         scripted = self.scripted.get(spec.key)
         if scripted:
-            failure = scripted.popleft()
-            headers = self.limiter.headers_for(spec.group, major)
-            if failure.error is not None:
-                return self._answer(spec.key, call, failure.error, headers)
-            assert failure.retry_after is not None
-            extra = {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"} if failure.is_global else {
-                "X-RateLimit-Scope": "user"}
-            verdict = Verdict(headers | extra,
-                              retry_after=failure.retry_after, is_global=failure.is_global,
-                              scope="global" if failure.is_global else "user")  # fmt: skip
-            return self._rate_limited(spec, call, verdict, with_via=failure.with_via)
+            return self._scripted(spec, call, scripted.popleft(), self.limiter.headers_for(spec.group, major))
         verdict = self.limiter.check(spec.group, major, counts_global=spec.counts_global)
         if verdict.banned:
             return self._banned(spec, call)
         if verdict.retry_after is not None:
             return self._rate_limited(spec, call, verdict)
         try:
-            await _read_body(request, call)
+            if body_error is not None:
+                raise body_error
             status, payload = await spec.handler(call)
         except DiscordError as exc:
             return self._answer(spec.key, call, exc, verdict.headers)
@@ -177,6 +176,17 @@ class RestApi:
         if hold is not None:
             await hold.wait()
         return self._answer(spec.key, call, (status, payload), verdict.headers)
+
+    def _scripted(
+        self, spec: RouteSpec, call: Call, failure: ScriptedFailure, headers: dict[str, str]
+    ) -> Response:
+        if failure.error is not None:
+            return self._answer(spec.key, call, failure.error, headers)
+        scope = "global" if failure.is_global else "user"
+        extra = {"X-RateLimit-Scope": scope} | ({"X-RateLimit-Global": "true"} if failure.is_global else {})
+        verdict = Verdict(headers | extra, retry_after=failure.retry_after, is_global=failure.is_global,
+                          scope=scope)  # fmt: skip
+        return self._rate_limited(spec, call, verdict, with_via=failure.with_via)
 
     # -- answers ---------------------------------------------------------------------------
 
