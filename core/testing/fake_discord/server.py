@@ -144,6 +144,8 @@ class FakeDiscordServer:
         class attribute ``discord.http.Route.BASE`` (webhooks and interaction callbacks too)
         and the first gateway connection goes to ``DiscordWebSocket.DEFAULT_GATEWAY`` (then to
         READY's ``resume_gateway_url``). These two are process-wide, hence the restore.
+        (``discord.AutoShardedClient`` asks ``GET /gateway/bot`` for its URL, so it needs only
+        ``Route.BASE``.)
         """
         import discord.gateway
         import discord.http

@@ -141,6 +141,34 @@ async def test_login_connect_ready_and_an_injected_message(
     assert [r.name for r in received.author.roles if not r.is_default()] == ["helpers"]
 
 
+async def test_an_autosharded_client_finds_the_gateway_through_rest() -> None:
+    async with FakeDiscordServer() as fake:
+        fake.add_guild()
+        old = discord.http.Route.BASE
+        discord.http.Route.BASE = fake.api_base  # only REST: the gateway URL comes from /gateway/bot
+        try:
+            client = discord.AutoShardedClient(intents=discord.Intents.default())
+            ready = asyncio.Event()
+            client.event(_setter("on_ready", ready))
+            await client.login(fake.token)
+            task = asyncio.create_task(client.connect())
+            await asyncio.wait_for(ready.wait(), timeout=20)
+            assert client.shard_count == 1 and len(client.guilds) == 1
+            assert "GET /gateway/bot" in [c.route for c in fake.calls]
+            await client.close()
+            await asyncio.wait_for(task, timeout=10)
+        finally:
+            discord.http.Route.BASE = old
+
+
+def _setter(name: str, event: asyncio.Event) -> Any:
+    async def handler() -> None:
+        event.set()
+
+    handler.__name__ = name
+    return handler
+
+
 async def test_a_wrong_token_is_a_login_failure(fake: FakeDiscordServer) -> None:
     client = discord.Client(intents=discord.Intents.default())
     with pytest.raises(discord.LoginFailure):
@@ -149,7 +177,7 @@ async def test_a_wrong_token_is_a_login_failure(fake: FakeDiscordServer) -> None
     assert fake.calls[-1].status == 401
 
 
-async def test_message_content_intent_not_granted_closes_with_4014(world: Any) -> None:
+async def test_message_content_intent_not_granted_closes_with_4014() -> None:
     async with FakeDiscordServer(granted_intents=()) as fake:
         with fake.patch_discord_py():
             bot = Bot(fake, content_intents())
@@ -265,7 +293,7 @@ async def test_send_and_edit_answer_with_bucket_headers(
     ]
 
 
-async def test_discord_py_paces_itself_by_the_headers_without_a_429(world: Any) -> None:
+async def test_discord_py_paces_itself_by_the_headers_without_a_429() -> None:
     limits = RateLimits(send=BucketLimit(3, 0.5))
     async with FakeDiscordServer(limits=limits) as fake:
         with fake.patch_discord_py():
