@@ -80,10 +80,7 @@ class FakeDiscordServer:
     ) -> None:
         self.token = token
         self.clock = clock
-        self.state = State(FakeUser(0, bot_name, bot=True), 0, frozenset(granted_intents), clock)
-        self.state.bot.id = self.state.new_id()
-        self.state.users = {self.state.bot.id: self.state.bot}
-        self.state.application_id = self.state.bot.id  # as for every bot created since 2020
+        self.state = State(bot_name, frozenset(granted_intents), clock)
         self.store = self.state.store
         self.limiter = RateLimiter(limits or RateLimits(), clock)
         self.gateway = Gateway(self.state, token=token, heartbeat_interval=heartbeat_interval, clock=clock,

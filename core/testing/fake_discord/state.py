@@ -55,14 +55,12 @@ class FakeInteraction:
 class State:
     """Everything the fake knows, indexed by id."""
 
-    def __init__(
-        self, bot: FakeUser, application_id: int, granted_intents: frozenset[str], clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, bot_name: str, granted_intents: frozenset[str], clock: Callable[[], float]) -> None:
         self.snowflakes = Snowflakes()
-        self.bot = bot
-        self.application_id = application_id
+        self.bot = FakeUser(self.new_id(), bot_name, bot=True)
+        self.application_id = self.bot.id  # the same id, as for every application since 2020
         self.granted_intents = granted_intents
-        self.users: dict[int, FakeUser] = {bot.id: bot}
+        self.users: dict[int, FakeUser] = {self.bot.id: self.bot}
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}
         self.store = Store(clock)
