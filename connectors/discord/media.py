@@ -43,8 +43,11 @@ def too_large(max_bytes: int, size: int | None = None) -> ImageTooLargeError:
 
 
 async def download_image(image: ImageAttachment, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """The image's bytes. Raises :class:`ImageTooLargeError` (nothing fetched when the stated
-    size is over) ; discord.py's ``HTTPException`` / ``NotFound`` propagate."""
+    """The image's bytes, fetched through discord.py's session.
+
+    Raises :class:`ImageTooLargeError` — before fetching anything when the stated size is over
+    ``max_bytes`` — and lets discord.py's ``HTTPException`` / ``NotFound`` propagate.
+    """
     if image.size > max_bytes:
         raise too_large(max_bytes, image.size)
     if image.attachment is None:

@@ -8,9 +8,10 @@ Every frame the fake sends goes through one per-connection writer (so a synchron
 
 Sessions outlive connections: a dispatch while the bot is disconnected is buffered with its
 sequence number, and a RESUME replays everything after the client's ``seq`` before
-``RESUMED``. Close codes are Discord's: 4001 unknown opcode, 4002 decode error, 4003 not
-authenticated, 4004 authentication failed, 4005 already authenticated, 4009 session timed out
-(no heartbeat), 4013 invalid intents, 4014 disallowed intents.
+``RESUMED``; :meth:`Gateway.request_reconnect` sends op 7 (RECONNECT). Close codes are
+Discord's: 4001 unknown opcode, 4002 decode error, 4003 not authenticated, 4004 authentication
+failed, 4005 already authenticated, 4009 session timed out (no heartbeat), 4013 invalid
+intents, 4014 disallowed intents.
 """
 
 from __future__ import annotations
@@ -149,6 +150,11 @@ class Gateway:
         for conn in closing:
             conn.queue.put_nowait(_Close(code, reason))
         return len(closing)
+
+    def request_reconnect(self) -> None:
+        """Send RECONNECT (op 7) on every connection, as Discord does before a restart."""
+        for conn in list(self.connections):
+            conn.queue.put_nowait({"op": RECONNECT, "d": None})
 
     def invalidate_sessions(self, *, resumable: bool = False) -> None:
         """Send INVALID_SESSION (op 9) on every connection; ``resumable=False`` forgets them."""

@@ -225,6 +225,17 @@ async def test_a_dropped_gateway_is_resumed_and_nothing_is_lost(
     assert fake.bot_messages(general.id)[-1].text == "still here"
 
 
+async def test_a_reconnect_request_is_followed_by_a_resume(
+    fake: FakeDiscordServer, world: Any, bot: Bot
+) -> None:
+    _, general, alice = world
+    fake.gateway.request_reconnect()
+    await asyncio.wait_for(bot.resumed.wait(), timeout=20)
+    assert (fake.gateway.identifies, fake.gateway.resumes) == (1, 1)
+    fake.send_message(general, alice, "after the reconnect")
+    assert (await bot.next_message()).content == "after the reconnect"
+
+
 async def test_a_non_resumable_invalid_session_makes_discord_py_identify_again(
     fake: FakeDiscordServer, world: Any, bot: Bot
 ) -> None:
