@@ -5,6 +5,7 @@ Plugin authors use these too; the pytest fixtures (``fake_openai``, ``recording_
 """
 
 from relaybot.core.testing.fake_anthropic import FakeAnthropicServer
+from relaybot.core.testing.fake_discord import FakeDiscordServer
 from relaybot.core.testing.fake_gemini import FakeGeminiServer
 from relaybot.core.testing.fake_openai import FakeOpenAIServer
 from relaybot.core.testing.fake_slack import FakeSlackServer
@@ -17,6 +18,7 @@ __all__ = [
     "FAST_POLICY",
     "BotHarness",
     "FakeAnthropicServer",
+    "FakeDiscordServer",
     "FakeGeminiServer",
     "FakeOpenAIServer",
     "FakeSlackServer",
