@@ -14,7 +14,8 @@ restart on the same database. After every run it checks what a user must be able
 * no typing indicator, stream or task outlives its reply;
 * the platform's per-chat budget was never exceeded (only the injected 429s were seen).
 
-``RELAYBOT_INVARIANT_RUNS`` sets the number of seeds (default 200); a failing run names its
+``RELAYBOT_INVARIANT_RUNS`` sets the number of seeds (default 200, on SQLite; the first
+``RELAYBOT_INVARIANT_PG_RUNS``, default 20, also on PostgreSQL); a failing run names its
 seed, and ``RELAYBOT_INVARIANT_SEED=N`` replays just that one.
 """
 
@@ -56,6 +57,8 @@ NOTES = {
     "(The answer was stopped: it took longer than 0.4 seconds.)",
 }
 RUNS = int(os.environ.get("RELAYBOT_INVARIANT_RUNS", "200"))
+#: how many of the seeds also run on PostgreSQL
+PG_RUNS = int(os.environ.get("RELAYBOT_INVARIANT_PG_RUNS", "20"))
 ONLY = os.environ.get("RELAYBOT_INVARIANT_SEED")
 SEEDS = [int(ONLY)] if ONLY else list(range(RUNS))
 
@@ -81,12 +84,10 @@ def config(database: str, busy_policy: str) -> Any:
 class Run:
     """One seeded run: the bot, its platform, and what was sent."""
 
-    def __init__(self, seed: int, tmp_path: Path, template: Path) -> None:
+    def __init__(self, seed: int, database: str) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
-        path = tmp_path / f"inv-{seed}.db"
-        shutil.copyfile(template, path)  # migrated once per module: runs stay cheap
-        self.database = f"sqlite+aiosqlite:///{path}"
+        self.database = database
         self.busy_policy = self.rng.choice(["interrupt", "queue"])
         self.accepted: list[str] = []  # texts of conversation messages the bot took in
         self.injected: list[BaseException] = []
@@ -261,9 +262,26 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-async def test_random_orderings_keep_the_invariants(seed: int, tmp_path: Path, template: Path) -> None:
-    run = Run(seed, tmp_path, template)
+@pytest.fixture
+def database(request: pytest.FixtureRequest, tmp_path: Path, template: Path) -> str:
+    backend, seed = request.param
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    path = tmp_path / f"inv-{seed}.db"
+    shutil.copyfile(template, path)  # migrated once per module: runs stay cheap
+    return f"sqlite+aiosqlite:///{path}"
+
+
+CASES = [("sqlite", seed) for seed in SEEDS] + [
+    pytest.param(("postgres", seed), marks=pytest.mark.postgres, id=f"postgres-{seed}")
+    for seed in SEEDS[:PG_RUNS]
+]
+
+
+@pytest.mark.parametrize("database", CASES, indirect=True)
+async def test_random_orderings_keep_the_invariants(database: str, request: pytest.FixtureRequest) -> None:
+    _, seed = request.node.callspec.params["database"]
+    run = Run(seed, database)
     await run.start()
     steps = run.rng.randint(4, 22)
     shutdown_at = run.rng.randrange(steps) if run.rng.random() < 0.25 else -1

@@ -175,3 +175,19 @@ async def test_a_command_answer_is_a_notice_not_a_reply(web, fake_openai, events
     notice = json.loads(log.named("done")[1].data)
     assert notice["reply_id"] is None  # it must not take over the previous answer's bubble
     assert "/new" in rebuild_texts(log.events)[notice["message_id"]]
+
+
+async def test_shutdown_tells_open_tabs_before_their_stream_closes(
+    web, fake_openai, events_of, rebuild_texts
+) -> None:
+    fake_openai.add_reply(LONG, tokens_per_second=40, chunk_size_chars=6)
+    tab = await events_of(web)
+    await send(web, "a long one please")
+    await tab.wait_for(lambda ev: deltas(ev) >= 2)
+    await asyncio.wait_for(web.app.stop(), 10)
+    # the tab saw the reply end as interrupted before its event stream was closed
+    await tab.wait_for(lambda ev: any(e.event == "interrupted" for e in ev))
+    assert tab._task.done()  # and then the stream ended (the server is gone)
+    (text,) = rebuild_texts(tab.events).values()
+    assert 0 < len(text) < len(LONG) and LONG.startswith(text.rstrip())
+    assert len(fake_openai.requests) == 1
