@@ -128,14 +128,15 @@ async def _chat(config: RelaybotConfig, chat_id: str) -> None:
 
     app = Relaybot(config)
     terminal = TerminalConnector("terminal", TerminalConfig(chat=chat_id))
-    await app.start(connectors=[terminal], start_configured=False)
     loop = asyncio.get_running_loop()
     # Ctrl-C at a terminal stops the reply being written (and quits at the prompt); SIGTERM,
     # and SIGINT to a scripted chat, quit the way `relaybot run` does: shutdown saves the
-    # partial reply as interrupted and the exit status is 0.
+    # partial reply as interrupted and the exit status is 0. Installed before the start: the
+    # prompt shows while the start-up finishes (answering what a previous run left pending).
     loop.add_signal_handler(signal.SIGINT, terminal.interrupt if terminal.interactive else terminal.close)
     loop.add_signal_handler(signal.SIGTERM, terminal.close)
     try:
+        await app.start(connectors=[terminal], start_configured=False)
         await terminal.wait_closed()
     finally:
         await app.stop()
@@ -162,6 +163,12 @@ async def _run(config: RelaybotConfig) -> None:
     from .app import Relaybot
 
     app = Relaybot(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # before the start: a signal during start-up (connecting, answering what a previous run
+    # left pending) still stops cleanly, right after it
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     await app.start()
     if not app.connectors:
         # every table has enabled = false: serving nothing until a signal would look like a hang
@@ -170,10 +177,6 @@ async def _run(config: RelaybotConfig) -> None:
             f"{config.source}: every [connectors.*] table has enabled = false, so there is nothing "
             "to run. Enable one, or chat here with `relaybot chat`."
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     for name, connector in app.connectors.items():
         where = getattr(connector, "url", "")
         click.echo(f"relaybot: {name} running" + (f" at {where}" if where else ""), err=True)
