@@ -12,6 +12,9 @@ The bot (a real :class:`~relaybot.core.app.Relaybot` with the web chat, SQLite i
 folder) and the fake provider run in the main thread's event loop; the "browser" (httpx with
 httpx-sse) runs in its own thread and loop, so client work does not queue behind the bot's.
 
+Runs are ``--gap`` seconds apart (default 0.2): the web chat paces frames 50 ms apart per chat,
+and a message sent right after the previous reply would measure that pacing instead.
+
 Run: ``.venv/bin/python benchmarks/web_latency.py [--runs N] [--loop auto|uvloop|asyncio]``.
 Prints progress to stderr and one JSON object as the last line of stdout: ``p50_ms``,
 ``p90_ms``, ``p99_ms``, ``max_ms``, ``mean_ms`` over the runs (after ``--warmup`` unmeasured ones).
@@ -104,7 +107,7 @@ class Browser:
         self.thread.join(5)
 
 
-async def measure(runs: int, warmup: int, folder: Path) -> list[float]:
+async def measure(runs: int, warmup: int, gap: float, folder: Path) -> list[float]:
     async with FakeOpenAIServer() as fake:
         config = parse_config(
             {
@@ -126,6 +129,8 @@ async def measure(runs: int, warmup: int, folder: Path) -> list[float]:
             await loop.run_in_executor(None, browser.call, browser.open())
             times: list[float] = []
             for i in range(warmup + runs):
+                # the web chat paces frames per chat (50 ms): start each run on a rested chat
+                await asyncio.sleep(gap)
                 fake.add_reply(REPLY, chunk_size_chars=8)
                 took = await loop.run_in_executor(None, browser.call, browser.one())
                 if i >= warmup:
@@ -147,10 +152,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--gap", type=float, default=0.2, help="seconds between runs")
     parser.add_argument("--loop", default="auto", choices=["auto", "uvloop", "asyncio"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        times = eventloop.run(measure(args.runs, args.warmup, Path(folder)), args.loop)
+        times = eventloop.run(measure(args.runs, args.warmup, args.gap, Path(folder)), args.loop)
     ms = [t * 1000 for t in times]
     result = {
         "runs": len(ms),
