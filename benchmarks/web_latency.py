@@ -4,9 +4,10 @@ What a user notices as "the bot started answering": the browser posts a message 
 the first ``delta`` event of the reply on its SSE stream (``/api/events``). The provider is the
 fake OpenAI server answering at once (no first-token delay), so the figure is relaybot's own
 overhead: HTTP in, storing the message, building the context, the provider round trip on
-loopback, the streaming scheduler's first frame, the SSE event out — and any Nagle delay on the
-server's sockets (the reason this benchmark exists: small SSE writes waited ~40 ms for a delayed
-ACK while the web chat's listening socket lacked ``TCP_NODELAY``).
+loopback, the streaming scheduler's first frame, the SSE event out. (Nagle's algorithm, which
+the web chat's listening socket left on under the standard asyncio loop until ``TCP_NODELAY``
+was set there, holds back a small write only while an earlier one is unacknowledged: it delays
+later frames of a reply, not the first one after an idle stream.)
 
 The bot (a real :class:`~relaybot.core.app.Relaybot` with the web chat, SQLite in a temporary
 folder) and the fake provider run in the main thread's event loop; the "browser" (httpx with
@@ -17,7 +18,11 @@ and a message sent right after the previous reply would measure that pacing inst
 
 Run: ``.venv/bin/python benchmarks/web_latency.py [--runs N] [--loop auto|uvloop|asyncio]``.
 Prints progress to stderr and one JSON object as the last line of stdout: ``p50_ms``,
-``p90_ms``, ``p99_ms``, ``max_ms``, ``mean_ms`` over the runs (after ``--warmup`` unmeasured ones).
+``p90_ms``, ``p99_ms``, ``max_ms``, ``mean_ms`` of POST → first ``delta`` over the runs (after
+``--warmup`` unmeasured ones), and ``done_p50_ms``/``done_p90_ms`` of POST → the reply's ``done``
+event (it comes with the reply's last frame, which the per-chat pacing sends ≥ 50 ms after
+the first). On this shared 2-core machine the figures swing by tens of ms between runs: compare
+several runs, interleaved, before concluding anything.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Browser:
         self._done: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
         self.first_delta_at = 0.0
+        self.done_at = 0.0
 
     def call(self, coro: Any, timeout: float = 60) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -78,11 +84,12 @@ class Browser:
                 if event.event == "delta" and not self._first_delta.is_set():
                     self.first_delta_at = time.perf_counter()
                     self._first_delta.set()
-                elif event.event in ("done", "interrupted", "error"):
+                elif event.event in ("done", "interrupted", "error") and not self._done.is_set():
+                    self.done_at = time.perf_counter()
                     self._done.set()
 
-    async def one(self) -> float:
-        """POST one message; seconds until its reply's first delta event arrived."""
+    async def one(self) -> tuple[float, float]:
+        """POST one message; seconds until its reply's first delta event, and its done event."""
         assert self.http is not None and self._first_delta is not None and self._done is not None
         self._first_delta.clear()
         self._done.clear()
@@ -92,7 +99,7 @@ class Browser:
             raise RuntimeError(f"POST /api/messages answered {res.status_code}: {res.text}")
         await asyncio.wait_for(self._first_delta.wait(), 30)
         await asyncio.wait_for(self._done.wait(), 30)  # the next run starts on an idle chat
-        return self.first_delta_at - started
+        return self.first_delta_at - started, self.done_at - started
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -107,7 +114,7 @@ class Browser:
         self.thread.join(5)
 
 
-async def measure(runs: int, warmup: int, gap: float, folder: Path) -> list[float]:
+async def measure(runs: int, warmup: int, gap: float, folder: Path) -> list[tuple[float, float]]:
     async with FakeOpenAIServer() as fake:
         config = parse_config(
             {
@@ -127,7 +134,7 @@ async def measure(runs: int, warmup: int, gap: float, folder: Path) -> list[floa
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, browser.call, browser.open())
-            times: list[float] = []
+            times: list[tuple[float, float]] = []
             for i in range(warmup + runs):
                 # the web chat paces frames per chat (50 ms): start each run on a rested chat
                 await asyncio.sleep(gap)
@@ -157,7 +164,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         times = eventloop.run(measure(args.runs, args.warmup, args.gap, Path(folder)), args.loop)
-    ms = [t * 1000 for t in times]
+    ms = [first * 1000 for first, _ in times]
+    done_ms = [done * 1000 for _, done in times]
     result = {
         "runs": len(ms),
         "loop": args.loop,
@@ -166,8 +174,11 @@ def main() -> None:
         "p99_ms": round(percentile(ms, 0.99), 2),
         "max_ms": round(max(ms), 2),
         "mean_ms": round(statistics.fmean(ms), 2),
+        "done_p50_ms": round(percentile(done_ms, 0.50), 2),
+        "done_p90_ms": round(percentile(done_ms, 0.90), 2),
     }
     print(f"POST → first delta: p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms", file=sys.stderr)
+    print(f"POST → done: p50 {result['done_p50_ms']} ms, p90 {result['done_p90_ms']} ms", file=sys.stderr)
     print(json.dumps(result))
 
 
