@@ -124,6 +124,21 @@ class WebServer:
         """True between a successful :meth:`start` and :meth:`stop`."""
         return self._task is not None and not self._task.done()
 
+    def connection_sockets(self) -> list[socket.socket]:
+        """The sockets of the connections being served now (for diagnostics and tests).
+
+        Read from uvicorn's connection list; empty when not serving.
+        """
+        if self._server is None:
+            return []
+        found = []
+        for conn in getattr(self._server.server_state, "connections", ()):
+            transport = getattr(conn, "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None:
+                found.append(sock)
+        return found
+
     async def start(self) -> None:
         """Bind the port and serve; return once requests are accepted.
 
