@@ -104,11 +104,6 @@ class ConversationManager:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def conversation_title(conv: Conversation) -> str:
-    """A display title: the stored title, or a placeholder."""
-    return conv.title or "(untitled)"
-
-
 class ConversationService:
     """The conversations of one chat, as commands see them (``ctx.conversations``)."""
 
