@@ -9,27 +9,31 @@ with Telegram's limits, for connectors and bots built on python-telegram-bot or 
 client.
 """
 
-from relaybot.core.testing.fake_anthropic import FakeAnthropicServer
-from relaybot.core.testing.fake_gemini import FakeGeminiServer
-from relaybot.core.testing.fake_openai import FakeOpenAIServer
+from relaybot.core.testing.fake_anthropic import FakeAnthropicReply, FakeAnthropicServer
+from relaybot.core.testing.fake_gemini import FakeGeminiReply, FakeGeminiServer
+from relaybot.core.testing.fake_openai import FakeOpenAIServer, FakeReply
 from relaybot.core.testing.fake_telegram import FakeTelegramServer, FloodLimits
 from relaybot.core.testing.harness import BotHarness
 from relaybot.core.testing.provider_contract import HTTPProviderContract, ProviderContract
 from relaybot.core.testing.pytest_plugin import FAST_POLICY, require_service
-from relaybot.core.testing.recording_connector import RecordingConnector
+from relaybot.core.testing.recording_connector import RecordedOp, RecordingConnector
 from relaybot.core.testing.server import LoopbackServer
 
 __all__ = [
     "FAST_POLICY",
     "BotHarness",
+    "FakeAnthropicReply",
     "FakeAnthropicServer",
+    "FakeGeminiReply",
     "FakeGeminiServer",
     "FakeOpenAIServer",
+    "FakeReply",
     "FakeTelegramServer",
     "FloodLimits",
     "HTTPProviderContract",
     "LoopbackServer",
     "ProviderContract",
+    "RecordedOp",
     "RecordingConnector",
     "require_service",
 ]
