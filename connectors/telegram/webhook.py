@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from relaybot.core.webserver import WebServer
+from relaybot import WebServer
 
 log = logging.getLogger("relaybot.connectors.telegram")
 

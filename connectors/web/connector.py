@@ -16,13 +16,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from relaybot import WebServer
 from relaybot.core.connector import BaseConnector, MessageHandler, StreamPolicy
 from relaybot.core.errors import ConfigError
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import ReplyRecord
 from relaybot.core.models import ChatKey, ImageRef, ReplyStatus, Role
 from relaybot.core.streaming.scheduler import INTERRUPTED_MARKER
-from relaybot.core.webserver import WebServer
 
 from .config import WebConfig
 from .hub import EventHub
