@@ -159,7 +159,8 @@ class WebServer:
             lifespan="off",
             # keep-alive connections are closed promptly so shutdown never waits on idle clients
             timeout_keep_alive=self.timeout_keep_alive,
-            timeout_graceful_shutdown=self.graceful_timeout,
+            # typed int by uvicorn, but only ever passed to asyncio.wait_for: a float is fine
+            timeout_graceful_shutdown=self.graceful_timeout,  # type: ignore[arg-type]
             ws=self.ws,
         )
         server = _server_class()(config)
