@@ -81,7 +81,8 @@ class WebServer:
 
     ``port=0`` picks a free port; :attr:`port` holds the bound one after :meth:`start`.
     ``ws`` is uvicorn's WebSocket implementation (``"auto"``, ``"websockets-sansio"`` …).
-    One instance serves once: start, stop, done (a stopped server may be started again).
+    :meth:`start` and :meth:`stop` may alternate: a stopped server can start again (on the port
+    it had bound, unless that was taken meanwhile).
     """
 
     def __init__(
