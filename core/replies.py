@@ -589,7 +589,9 @@ class ReplyRunner:
     def _checkpoint(self, reply_id: int) -> None:
         """Hand the partial text to the app's checkpoint writer (written in a batch soon)."""
         self._checkpoint_timer = None
-        self.app.checkpoints.submit(reply_id, "".join(self.text_parts))
+        writer = self.app.checkpoints
+        assert writer is not None, "replies run only while the app is started"
+        writer.submit(reply_id, "".join(self.text_parts))
 
     async def _save(self, reply_id: int, text: str, status: ReplyStatus, counter: Any) -> None:
         """The final write of the reply (shielded: it must land even while being cancelled)."""
@@ -597,7 +599,9 @@ class ReplyRunner:
             self._checkpoint_timer.cancel()
             self._checkpoint_timer = None
         # no older checkpoint may land after the final text
-        await self.app.checkpoints.settle(reply_id)
+        writer = self.app.checkpoints
+        assert writer is not None, "replies run only while the app is started"
+        await writer.settle(reply_id)
         tokens = counter.count_message(ChatMessage.text(Role.ASSISTANT, text))
         usage = self.usage
         if usage is not None:

@@ -36,6 +36,7 @@ from relaybot.core.errors import (
 )
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision, ReplyRecord
+from relaybot.core.images import ImageLimits
 from relaybot.core.jobs import Job
 from relaybot.core.models import (
     ChatKey,
@@ -61,6 +62,7 @@ from relaybot.core.provider import (
     ProviderCapabilities,
     ProviderType,
 )
+from relaybot.core.webserver import WebServer
 
 __version__ = "0.1.0"
 
@@ -82,6 +84,7 @@ __all__ = [
     "ContextDraft",
     "ContextTooLongError",
     "Finish",
+    "ImageLimits",
     "ImagePart",
     "ImageRef",
     "IncomingMessage",
@@ -114,6 +117,7 @@ __all__ = [
     "TextPart",
     "Usage",
     "User",
+    "WebServer",
     "hookimpl",
     "load_config",
     "parse_config",

@@ -38,3 +38,11 @@ def test_storage_benchmark_reports_each_call():
     assert result["replies"] == 20 and result["backend"] == "sqlite"
     assert result["statements_per_reply"] > 10
     assert all(result[f"{name}_ms"] > 0 for name in ("active", "create", "add", "path", "update", "link"))
+
+
+def test_web_latency_benchmark_measures_every_run():
+    result = run_benchmark("web_latency.py", "--runs", "5", "--warmup", "1", "--gap", "0.1")
+    assert result["runs"] == 5
+    # every run saw its first delta, then its done event, after the POST
+    assert 0 < result["p50_ms"] <= result["max_ms"]
+    assert result["done_p50_ms"] >= result["p50_ms"]

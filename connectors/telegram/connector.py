@@ -4,8 +4,8 @@ Lifecycle: :meth:`~TelegramConnector.start` builds a PTB ``Application`` (no PTB
 the core's streaming scheduler paces every request), checks the token with ``getMe``, publishes
 the command menu (``setMyCommands``) and starts long polling or the webhook receiver.
 :meth:`~TelegramConnector.stop` stops intake promptly, even while a long poll is open; the HTTP
-client stays usable until the bot's shutdown hook so the scheduler can still deliver final texts
-(``relaybot_shutdown`` → :meth:`~TelegramConnector.aclose`).
+client stays usable until the core calls :meth:`~TelegramConnector.aclose` once the schedulers
+finished, so final texts ("interrupted" edits) can still go out.
 
 Incoming: each update is routed (:mod:`.updates`); photos/image files are downloaded into the
 media store first. Messages of one chat reach the core in the order they were sent, even when

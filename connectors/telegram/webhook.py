@@ -1,4 +1,7 @@
-"""The webhook receiver: a small Starlette app served by uvicorn inside the bot's event loop.
+"""The webhook receiver: a small Starlette app served inside the bot's event loop.
+
+It runs on :class:`relaybot.core.webserver.WebServer` (uvicorn, ``TCP_NODELAY``, the bot's own
+SIGINT/SIGTERM handling left alone).
 
 Telegram POSTs each update as JSON with the header ``X-Telegram-Bot-Api-Secret-Token`` set to
 the secret given to ``setWebhook``. A request without the right secret is answered 403 and never
@@ -8,13 +11,13 @@ is answered 200 as soon as it is queued, so Telegram never retries one because a
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from relaybot import WebServer
 
 log = logging.getLogger("relaybot.connectors.telegram")
 
@@ -36,8 +39,7 @@ class WebhookServer:
         self.path = path
         self._secret = secret.encode()
         self._sink = sink
-        self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: WebServer | None = None
         #: requests refused for a wrong or missing secret (for admins and tests)
         self.rejected = 0
 
@@ -72,41 +74,24 @@ class WebhookServer:
     async def start(self) -> None:
         """Bind and start serving; return once requests are accepted."""
         try:
-            import uvicorn
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the installed extras
             from relaybot import ConfigError
 
             raise ConfigError(
                 "webhook mode needs uvicorn and starlette: pip install 'relaybot[web]'"
             ) from None
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose proto
-        # is IPPROTO_TCP; with proto 0 Nagle delays each response body by ~40 ms
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app(), log_level="warning", lifespan="off", access_log=False,
-            timeout_keep_alive=5, timeout_graceful_shutdown=1,
+        server = WebServer(
+            self._app(), host=self.host, port=self.port, name="telegram-webhook",
+            graceful_timeout=1.0, stop_timeout=3.0,
         )  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # the bot owns the signals
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="telegram-webhook")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+        await server.start()
+        self._server = server
+        self.port = server.port
 
     async def stop(self) -> None:
         """Stop serving (bounded: open connections are dropped after a second)."""
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=3)
-        except (TimeoutError, asyncio.CancelledError):
-            self._server.force_exit = True
-            self._task.cancel()
+        if self._server is not None:
+            await self._server.stop()
         self._server = None
-        self._task = None

@@ -10,15 +10,13 @@ events are buffered for a while and the reply is stored by the core either way.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import logging
-import socket
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from relaybot import WebServer
 from relaybot.core.connector import BaseConnector, MessageHandler, StreamPolicy
 from relaybot.core.errors import ConfigError
 from relaybot.core.hookspecs import hookimpl
@@ -119,8 +117,7 @@ class WebConnector(BaseConnector):
         #: stored replies already shown by a bot message (a later notice must not claim them)
         self._claimed: OrderedDict[int, None] = OrderedDict()
         self._uploads: dict[str, OrderedDict[str, ImageRef]] = {}
-        self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: WebServer | None = None
         self._hooks = _ReplyHooks(self)
         self._hooks_name = f"web-connector:{name}"
 
@@ -142,7 +139,7 @@ class WebConnector(BaseConnector):
     async def start(self, handler: MessageHandler) -> None:
         """Bind the port and serve; returns once the page is reachable."""
         try:
-            import uvicorn
+            import uvicorn  # noqa: F401  (checked here to name the extra; WebServer imports it)
 
             from .api import build_app
         except ImportError as exc:
@@ -154,38 +151,25 @@ class WebConnector(BaseConnector):
         self.handler = handler
         if self.app is not None and not self.app.plugins.pm.has_plugin(self._hooks_name):
             self.app.plugins.register(self._hooks, self._hooks_name)
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # SSE clients are ended by hub.close() first, so 2 s of grace is plenty for the rest
+        server = WebServer(
+            build_app(self),
+            host=self.config.host,
+            port=self.config.port,
+            name=f"relaybot:web:{self.name}",
+            graceful_timeout=2.0,
+            stop_timeout=5.0,
+        )
         try:
-            sock.bind((self.config.host, self.config.port))
+            await server.start()
         except OSError as exc:
-            sock.close()
             raise ConfigError(
                 f"the web chat cannot listen on {self.config.host}:{self.config.port} ({exc.strerror}); "
                 "is another relaybot running? choose another port",
                 key=f"connectors.{self.name}.port",
             ) from None
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            build_app(self),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=5,
-            timeout_graceful_shutdown=2,
-        )
-        server = uvicorn.Server(config)
-        # the bot's CLI owns signal handling; uvicorn must not swallow Ctrl-C
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # older uvicorn
         self._server = server
-        self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"relaybot:web:{self.name}")
-        while not server.started:
-            if self._task.done():
-                self._task.result()
-                raise ConfigError("the web chat server stopped during start-up")
-            await asyncio.sleep(0.01)
+        self.port = server.port
         log.info("web chat at %s", self.url)
 
     async def stop(self) -> None:
@@ -199,15 +183,9 @@ class WebConnector(BaseConnector):
     async def aclose(self) -> None:
         """End open streams (after their last events) and stop serving; bounded, idempotent."""
         self.hub.close()
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._server.force_exit = True
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-        self._server = self._task = None
+        if self._server is not None:
+            await self._server.stop()
+        self._server = None
         if self.app is not None and self.app.plugins.pm.has_plugin(self._hooks_name):
             self.app.plugins.pm.unregister(name=self._hooks_name)
 

@@ -16,7 +16,6 @@ from typing import Any, Final
 from relaybot.core.errors import StorageError
 from relaybot.core.models import (
     ChatKey,
-    ChatMessage,
     ContentPart,
     ImagePart,
     ImageRef,
@@ -123,10 +122,6 @@ class StoredMessage:
     model: str
     created_at: datetime
     updated_at: datetime
-
-    def to_chat_message(self) -> ChatMessage:
-        """This message as model context."""
-        return ChatMessage(self.role, list(self.parts))
 
 
 class Path(list[StoredMessage]):

@@ -1,4 +1,4 @@
-"""Per-chat pacing: one :class:`Lane` per ChatKey, a shared :class:`TokenBucket` per connector.
+"""Per-chat pacing: one :class:`Lane` per ChatKey, a shared :class:`GlobalPacer` per connector.
 
 A lane owns the chat's budget. It runs one task while the chat has open streams and sends
 at most one request at a time, so two requests into one chat are always at least the chat's

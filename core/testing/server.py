@@ -4,14 +4,18 @@ Example::
 
     async with LoopbackServer(app) as server:
         httpx.get(server.url + "/health")
+
+A thin front of :class:`relaybot.core.webserver.WebServer`, the one in-loop server of relaybot:
+``TCP_NODELAY`` on the listening socket (no ~40 ms Nagle delay per response on loopback) and
+uvicorn's signal capture off, so a test's or benchmark's own SIGINT handling is left alone.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from types import TracebackType
 from typing import Any
+
+from relaybot.core.webserver import WebServer
 
 
 class LoopbackServer:
@@ -23,54 +27,42 @@ class LoopbackServer:
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
-        self.host = host
-        self._requested_port = port
-        self.port = 0
-        self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._web = WebServer(
+            app,
+            host=host,
+            port=port,
+            name="relaybot:loopback",
+            graceful_timeout=1.0,
+            stop_timeout=3.0,
+            ws="websockets-sansio" if _has_websockets() else "auto",
+        )
+
+    @property
+    def host(self) -> str:
+        return self._web.host
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before :meth:`start`)."""
+        return self._web.port
 
     @property
     def url(self) -> str:
         """Base URL of the running server."""
-        return f"http://{self.host}:{self.port}"
+        return self._web.url
+
+    @property
+    def web_server(self) -> WebServer:
+        """The underlying server (its listening ``sockets``, ``serving``)."""
+        return self._web
 
     async def start(self) -> None:
         """Bind the port and start serving; return once requests are accepted."""
-        import uvicorn  # lazy: only the testing kit needs it
-
-        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-        # is IPPROTO_TCP (a proto-0 socket keeps Nagle on: +40 ms per response on loopback)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            lifespan="off",
-            # keep-alive connections are closed promptly so shutdown never waits on clients
-            timeout_keep_alive=5,
-            timeout_graceful_shutdown=1,
-            ws="websockets-sansio" if _has_websockets() else "auto",
-        )
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # re-raise the start-up failure
-            await asyncio.sleep(0.005)
+        await self._web.start()
 
     async def stop(self) -> None:
         """Stop serving and wait (briefly) for the server task to end."""
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=3)
-        except (TimeoutError, asyncio.CancelledError):
-            self._server.force_exit = True
-            self._task.cancel()
+        await self._web.stop()
 
     async def __aenter__(self) -> LoopbackServer:
         await self.start()

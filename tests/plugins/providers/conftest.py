@@ -1,13 +1,14 @@
 """Helpers shared by the HTTP provider tests (OpenAI, Anthropic, Gemini).
 
-Test modules import them with ``from .conftest import …``. They run a provider's stream the way
-the core does and check the stream contract on the way; the checks that are the same for every
-provider (chunk timeouts, closing the HTTP stream on ``aclose``/cancellation) live here once.
+Test modules import them with ``from .conftest import …``. ``collect``/``failure`` run a
+provider's stream the way the core does and check the stream contract on the way. The checks
+that are the same for every provider (chunk timeouts, closing the stream on ``aclose`` and
+cancellation, the HTTP errors) are the public contract kit,
+:mod:`relaybot.core.testing.provider_contract`: each provider's test module runs it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -17,17 +18,15 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from relaybot.core.errors import ProviderError, ProviderTimeoutError
 from relaybot.core.models import (
     ChatMessage,
-    Finish,
-    ProviderEvent,
     ProviderRequest,
     Role,
-    TextDelta,
-    Usage,
 )
 from relaybot.core.provider import BaseProvider
+
+# re-exported: the test modules import them from here, as before the kit existed
+from relaybot.core.testing.provider_contract import collect, failure, text_of  # noqa: F401
 
 #: recorded provider streams (copies of the shared fixtures, see its README)
 STREAMS = Path(__file__).resolve().parents[2] / "fixtures" / "streams"
@@ -42,31 +41,6 @@ def fixture_bytes(name: str) -> bytes:
 
 def hello(text: str = "hi", **kw: object) -> ProviderRequest:
     return ProviderRequest("Be brief.", [ChatMessage.text(Role.USER, text)], **kw)  # type: ignore[arg-type]
-
-
-async def collect(provider: BaseProvider, request: ProviderRequest | None = None) -> list[ProviderEvent]:
-    """All events of one stream, checking the stream contract on the way."""
-    events = [e async for e in provider.stream(request or hello())]
-    assert isinstance(events[-1], Finish)
-    assert sum(isinstance(e, Finish) for e in events) == 1
-    assert sum(isinstance(e, Usage) for e in events) <= 1
-    return events
-
-
-def text_of(events: Iterable[ProviderEvent], kind: str | None = None) -> str:
-    """The text of the deltas (only those of ``kind`` when given)."""
-    return "".join(e.text for e in events if isinstance(e, TextDelta) and (kind is None or e.kind == kind))
-
-
-async def failure(
-    provider: BaseProvider, request: ProviderRequest | None = None, *, kind: str | None = None
-) -> tuple[str, ProviderError]:
-    """Run a stream that must fail; return (text delivered before the error, the error)."""
-    got: list[ProviderEvent] = []
-    with pytest.raises(ProviderError) as info:
-        async for event in provider.stream(request or hello()):
-            got.append(event)
-    return text_of(got, kind), info.value
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])
@@ -127,50 +101,3 @@ def sse_transport(pieces: list[bytes], seen: list[httpx.Request] | None = None) 
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Pieces(pieces))
 
     return httpx.MockTransport(handler)
-
-
-# ── checks every streaming HTTP provider must pass ──────────────────────────────────────────
-# ``fake`` is one of the fake servers of relaybot.core.testing: they share add_reply's pacing
-# arguments and wait_for_disconnects.
-
-
-async def check_chunk_timeout(fake: Any, make: Callable[..., BaseProvider], stall: str) -> None:
-    """Silence before the first byte or between chunks longer than chunk_timeout is a timeout."""
-    if stall == "first_byte":
-        fake.add_reply("late", first_token_delay=3)
-    else:
-        fake.add_reply("one two three", chunk_size_chars=4, tokens_per_second=0.3)
-    text, err = await failure(make(chunk_timeout=0.3))
-    assert type(err) is ProviderTimeoutError
-    assert "0.3s" in str(err)
-    assert text == ("" if stall == "first_byte" else "one ")
-
-
-async def check_aclose_closes_the_http_stream(fake: Any, provider: BaseProvider) -> None:
-    fake.add_reply("word " * 200, chunk_size_chars=5, tokens_per_second=20)
-    stream = provider.stream(hello())
-    assert await anext(stream) == TextDelta("word ")
-    await stream.aclose()  # type: ignore[attr-defined]
-    async with asyncio.timeout(5):
-        await fake.wait_for_disconnects(1)
-
-
-async def check_task_cancel_closes_the_http_stream(fake: Any, provider: BaseProvider) -> None:
-    fake.add_reply("word " * 200, chunk_size_chars=5, tokens_per_second=20)
-    first = asyncio.Event()
-
-    async def consume() -> None:
-        async with contextlib.aclosing(provider.stream(hello())) as stream:  # type: ignore[type-var]
-            async for _ in stream:
-                first.set()
-
-    task = asyncio.create_task(consume())
-    async with asyncio.timeout(5):
-        await first.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    async with asyncio.timeout(5):
-        await fake.wait_for_disconnects(1)
-    fake.add_reply("again")  # the provider keeps working after a cancelled stream
-    assert text_of(await collect(provider)) == "again"

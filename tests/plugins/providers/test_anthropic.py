@@ -36,11 +36,9 @@ from relaybot.core.models import (
 from relaybot.core.testing.fake_anthropic import FakeAnthropicServer
 from relaybot.plugins.providers import anthropic as anthropic_plugin
 from relaybot.plugins.providers.anthropic import AnthropicConfig, AnthropicProvider
+from relaybot.testing import HTTPProviderContract
 
 from .conftest import (
-    check_aclose_closes_the_http_stream,
-    check_chunk_timeout,
-    check_task_cancel_closes_the_http_stream,
     collect,
     cut,
     failure,
@@ -502,20 +500,19 @@ async def test_malformed_bodies_are_response_errors(fake, make, body, content_ty
     assert err.__cause__ is None  # no JSONDecodeError leaking through
 
 
-@pytest.mark.parametrize("stall", ["first_byte", "between_chunks"])
-async def test_chunk_timeout(fake: FakeAnthropicServer, make, stall: str):
-    await check_chunk_timeout(fake, make, stall)
+# ── the provider contract kit (chunk timeouts, closing and cancelling streams, HTTP errors) ──
 
 
-# ── cancellation ────────────────────────────────────────────────────────────────────────────
+class TestAnthropicContract(HTTPProviderContract):
+    """relaybot.testing's provider contract, over both HTTP transports."""
 
+    @pytest.fixture
+    def contract_fake(self, fake: FakeAnthropicServer) -> FakeAnthropicServer:
+        return fake
 
-async def test_aclose_closes_the_http_stream(fake: FakeAnthropicServer, make):
-    await check_aclose_closes_the_http_stream(fake, make())
-
-
-async def test_task_cancel_closes_the_http_stream(fake: FakeAnthropicServer, make):
-    await check_task_cancel_closes_the_http_stream(fake, make())
+    @pytest.fixture
+    def contract_make(self, make):  # type: ignore[no-untyped-def]
+        return make
 
 
 # ── secrets ─────────────────────────────────────────────────────────────────────────────────

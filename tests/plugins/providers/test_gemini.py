@@ -34,10 +34,9 @@ from relaybot.core.models import (
 from relaybot.core.testing.fake_gemini import FakeGeminiServer
 from relaybot.plugins.providers import gemini as gemini_plugin
 from relaybot.plugins.providers.gemini import GeminiConfig, GeminiProvider
+from relaybot.testing import HTTPProviderContract
 
 from .conftest import (
-    check_chunk_timeout,
-    check_task_cancel_closes_the_http_stream,
     collect,
     failure,
     hello,
@@ -418,16 +417,19 @@ async def test_cut_off_stream_is_unavailable(fake: FakeGeminiServer, make):
     assert "stream cut off" in str(err) and "no finishReason" in str(err)
 
 
-@pytest.mark.parametrize("stall", ["first_byte", "between_chunks"])
-async def test_chunk_timeout(fake: FakeGeminiServer, make, stall: str):
-    await check_chunk_timeout(fake, make, stall)
+# ── the provider contract kit (chunk timeouts, closing and cancelling streams, HTTP errors) ──
 
 
-# ── cancellation ────────────────────────────────────────────────────────────────────────────
+class TestGeminiContract(HTTPProviderContract):
+    """relaybot.testing's provider contract, over both HTTP transports."""
 
+    @pytest.fixture
+    def contract_fake(self, fake: FakeGeminiServer) -> FakeGeminiServer:
+        return fake
 
-async def test_task_cancel_closes_the_http_stream(fake: FakeGeminiServer, make):
-    await check_task_cancel_closes_the_http_stream(fake, make())
+    @pytest.fixture
+    def contract_make(self, make):  # type: ignore[no-untyped-def]
+        return make
 
 
 # ── secrets ─────────────────────────────────────────────────────────────────────────────────

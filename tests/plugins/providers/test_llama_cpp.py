@@ -43,6 +43,7 @@ from relaybot.plugins.providers.llama_cpp import (
     LlamaCppProvider,
     chat_messages,
 )
+from relaybot.testing import ProviderContract
 
 # Async tests share the module's event loop (and so the module-scoped provider).
 shared_loop = pytest.mark.asyncio(loop_scope="module")
@@ -364,6 +365,19 @@ async def test_closing_the_provider_stops_a_running_generation() -> None:
         await task
     with pytest.raises(ProviderError, match="closed"):
         await collect(closing.stream(ask(QUESTION)))
+
+
+# ── the provider contract kit (relaybot.testing), against the real model ─────────────────────
+
+
+class TestLlamaCppContract(ProviderContract):
+    """relaybot.testing's provider contract; the model itself answers (no fake server)."""
+
+    pytestmark = shared_loop
+
+    @pytest.fixture
+    def contract_provider(self, provider: LlamaCppProvider) -> LlamaCppProvider:
+        return provider
 
 
 # ── messages, config, errors (no model needed) ───────────────────────────────────────────────

@@ -37,11 +37,9 @@ from relaybot.core.models import (
 from relaybot.core.testing.fake_openai import FakeOpenAIServer
 from relaybot.plugins.providers import openai as openai_plugin
 from relaybot.plugins.providers.openai import OpenAIConfig, OpenAIProvider
+from relaybot.testing import HTTPProviderContract
 
 from .conftest import (
-    check_aclose_closes_the_http_stream,
-    check_chunk_timeout,
-    check_task_cancel_closes_the_http_stream,
     collect,
     cut,
     fixture_bytes,
@@ -402,11 +400,6 @@ async def test_truncated_recording_is_unavailable(fake: FakeOpenAIServer, make):
     assert type(err) is ProviderUnavailableError
 
 
-@pytest.mark.parametrize("stall", ["first_byte", "between_chunks"])
-async def test_chunk_timeout(fake: FakeOpenAIServer, make, stall: str):
-    await check_chunk_timeout(fake, make, stall)
-
-
 async def test_connect_refused_is_unavailable(http_client: str):
     with socket.socket() as sock:  # a port that nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
@@ -421,15 +414,19 @@ async def test_connect_refused_is_unavailable(http_client: str):
     assert f"127.0.0.1:{port}" in str(err) and "cannot connect" in str(err)
 
 
-# ── cancellation ────────────────────────────────────────────────────────────────────────────
+# ── the provider contract kit (chunk timeouts, closing and cancelling streams, HTTP errors) ──
 
 
-async def test_aclose_closes_the_http_stream(fake: FakeOpenAIServer, make):
-    await check_aclose_closes_the_http_stream(fake, make())
+class TestOpenAIContract(HTTPProviderContract):
+    """relaybot.testing's provider contract, over both HTTP transports."""
 
+    @pytest.fixture
+    def contract_fake(self, fake: FakeOpenAIServer) -> FakeOpenAIServer:
+        return fake
 
-async def test_task_cancel_closes_the_http_stream(fake: FakeOpenAIServer, make):
-    await check_task_cancel_closes_the_http_stream(fake, make())
+    @pytest.fixture
+    def contract_make(self, make):  # type: ignore[no-untyped-def]
+        return make
 
 
 # ── secrets ─────────────────────────────────────────────────────────────────────────────────
