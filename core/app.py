@@ -21,6 +21,7 @@ from .connector import BaseConnector
 from .conversations import ConversationManager
 from .dispatcher import Dispatcher
 from .errors import CapabilityError, ConfigError, PluginError
+from .job_runner import JobRunner, plan_jobs
 from .media import MediaStore
 from .models import IncomingMessage
 from .plugins import PluginHost, Registrations
@@ -74,6 +75,8 @@ class Relaybot:
         self.checkpoints: CheckpointWriter | None = None
         #: images sent and generated (``media:`` references in messages)
         self.media = MediaStore(config.storage.media_path())
+        #: the scheduled jobs of this process (set by :meth:`start`; see core/job_runner.py)
+        self.jobs: JobRunner | None = None
         self.started = False
 
     # ── building ────────────────────────────────────────────────────────────────────────────
@@ -149,6 +152,10 @@ class Relaybot:
             "connectors": connectors,
             "commands": [f"/{c.name}" for c in self.registrations.commands],
             "plugins": self.plugins.plugin_names(),
+            "jobs": [
+                f"{name}: {p.schedule}" + ("" if p.enabled else " (disabled)")
+                for name, p in plan_jobs(self.registrations.jobs, self.config).items()
+            ],
         }
 
     # ── running ─────────────────────────────────────────────────────────────────────────────
@@ -165,7 +172,9 @@ class Relaybot:
 
         if self.config.default_provider not in self.config.providers:
             raise ConfigError("no provider configured", path=self.config.source, key="bot.default_provider")
+        planned_jobs = plan_jobs(self.registrations.jobs, self.config)  # [jobs] errors: before any I/O
         self.store = await Store.open(self.config.storage.url)
+        self.jobs = JobRunner.for_app(self, planned_jobs)
         interval = self.config.bot.checkpoint_interval
         self.checkpoints = CheckpointWriter(self.store, gap=min(0.5, interval / 4))
         recovered = await self.store.recover_interrupted()
@@ -194,11 +203,14 @@ class Relaybot:
             connector.app = self
             await connector.start(self.dispatcher.handle)
             log.info("connector %r started", connector.name)
+        await self.jobs.start()
         self.started = True
         self.plugins.notify("relaybot_startup", app=self)
 
     async def stop(self, *, timeout: float = 10.0) -> None:
         """Stop intake, save live replies as interrupted, close everything (bounded by timeout)."""
+        if self.jobs is not None:  # first: a job may still send through the connectors
+            await self.jobs.stop(timeout=timeout)
         for connector in list(self.connectors.values()):
             try:
                 await asyncio.wait_for(connector.stop(), timeout)

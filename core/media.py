@@ -112,9 +112,7 @@ class MediaStore:
             raise MediaError("empty file", user_message="That file is empty.")
         mime, width, height = await asyncio.to_thread(_inspect, data)
         digest = hashlib.sha256(data).hexdigest()
-        path = self._path(digest)
-        if not await asyncio.to_thread(path.exists):
-            await asyncio.to_thread(self._write, path, data)
+        await asyncio.to_thread(self._store, self._path(digest), data)
         return ImageRef(
             uri=f"media:{digest}", mime_type=mime, width=width, height=height, size_bytes=len(data)
         )
@@ -145,6 +143,41 @@ class MediaStore:
     def _path(self, digest: str) -> Path:
         # two-level fan-out keeps directories small
         return self.root / digest[:2] / digest
+
+    def sweep(self, *, keep: set[str], older_than: float) -> int:
+        """Delete stored files (and their prepared copies) not in ``keep`` (digests) whose
+        last use is before ``older_than`` (a POSIX time); returns how many originals went.
+
+        Blocking file work: run it in a thread. A file saved again meanwhile (the same image
+        sent anew) had its time refreshed by :meth:`save`, so it is not swept.
+        """
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if not _SHA.match(path.name) or path.name in keep:
+                    continue
+                try:
+                    if path.stat().st_mtime >= older_than:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                for derived in folder.glob(f"{path.name}.*"):  # images.py's prepared copies
+                    derived.unlink(missing_ok=True)
+        return removed
+
+    @classmethod
+    def _store(cls, path: Path, data: bytes) -> None:
+        if path.exists():
+            # content-addressed: already there. Refresh its time so retention sees it in use.
+            os.utime(path)
+        else:
+            cls._write(path, data)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

@@ -36,7 +36,7 @@ from relaybot.core.errors import (
 )
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision, ReplyRecord
-from relaybot.core.jobs import Job
+from relaybot.core.jobs import Job, JobContext
 from relaybot.core.models import (
     ChatKey,
     ChatMessage,
@@ -86,6 +86,7 @@ __all__ = [
     "ImageRef",
     "IncomingMessage",
     "Job",
+    "JobContext",
     "MessageGoneError",
     "MessageHandler",
     "MessageNotModifiedError",
