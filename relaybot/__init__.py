@@ -53,6 +53,8 @@ from relaybot.core.models import (
     TextPart,
     Usage,
     User,
+    VideoPart,
+    VideoRef,
 )
 from relaybot.core.optional import use_optional
 from relaybot.core.provider import (
@@ -115,6 +117,8 @@ __all__ = [
     "TextPart",
     "Usage",
     "User",
+    "VideoPart",
+    "VideoRef",
     "hookimpl",
     "load_config",
     "parse_config",
