@@ -150,6 +150,8 @@ def probe_video(data: bytes) -> VideoInfo:
     with container:
         mime = _mime(container)
         if not container.streams.video:
+            if not container.streams.audio:
+                raise _unreadable()  # nothing at all: a damaged file, not a sound file
             raise MediaError(
                 "no video stream",
                 user_message="That file has no picture in it (only sound?). Please send a video.",
@@ -196,7 +198,7 @@ def sample_frames(data: bytes, count: int, *, edge: int = 768, budget_seconds: f
     container = _open(data)
     with container:
         if not container.streams.video:
-            raise MediaError("no video stream", user_message="That file has no picture in it.")
+            raise _unreadable()
         stream = container.streams.video[0]
         duration = _duration(container, stream)
         sample: VideoSample | None = None
