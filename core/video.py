@@ -216,6 +216,8 @@ def _by_seeking(
 ) -> VideoSample | None:
     """One seek per target time; ``None`` when the file cannot seek at all."""
     start = _start(stream)
+    rate = stream.average_rate or stream.guessed_rate
+    frame_gap = float(1 / rate) if rate else 1.0
     frames: list[Frame] = []
     decoded = 0
     complete = True
@@ -232,26 +234,38 @@ def _by_seeking(
             complete = False
             break
         best = None
+        reached = False
         try:
             for n, picture in enumerate(container.decode(stream)):
                 decoded += 1
+                if picture.time is None or picture.time - start >= target:
+                    reached = True
+                    # the frame nearest the target: this one or the one before it
+                    if best is None or best.time is None or picture.time is None or (
+                        picture.time - start - target <= target - (best.time - start)
+                    ):
+                        best = picture
+                    break
                 best = picture
-                if picture.time is None or picture.time - start >= target or n >= MAX_FRAMES_PER_SEEK:
+                if n >= MAX_FRAMES_PER_SEEK:
+                    reached = True
                     break
                 if time.monotonic() > deadline:
                     complete = False
                     break
         except Exception:  # damaged or cut-off data from here on
             complete = False
-        if best is None:
+        if best is None:  # nothing decodes from here on (cut off)
             complete = False
             continue
         when = (best.time - start) if best.time is not None else target
+        if not reached and when < target - frame_gap:
+            complete = False  # the pictures end before the time the header promised: cut off
         if frames and when <= frames[-1].time:
-            continue  # a sparse keyframe landed us on the previous frame again
+            continue  # fewer frames than targets, or a sparse keyframe: the same frame again
         jpeg, width, height = _jpeg(best, edge)
         frames.append(Frame(round(when, 3), jpeg, width, height))
-    return VideoSample(frames, duration, complete and len(frames) == count, decoded)
+    return VideoSample(frames, duration, complete, decoded)
 
 
 def _in_order(

@@ -53,14 +53,15 @@ async def test_a_video_reaches_a_vision_model_as_timed_frames(
     assert len(images) == 8
     assert "[video, 2.0 s: 8 frames sampled evenly, each after its time]" in texts
     stamps = [t for t in texts if t.startswith("[frame at ")]
-    assert len(stamps) == 8 and stamps[0] == "[frame at 0:00.2]" and stamps[-1] == "[frame at 0:01.9]"
+    assert len(stamps) == 8 and stamps[0] == "[frame at 0:00.1]" and stamps[-1] == "[frame at 0:01.9]"
     # second 0 of the test video is red and second 1 green: the frames come from across it
     assert _near(_colour_of(images[0]), COLOURS[0]) and _near(_colour_of(images[-1]), COLOURS[1])
 
     # the next turn sends the same frames again without decoding the video again
     fake_openai.add_reply("Yes.")
     await bot.say("are you sure?")
-    again = [p["image_url"]["url"] for p in _user_parts_all(fake_openai.requests[-1].json) if "image_url" in p]
+    earlier = _user_parts_all(fake_openai.requests[-1].json)
+    again = [p["image_url"]["url"] for p in earlier if "image_url" in p]
     assert again == images
 
 
