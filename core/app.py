@@ -175,6 +175,7 @@ class Relaybot:
         planned_jobs = plan_jobs(self.registrations.jobs, self.config)  # [jobs] errors: before any I/O
         self.store = await Store.open(self.config.storage.url)
         self.jobs = JobRunner.for_app(self, planned_jobs)
+        await self.jobs.load()  # its database work, before anything is listening
         interval = self.config.bot.checkpoint_interval
         self.checkpoints = CheckpointWriter(self.store, gap=min(0.5, interval / 4))
         recovered = await self.store.recover_interrupted()
@@ -203,7 +204,7 @@ class Relaybot:
             connector.app = self
             await connector.start(self.dispatcher.handle)
             log.info("connector %r started", connector.name)
-        await self.jobs.start()
+        self.jobs.start()
         self.started = True
         self.plugins.notify("relaybot_startup", app=self)
 

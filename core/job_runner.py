@@ -163,6 +163,7 @@ class JobRunner:
         #: names this process in the lease column (host, pid and a per-start nonce)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._scheduler: Any = None
+        self._next: dict[str, datetime | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -188,31 +189,40 @@ class JobRunner:
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
-    async def start(self) -> None:
-        """Schedule every enabled job from its persisted next run and start the timers."""
-        enabled = {n: p for n, p in self.planned.items() if p.enabled}
-        if not self._config.jobs.enabled or not enabled:
+    async def load(self) -> None:
+        """Read (or create) every enabled job's row: its persisted next run. The database work
+        of starting, done before the connectors start so nothing waits on it afterwards."""
+        self._next = {}
+        if not self._config.jobs.enabled:
+            return
+        now = datetime.now(UTC)
+        for name, planned in self.planned.items():
+            if planned.enabled:
+                first = planned.first_run(now)
+                persisted = await self._store.run_sync(job_state.register, name, planned.schedule, first)
+                self._next[name] = persisted or first
+
+    def start(self) -> None:
+        """Start the timers of the jobs :meth:`load` read (no I/O)."""
+        if not self._next:
             log.debug("no scheduled jobs run in this process")
             return
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-        now = datetime.now(UTC)
         scheduler = AsyncIOScheduler(
             timezone=ZoneInfo(self._config.jobs.timezone),
             executors={"default": _RunTimeExecutor()},
             # missed runs (the bot was down) collapse into one; the database decides who runs
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        for name, planned in enabled.items():
-            first = planned.first_run(now)
-            persisted = await self._store.run_sync(job_state.register, name, planned.schedule, first)
+        for name, next_run in self._next.items():
             scheduler.add_job(
-                self._fire, trigger=planned.trigger, args=[name], id=name, name=name,
-                next_run_time=persisted or first,
+                self._fire, trigger=self.planned[name].trigger, args=[name], id=name, name=name,
+                next_run_time=next_run,
             )  # fmt: skip
         scheduler.start()
         self._scheduler = scheduler
-        log.info("scheduled jobs: %s", ", ".join(enabled))
+        log.info("scheduled jobs: %s", ", ".join(self._next))
 
     async def stop(self, *, timeout: float = 10.0) -> None:
         """Stop the timers; runs still going are cancelled and recorded as interrupted."""

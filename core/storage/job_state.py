@@ -44,9 +44,9 @@ class JobState:
 def register(conn: sa.Connection, name: str, schedule: str, first_run: datetime | None) -> datetime | None:
     """Make sure ``name`` has a row; return its persisted next run.
 
-    A new job, or one whose ``schedule`` changed (config edited), gets ``first_run``; an
-    existing one keeps its next run — that is what makes a schedule survive restarts, and a run
-    missed while nothing was running happen (once) at start-up.
+    A new job, one whose ``schedule`` changed (config edited) or one without a next run gets
+    ``first_run``; an existing one keeps its next run — that is what makes a schedule survive
+    restarts, and a run missed while nothing was running happen (once) at start-up.
     """
     now = utcnow()
     select = sa.select(scheduled_jobs.c.schedule, scheduled_jobs.c.next_run_at).where(
@@ -61,7 +61,7 @@ def register(conn: sa.Connection, name: str, schedule: str, first_run: datetime 
         row = conn.execute(select).one()
         if row.schedule == schedule:
             return row.next_run_at
-    if row.schedule != schedule:
+    if row.schedule != schedule or row.next_run_at is None:
         conn.execute(
             sa.update(scheduled_jobs)
             .where(scheduled_jobs.c.name == name)

@@ -92,6 +92,29 @@ async def test_a_video_goes_to_gemini_whole(make_bot: Callable[..., Awaitable[An
         assert {"text": "describe it"} in parts
 
 
+async def test_a_video_too_long_for_geminis_window_goes_as_frames(
+    make_bot: Callable[..., Awaitable[Any]],
+) -> None:
+    async with FakeGeminiServer(api_key="AIza-test") as gemini:
+        bot = await make_bot(
+            config={
+                "bot": {"default_provider": "gem"},
+                "providers": {
+                    # ~300 tokens a second: 10 s of video would take more than half of 4,000 tokens
+                    "gem": {"type": "gemini", "base_url": gemini.base_url, "api_key": "AIza-test",
+                            "context_window": 4000, "max_output_tokens": 100},
+                },
+            }
+        )  # fmt: skip
+        video = await bot.app.media.save_video(make_video(seconds=10, fps=2, audio=True))
+        gemini.add_reply("Frames it is.")
+        answer = await bot.say("describe it", attachments=(video,))
+        assert AUDIO_NOTE in answer
+        parts = gemini.requests[-1].json["contents"][-1]["parts"]
+        mimes = [p["inline_data"]["mime_type"] for p in parts if "inline_data" in p]
+        assert mimes == ["image/jpeg"] * 8
+
+
 async def test_a_model_without_vision_gets_a_marker_and_the_user_a_note(
     make_bot: Callable[..., Awaitable[Any]], fake_openai: Any
 ) -> None:
