@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,9 +40,11 @@ def _age_file(path: os.PathLike[str], days: int) -> None:
 
 
 async def test_retention_deletes_old_conversations_and_unused_media_only(
-    make_bot: Callable[..., Awaitable[Any]], database: str | None
+    make_bot: Callable[..., Awaitable[Any]], database: str | None, tmp_path: Path
 ) -> None:
-    bot = await make_bot(config=RETENTION, database=database)
+    # the media folder in the test's directory (with PostgreSQL it would default to the cwd)
+    config = {**RETENTION, "storage": {"media_dir": str(tmp_path / "media")}}
+    bot = await make_bot(config=config, database=database)
     app = bot.app
     store, media = app.store, app.media
     old_chat, new_chat = ChatKey("fake", "old"), ChatKey("fake", "new")
