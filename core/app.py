@@ -20,6 +20,7 @@ from .config import RelaybotConfig
 from .connector import BaseConnector
 from .dispatcher import Dispatcher
 from .errors import CapabilityError, ConfigError, PluginError
+from .job_runner import JobRunner, plan_jobs
 from .media import MediaStore
 from .models import IncomingMessage
 from .plugins import PluginHost, Registrations
@@ -75,6 +76,8 @@ class Relaybot:
         self.checkpoints: CheckpointWriter | None = None
         #: images sent and generated (``media:`` references in messages)
         self.media = MediaStore(config.storage.media_path())
+        #: the scheduled jobs of this process (set by :meth:`start`; see core/job_runner.py)
+        self.jobs: JobRunner | None = None
         self.started = False
 
     # ── building ────────────────────────────────────────────────────────────────────────────
@@ -150,6 +153,10 @@ class Relaybot:
             "connectors": connectors,
             "commands": [f"/{c.name}" for c in self.registrations.commands],
             "plugins": self.plugins.plugin_names(),
+            "jobs": [
+                f"{name}: {p.schedule}" + ("" if p.enabled else " (disabled)")
+                for name, p in plan_jobs(self.registrations.jobs, self.config).items()
+            ],
         }
 
     # ── running ─────────────────────────────────────────────────────────────────────────────
@@ -166,7 +173,10 @@ class Relaybot:
 
         if self.config.default_provider not in self.config.providers:
             raise ConfigError("no provider configured", path=self.config.source, key="bot.default_provider")
+        planned_jobs = plan_jobs(self.registrations.jobs, self.config)  # [jobs] errors: before any I/O
         self.store = await Store.open(self.config.storage.url)
+        self.jobs = JobRunner.for_app(self, planned_jobs)
+        await self.jobs.load()  # its database work, before anything is listening
         interval = self.config.bot.checkpoint_interval
         self.checkpoints = CheckpointWriter(self.store, gap=min(0.5, interval / 4))
         recovered = await self.store.recover_interrupted()
@@ -195,6 +205,7 @@ class Relaybot:
             connector.app = self
             await connector.start(self.dispatcher.handle)
             log.info("connector %r started", connector.name)
+        self.jobs.start()
         self.started = True
         self.plugins.notify("relaybot_startup", app=self)
         await self._answer_pending()
@@ -219,12 +230,14 @@ class Relaybot:
     async def stop(self, *, timeout: float = 10.0) -> None:
         """Stop intake, save live replies as interrupted, close everything (bounded by timeout).
 
-        In order: connectors stop receiving; no waiting turn starts any more (those messages
-        stay stored as ``pending`` and are answered after the next start) and every running
-        reply is cancelled, its partial text saved as interrupted; the schedulers deliver the
-        final frames (so open web tabs get their final event before their stream closes);
-        then connectors, providers and storage close.
+        In order: scheduled jobs stop; connectors stop receiving; no waiting turn starts any
+        more (those messages stay stored as ``pending`` and are answered after the next start)
+        and every running reply is cancelled, its partial text saved as interrupted; the
+        schedulers deliver the final frames (so open web tabs get their final event before
+        their stream closes); then connectors, providers and storage close.
         """
+        if self.jobs is not None:  # first: a job may still send through the connectors
+            await self.jobs.stop(timeout=timeout)
         for connector in list(self.connectors.values()):
             try:
                 await asyncio.wait_for(connector.stop(), timeout)

@@ -1,4 +1,4 @@
-"""The ``relaybot`` command: chat, run, check, plugins, export.
+"""The ``relaybot`` command: chat, run, check, plugins, jobs, export.
 
 Every sub-command takes ``--config PATH`` (else ``$RELAYBOT_CONFIG``, else ``./relaybot.toml``,
 else built-in defaults). Errors print one clear line to stderr and exit with status 2;
@@ -241,6 +241,61 @@ def plugins(config_path: str | None) -> None:
             click.echo(f"{name}\n  disabled by config")
         for name, reason in sorted(host.failed.items()):
             click.echo(f"{name}\n  FAILED: {reason}")
+
+
+@main.command()
+@config_option
+def jobs(config_path: str | None) -> None:
+    """List scheduled jobs: schedule, next run, last run and its outcome.
+
+    Next runs are the ones stored in the database (shared by every process using it); a job
+    no relaybot has run yet shows when it would first run.
+    """
+    with _errors():
+        config = _load(config_path)
+        eventloop.run(_jobs(config), config.bot.event_loop)
+
+
+async def _jobs(config: RelaybotConfig) -> None:
+    from datetime import UTC, datetime
+
+    from .job_runner import plan_jobs
+    from .plugins import PluginHost
+    from .storage import Store, job_state
+
+    host = PluginHost(disabled=config.plugins.disabled)
+    host.load_entrypoints()
+    host.check()
+    planned = plan_jobs(host.collect().jobs, config)
+    if not planned:
+        click.echo("no scheduled jobs are registered")
+        return
+    store = await Store.open(config.storage.url)
+    try:
+        states = await store.run_sync(job_state.list_states)
+    finally:
+        await store.close()
+    now = datetime.now(UTC)
+
+    def when(value: datetime | None) -> str:
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
+
+    if not config.jobs.enabled:
+        click.echo("[jobs] enabled = false: this configuration runs no jobs")
+    for name, p in sorted(planned.items()):
+        state = states.get(name)
+        click.echo(f"{name}  ({p.plugin}) {p.job.description}".rstrip())
+        click.echo(f"  schedule: {p.schedule}" + ("" if p.enabled else "  — disabled"))
+        if p.enabled:
+            if state is not None and state.schedule == p.schedule:
+                click.echo(f"  next run: {when(state.next_run_at)}")
+            else:
+                click.echo(f"  next run: {when(p.first_run(now))} (first run, once relaybot starts)")
+        if state is not None and state.last_run_at is not None:
+            outcome = state.last_status + (f": {state.last_error}" if state.last_error else "")
+            click.echo(f"  last run: {when(state.last_run_at)} — {redact(outcome)}")
+        else:
+            click.echo("  last run: never")
 
 
 @main.command()

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .redact import register_secret
@@ -95,6 +95,55 @@ class RateLimitConfig(BaseModel):
     key_prefix: str = "relaybot:ratelimit:"
 
 
+class JobsConfig(BaseModel):
+    """``[jobs]``: the scheduler of plugin jobs, plus one ``[jobs.NAME]`` table per job.
+
+    A ``[jobs.NAME]`` table may set ``enabled``, ``cron`` or ``interval_seconds`` (replacing
+    the plugin's schedule) and the job's own options (see :class:`relaybot.Job`).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    #: false: this process runs no scheduled jobs (others sharing the database still do)
+    enabled: bool = True
+    #: IANA time zone of cron schedules
+    timezone: str = "UTC"
+    #: how long a run holds its lease: another process may run the job again after this
+    #: even if the first never finished (it crashed); keep it above a job's longest run
+    lease_seconds: float = Field(default=3600.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+    def table(self, name: str) -> dict[str, Any]:
+        """The raw ``[jobs.NAME]`` table (empty if absent)."""
+        value = (self.model_extra or {}).get(name, {})
+        return value if isinstance(value, dict) else {}
+
+
+class VideoConfig(BaseModel):
+    """``[video]``: videos people send (extra ``video``: PyAV)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: frames sampled evenly across a video for models that take images but not video
+    frames: int = Field(default=8, ge=1, le=32)
+    #: largest video accepted, in bytes (platforms let bots download 20 MB)
+    max_bytes: int = Field(default=20 * 1024 * 1024, gt=0, le=100 * 1024 * 1024)
+    #: longest edge of a sampled frame, in pixels
+    frame_edge: int = Field(default=768, ge=64, le=4096)
+    #: seconds of CPU-bound decoding allowed per video before sampling stops with what it has
+    decode_seconds: float = Field(default=20.0, gt=0)
+
+
 class PluginsConfig(BaseModel):
     """``[plugins]``: which plugins are off, plus one sub-table of settings per plugin."""
 
@@ -120,6 +169,8 @@ class RelaybotConfig(BaseModel):
     connectors: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(EMBEDDED_CONNECTOR))
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
     source: str = "<defaults>"
 
     @property

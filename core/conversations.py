@@ -143,5 +143,7 @@ def export_markdown(data: dict[str, Any]) -> str:
         for part in msg.get("parts", []):
             if part.get("type") == "image":
                 lines.append(f"![image]({part.get('uri', '')})")
+            elif part.get("type") == "video":
+                lines.append(f"[video]({part.get('uri', '')})")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -67,7 +67,9 @@ def register_commands(register: Callable[[Command], None]) -> None:
 def register_jobs(register: Callable[[Job], None]) -> None:
     """Offer scheduled jobs: call ``register(Job(...))`` for each.
 
-    Mode: called once per plugin at start-up; duplicate job names are a start-up error.
+    Mode: called once per plugin at start-up; duplicate job names are a start-up error. The
+    core runs them on APScheduler (``[jobs]`` in config; see :mod:`relaybot.core.job_runner`),
+    each run once per scheduled time across every process sharing the database.
     """
 
 
@@ -134,4 +136,7 @@ def after_reply(reply: ReplyRecord) -> None:
 
 @hookspec
 def on_error(error: BaseException, message: IncomingMessage | None) -> None:
-    """An error reached the top of a handler. Mode: notification (report it, don't raise)."""
+    """An error reached the top of a handler. Mode: notification (report it, don't raise).
+
+    ``message`` is ``None`` for failures outside a message, e.g. a scheduled job that raised.
+    """

@@ -1,4 +1,4 @@
-"""Images people send (and the bot generates), stored by content hash.
+"""Images and videos people send (and images the bot generates), stored by content hash.
 
 Connectors hand raw bytes to :meth:`MediaStore.save`, which checks that they are a real,
 reasonably sized image (pillow, off the event loop) and stores them once under their SHA-256.
@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from .errors import RelaybotError
-from .models import ImageRef
+from .models import ImageRef, VideoRef
 
 #: platforms let bots download up to 20 MB; we refuse anything larger before decoding it
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -112,15 +112,43 @@ class MediaStore:
             raise MediaError("empty file", user_message="That file is empty.")
         mime, width, height = await asyncio.to_thread(_inspect, data)
         digest = hashlib.sha256(data).hexdigest()
-        path = self._path(digest)
-        if not await asyncio.to_thread(path.exists):
-            await asyncio.to_thread(self._write, path, data)
+        await asyncio.to_thread(self._store, self._path(digest), data)
         return ImageRef(
             uri=f"media:{digest}", mime_type=mime, width=width, height=height, size_bytes=len(data)
         )
 
-    async def load(self, ref: ImageRef | str) -> bytes:
-        """The bytes of a stored image (``ImageRef`` or ``media:`` URI). Raises MediaError."""
+    async def save_video(self, data: bytes, *, max_bytes: int = MAX_IMAGE_BYTES) -> VideoRef:
+        """Check (PyAV, off the event loop) and store a video; return its reference.
+
+        Raises :class:`MediaError` for a file over ``max_bytes``, an empty or unreadable one,
+        one without a picture (sound only), or when PyAV is not installed (extra ``video``).
+        Like :meth:`save`, what the bytes are wins over what the sender claimed.
+        """
+        from .video import probe_video
+
+        if len(data) > max_bytes:
+            mb = max_bytes / (1024 * 1024)
+            raise MediaError(
+                f"video of {len(data)} bytes exceeds the {max_bytes}-byte limit",
+                user_message=f"That video is larger than {mb:g} MB. Please send a shorter one.",
+            )
+        if not data:
+            raise MediaError("empty file", user_message="That file is empty.")
+        info = await asyncio.to_thread(probe_video, data)
+        digest = hashlib.sha256(data).hexdigest()
+        await asyncio.to_thread(self._store, self._path(digest), data)
+        return VideoRef(
+            uri=f"media:{digest}",
+            mime_type=info.mime_type,
+            duration=info.duration,
+            width=info.width,
+            height=info.height,
+            size_bytes=len(data),
+            has_audio=info.has_audio,
+        )
+
+    async def load(self, ref: ImageRef | VideoRef | str) -> bytes:
+        """The bytes of a stored file (a ref or ``media:`` URI). Raises MediaError."""
         path = self.path_of(ref)
         try:
             return await asyncio.to_thread(path.read_bytes)
@@ -134,9 +162,9 @@ class MediaStore:
         data = await self.load(ref)
         return f"data:{ref.mime_type};base64,{base64.b64encode(data).decode('ascii')}"
 
-    def path_of(self, ref: ImageRef | str) -> Path:
+    def path_of(self, ref: ImageRef | VideoRef | str) -> Path:
         """Where a ``media:`` reference is stored. Raises MediaError for other URIs."""
-        uri = ref.uri if isinstance(ref, ImageRef) else ref
+        uri = ref if isinstance(ref, str) else ref.uri
         digest = uri.removeprefix("media:")
         if not uri.startswith("media:") or not _SHA.match(digest):
             raise MediaError(f"not a media reference: {uri[:80]!r}", user_message="Unknown image.")
@@ -145,6 +173,41 @@ class MediaStore:
     def _path(self, digest: str) -> Path:
         # two-level fan-out keeps directories small
         return self.root / digest[:2] / digest
+
+    def sweep(self, *, keep: set[str], older_than: float) -> int:
+        """Delete stored files (and their prepared copies) not in ``keep`` (digests) whose
+        last use is before ``older_than`` (a POSIX time); returns how many originals went.
+
+        Blocking file work: run it in a thread. A file saved again meanwhile (the same image
+        sent anew) had its time refreshed by :meth:`save`, so it is not swept.
+        """
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if not _SHA.match(path.name) or path.name in keep:
+                    continue
+                try:
+                    if path.stat().st_mtime >= older_than:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                for derived in folder.glob(f"{path.name}.*"):  # images.py's prepared copies
+                    derived.unlink(missing_ok=True)
+        return removed
+
+    @classmethod
+    def _store(cls, path: Path, data: bytes) -> None:
+        if path.exists():
+            # content-addressed: already there. Refresh its time so retention sees it in use.
+            os.utime(path)
+        else:
+            cls._write(path, data)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

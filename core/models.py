@@ -66,6 +66,25 @@ class ImageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoRef:
+    """A short video attached to a message, by reference (``media:<sha256>``, like images).
+
+    ``duration`` is in seconds (``None`` when the container does not say); ``has_audio`` tells
+    whether it carries a sound track (which no provider receives today). The core turns a video
+    into sampled frames for vision models, or sends it whole to providers that take video
+    (see :mod:`relaybot.core.video_parts`).
+    """
+
+    uri: str
+    mime_type: str = "video/mp4"
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
+    has_audio: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TextPart:
     """A run of text inside a message."""
 
@@ -81,7 +100,15 @@ class ImagePart:
     type: Literal["image"] = "image"
 
 
-ContentPart = TextPart | ImagePart
+@dataclass(frozen=True, slots=True)
+class VideoPart:
+    """A video inside a message (see :class:`VideoRef`)."""
+
+    video: VideoRef
+    type: Literal["video"] = "video"
+
+
+ContentPart = TextPart | ImagePart | VideoPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +123,7 @@ class IncomingMessage:
     chat: ChatKey
     user: User
     text: str
-    attachments: tuple[ImageRef, ...] = ()
+    attachments: tuple[ImageRef | VideoRef, ...] = ()
     reply_to: str | None = None
     platform_message_id: str | None = None
     is_private: bool = True
@@ -104,11 +131,12 @@ class IncomingMessage:
 
     @property
     def parts(self) -> list[ContentPart]:
-        """The message as content parts: the text (if any) then each image."""
+        """The message as content parts: the text (if any) then each image or video."""
         parts: list[ContentPart] = []
         if self.text:
             parts.append(TextPart(self.text))
-        parts.extend(ImagePart(image) for image in self.attachments)
+        for item in self.attachments:
+            parts.append(VideoPart(item) if isinstance(item, VideoRef) else ImagePart(item))
         return parts
 
 
@@ -126,7 +154,7 @@ class ChatMessage:
 
     @property
     def text_content(self) -> str:
-        """All text parts joined (images left out)."""
+        """All text parts joined (images and videos left out)."""
         return "".join(p.text for p in self.parts if isinstance(p, TextPart))
 
 

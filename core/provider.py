@@ -26,7 +26,10 @@ class ProviderCapabilities:
     ``tokenizer`` names a tiktoken encoding when token counts are exact for this model, or is
     ``None`` when the core must estimate (see :mod:`relaybot.core.tokens`). ``image_limits``
     are the per-image bounds of a vision model: the core resizes and re-encodes images to fit
-    them (see :mod:`relaybot.core.images`); ``None`` sends stored images unchanged.
+    them (see :mod:`relaybot.core.images`); ``None`` sends stored images unchanged. ``video``
+    means the API takes videos themselves (a :class:`~relaybot.core.models.VideoPart` with a
+    ``data:`` URL); otherwise a vision model gets frames sampled from them
+    (:mod:`relaybot.core.video_parts`).
     """
 
     streaming: bool = True
@@ -36,6 +39,7 @@ class ProviderCapabilities:
     max_output_tokens: int = 1024
     tokenizer: str | None = None
     image_limits: ImageLimits | None = None
+    video: bool = False
 
 
 class BaseProviderConfig(BaseModel):

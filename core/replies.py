@@ -60,6 +60,7 @@ from .redact import redact
 from .storage import USE_LEAF, NewMessage, StoredMessage
 from .streaming.demand import text_demand
 from .turns import Turn
+from .video_parts import expand_videos
 
 if TYPE_CHECKING:
     from .app import Relaybot
@@ -447,7 +448,9 @@ class ReplyRunner:
             draft.dropped = 1  # storage already left older turns out
         app.plugins.transform("build_context", context=draft)
         self._input_estimate = draft.token_count  # usage estimate if the provider reports none
-        notes = await self._resolve_images(draft.messages, vision=caps.vision, limits=caps.image_limits)
+        # videos first: for vision models they become frames, which the image step then prepares
+        notes = await expand_videos(draft.messages, app.media, caps, app.config.video)
+        notes += await self._resolve_images(draft.messages, vision=caps.vision, limits=caps.image_limits)
         request = ProviderRequest(
             system=draft.system,
             messages=draft.messages,

@@ -50,7 +50,7 @@ from .errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from .models import ImagePart, ProviderEvent, ProviderRequest, TextDelta, TextPart, Usage
+from .models import ImagePart, ProviderEvent, ProviderRequest, TextDelta, TextPart, Usage, VideoPart
 from .provider import BaseProvider
 from .ratelimit import BaseRateLimiter, LocalRateLimiter, RateLimit, RedisRateLimiter
 from .redact import redact
@@ -113,6 +113,8 @@ def estimate_request_tokens(request: ProviderRequest, max_output_tokens: int | N
                 chars += len(part.text)
             elif isinstance(part, ImagePart):
                 images += 1
+            elif isinstance(part, VideoPart):
+                images += 8  # about as many frames, or a short clip sent whole
     per_message = 4 * len(request.messages)  # role markers and separators
     output = request.max_output_tokens or max_output_tokens or 0
     return math.ceil(chars / 4) + per_message + images * _IMAGE_TOKENS + output

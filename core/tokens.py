@@ -61,7 +61,7 @@ from typing import Literal
 
 import tiktoken
 
-from .models import ChatMessage, ImagePart, ImageRef, TextPart
+from .models import ChatMessage, ImagePart, ImageRef, TextPart, VideoPart, VideoRef
 
 __all__ = [
     "DEFAULT_IMAGE_TOKENS",
@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 #: Tokens every chat message costs on top of its content: OpenAI's chat format wraps each
 #: message in ``<|start|>{role}<|message|>…<|end|>`` — 3 framing tokens plus 1 for the role.
 MESSAGE_OVERHEAD_TOKENS = 4
+#: frames a video is counted as (``[video] frames`` defaults to 8)
+VIDEO_FRAMES_ESTIMATE = 8
 #: Tokens every request costs once: the reply is primed with ``<|start|>assistant<|message|>``.
 REPLY_PRIMING_TOKENS = 3
 #: Image cost when the size is unknown: a 1024×1024 image at high detail (see
@@ -318,7 +320,18 @@ class TokenCounter(abc.ABC):
                 total += self.count_text(part.text)
             elif isinstance(part, ImagePart):
                 total += self.count_image(part.image)
+            elif isinstance(part, VideoPart):
+                total += self.count_video(part.video)
         return total
+
+    def count_video(self, video: VideoRef) -> int:
+        """Tokens of one video: an estimate as :data:`VIDEO_FRAMES_ESTIMATE` frames of its size
+        (what vision models receive by default; see :mod:`relaybot.core.video_parts`)."""
+        width, height = video.width, video.height
+        if width and height and max(width, height) > 768:  # frames are sampled at ≤ 768 px
+            scale = 768 / max(width, height)
+            width, height = max(1, int(width * scale)), max(1, int(height * scale))
+        return VIDEO_FRAMES_ESTIMATE * image_tokens(width, height, self.image_detail)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} exact={self.exact}>"

@@ -37,7 +37,7 @@ from relaybot.core.errors import (
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision, ReplyRecord
 from relaybot.core.images import ImageLimits
-from relaybot.core.jobs import Job
+from relaybot.core.jobs import Job, JobContext
 from relaybot.core.models import (
     ChatKey,
     ChatMessage,
@@ -54,6 +54,8 @@ from relaybot.core.models import (
     TextPart,
     Usage,
     User,
+    VideoPart,
+    VideoRef,
 )
 from relaybot.core.optional import use_optional
 from relaybot.core.provider import (
@@ -89,6 +91,7 @@ __all__ = [
     "ImageRef",
     "IncomingMessage",
     "Job",
+    "JobContext",
     "MessageGoneError",
     "MessageHandler",
     "MessageNotModifiedError",
@@ -117,6 +120,8 @@ __all__ = [
     "TextPart",
     "Usage",
     "User",
+    "VideoPart",
+    "VideoRef",
     "WebServer",
     "hookimpl",
     "load_config",

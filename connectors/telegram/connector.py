@@ -351,19 +351,26 @@ class TelegramConnector(BaseConnector):
             await self._tell(routed, routed.unsupported or "")
             return
         assert self.application is not None
+        max_bytes = self._max_bytes
+        video_config = getattr(getattr(self.app, "config", None), "video", None)
+        if image.kind == "video" and video_config is not None:
+            max_bytes = min(max_bytes, video_config.max_bytes)
         try:
-            data = await fetch_image(self.application.bot, image, max_bytes=self._max_bytes)
+            data = await fetch_image(self.application.bot, image, max_bytes=max_bytes)
             media = getattr(self.app, "media", None)
             if media is None:
-                raise RelaybotError("no media store", user_message="Sorry, I can't read images here.")
-            ref = await media.save(data, mime_type=image.mime_type)
+                raise RelaybotError("no media store", user_message=f"Sorry, I can't read {image.kind}s here.")
+            if image.kind == "video":
+                ref = await media.save_video(data, max_bytes=max_bytes)
+            else:
+                ref = await media.save(data, mime_type=image.mime_type)
         except RelaybotError as exc:
-            log.info("%s: image refused: %s", routed.chat, exc)
+            log.info("%s: %s refused: %s", routed.chat, image.kind, exc)
             await self._tell(routed, exc.user_message)
             return
         except tg.TelegramError as exc:
-            log.warning("%s: could not download an image: %s", routed.chat, redact(exc.message))
-            await self._tell(routed, "Sorry, I couldn't download that image. Please try again.")
+            log.warning("%s: could not download a file: %s", routed.chat, redact(exc.message))
+            await self._tell(routed, f"Sorry, I couldn't download that {image.kind}. Please try again.")
             return
         await self._deliver(routed, message, attachments=(ref,))
 

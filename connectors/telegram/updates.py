@@ -34,18 +34,22 @@ log = logging.getLogger("relaybot.connectors.telegram")
 GroupTrigger = Literal["mention", "all", "commands"]
 
 #: what people hear when they send something we cannot read yet
-UNSUPPORTED_MEDIA = "Sorry, I can't handle voice or video messages yet — please send text or a photo."
+UNSUPPORTED_MEDIA = (
+    "Sorry, I can't handle voice or audio messages yet — please send text, a photo or a video."
+)
 UNSUPPORTED_STICKER = "Sorry, I can't read stickers — please send text or a photo."
-UNSUPPORTED_FILE = "Sorry, I can only read text and images (photos or image files) for now."
+UNSUPPORTED_FILE = "Sorry, I can only read text, images and videos for now."
 
 
 @dataclass(frozen=True, slots=True)
 class ImageFile:
-    """A Telegram file to download as an image: its id, size (when known) and MIME type."""
+    """A Telegram file to download: its id, size (when known), MIME type, and whether it is an
+    image or a video (videos, round video notes and video files)."""
 
     file_id: str
     size: int | None
     mime_type: str
+    kind: Literal["image", "video"] = "image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,14 +208,21 @@ def _user(sender: TgUser, admins: frozenset[str]) -> User:
 
 
 def _attachment(message: Message) -> tuple[ImageFile | None, str | None]:
-    """(image to download, or the not-supported sentence) for a message's attachment."""
+    """(image or video to download, or the not-supported sentence) for a message's attachment."""
     if message.photo:
         largest = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
         return ImageFile(largest.file_id, largest.file_size, "image/jpeg"), None
     document = message.document
     if document is not None and (document.mime_type or "").startswith("image/") and message.animation is None:
         return ImageFile(document.file_id, document.file_size, document.mime_type or "image/jpeg"), None
-    if message.voice or message.video or message.video_note or message.audio or message.animation:
+    clip = message.video or message.video_note
+    if clip is not None:
+        mime = getattr(clip, "mime_type", None) or "video/mp4"  # video notes are always MP4
+        return ImageFile(clip.file_id, clip.file_size, mime, kind="video"), None
+    if document is not None and (document.mime_type or "").startswith("video/"):
+        mime = document.mime_type or "video/mp4"
+        return ImageFile(document.file_id, document.file_size, mime, kind="video"), None
+    if message.voice or message.audio or message.animation:
         return None, UNSUPPORTED_MEDIA
     if message.sticker is not None:
         return None, UNSUPPORTED_STICKER

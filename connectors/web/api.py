@@ -16,8 +16,8 @@ browser's client id, header ``X-Relaybot-Client`` or ``?client=``)::
     POST   /api/messages                       send {"text", "conversation_id"?, "attachments"?}
     POST   /api/stop                           stop the streaming reply
     POST   /api/regenerate                     answer the last user message again
-    POST   /api/uploads                        multipart image (field "file") → media reference
-    GET    /media/{sha256}                     an image
+    POST   /api/uploads                        multipart image or video (field "file") → media reference
+    GET    /media/{sha256}                     an image or video
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from relaybot.core.media import MediaError
 from relaybot.core.models import IncomingMessage, User
 from relaybot.core.redact import redact
 
-from .history import conversation_json, export_response, history_page, owned_conversation
+from .history import conversation_json, export_response, history_page, media_json, owned_conversation
 from .security import ApiError, BodyLimitMiddleware, client_id, token_ok
 
 if TYPE_CHECKING:
@@ -75,6 +75,20 @@ _PAGE_CSP = (
 )
 
 log = logging.getLogger("relaybot.connectors.web")
+
+
+def _video_mime(head: bytes) -> str | None:
+    """The MIME type of a stored video from its first bytes (MP4/QuickTime, WebM/Matroska)."""
+    if head[4:8] == b"ftyp":
+        return "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    return None
+
+
+def _looks_like_video(data: bytes, content_type: str | None) -> bool:
+    """An upload goes the video way when its bytes or its declared type say video."""
+    return _video_mime(data[:16]) is not None or (content_type or "").startswith("video/")
 
 
 def build_app(connector: WebConnector) -> Any:
@@ -319,9 +333,7 @@ class _Api:
         if not isinstance(cmid, str) or not 8 <= len(cmid) <= 64 or not cmid.replace("-", "").isalnum():
             cmid = secrets.token_hex(8)
         conv = await self._target(client, data.get("conversation_id"))
-        from .connector import media_url
-
-        images = [{"url": media_url(r.uri), "width": r.width, "height": r.height} for r in refs]
+        images = [media_json(r) for r in refs]
         hub = self.connector.hub
         # other tabs of this browser show the message too; "thinking" is the first feedback
         hub.publish(
@@ -390,6 +402,8 @@ class _Api:
             await form.close()
         if len(data) > max_bytes:
             raise ApiError(413, f"That image is larger than {self.connector.config.max_upload_mb} MB.")
+        if _looks_like_video(data, content_type):
+            return await self._upload_video(client, data, max_bytes)
         try:
             ref = await self.connector.app.media.save(data, mime_type=content_type)
         except MediaError as exc:
@@ -410,6 +424,32 @@ class _Api:
             status_code=201,
         )
 
+    async def _upload_video(self, client: str, data: bytes, max_bytes: int) -> Response:
+        """A video upload: checked and stored by the media store (PyAV), like Telegram videos."""
+        video_config = getattr(getattr(self.connector.app, "config", None), "video", None)
+        if video_config is not None:
+            max_bytes = min(max_bytes, video_config.max_bytes)
+        try:
+            ref = await self.connector.app.media.save_video(data, max_bytes=max_bytes)
+        except MediaError as exc:
+            raise ApiError(413 if len(data) > max_bytes else 415, exc.user_message) from None
+        self.connector.remember_upload(client, ref)
+        from .connector import media_url
+
+        return JSONResponse(
+            {
+                "uri": ref.uri,
+                "url": media_url(ref.uri),
+                "kind": "video",
+                "mime_type": ref.mime_type,
+                "width": ref.width,
+                "height": ref.height,
+                "duration": ref.duration,
+                "size_bytes": ref.size_bytes,
+            },
+            status_code=201,
+        )
+
     async def media(self, request: Request) -> Response:
         if not token_ok(request, self.connector.token):
             raise ApiError(401, "a valid token is required")
@@ -424,6 +464,8 @@ class _Api:
         mime = next((m for magic, m in _SNIFF if head.startswith(magic)), None)
         if mime is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
             mime = "image/webp"
+        if mime is None:
+            mime = _video_mime(head)
         # content-addressed: the bytes behind a name never change
         return FileResponse(
             path,

@@ -21,7 +21,7 @@ from relaybot.core.connector import BaseConnector, MessageHandler, StreamPolicy
 from relaybot.core.errors import ConfigError
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import ReplyRecord
-from relaybot.core.models import ChatKey, ImageRef, ReplyStatus, Role
+from relaybot.core.models import ChatKey, ImageRef, ReplyStatus, Role, VideoRef
 from relaybot.core.streaming.scheduler import INTERRUPTED_MARKER
 
 from .config import WebConfig
@@ -116,7 +116,7 @@ class WebConnector(BaseConnector):
         self._live: OrderedDict[str, LiveMessage] = OrderedDict()
         #: stored replies already shown by a bot message (a later notice must not claim them)
         self._claimed: OrderedDict[int, None] = OrderedDict()
-        self._uploads: dict[str, OrderedDict[str, ImageRef]] = {}
+        self._uploads: dict[str, OrderedDict[str, ImageRef | VideoRef]] = {}
         self._server: WebServer | None = None
         self._hooks = _ReplyHooks(self)
         self._hooks_name = f"web-connector:{name}"
@@ -238,7 +238,7 @@ class WebConnector(BaseConnector):
         """The ChatKey of a browser (each browser is its own chat)."""
         return ChatKey(self.name, client)
 
-    def remember_upload(self, client: str, ref: ImageRef) -> None:
+    def remember_upload(self, client: str, ref: ImageRef | VideoRef) -> None:
         """Let ``client`` attach ``ref`` to a message it sends later."""
         uploads = self._uploads.setdefault(client, OrderedDict())
         uploads[ref.uri] = ref
@@ -246,7 +246,7 @@ class WebConnector(BaseConnector):
         while len(uploads) > UPLOADS_PER_CLIENT:
             uploads.popitem(last=False)
 
-    def upload(self, client: str, uri: str) -> ImageRef | None:
+    def upload(self, client: str, uri: str) -> ImageRef | VideoRef | None:
         """A reference ``client`` uploaded recently, or None."""
         uploads = self._uploads.get(client)
         return uploads.get(uri) if uploads is not None else None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from relaybot.core.models import ImagePart
+from relaybot.core.models import ImagePart, ImageRef, VideoPart, VideoRef
 
 from .security import ApiError
 
@@ -35,14 +35,22 @@ def conversation_json(conv: Conversation, *, active: bool) -> dict[str, Any]:
     }
 
 
-def message_json(message: StoredMessage) -> dict[str, Any]:
-    """A stored message for the page: text, images (as URLs), status."""
+def media_json(ref: ImageRef | VideoRef) -> dict[str, Any]:
+    """An attachment for the page: its URL and size; videos also ``kind`` and ``duration``."""
     from .connector import media_url
 
+    item: dict[str, Any] = {"url": media_url(ref.uri), "width": ref.width, "height": ref.height}
+    if isinstance(ref, VideoRef):
+        item.update(kind="video", duration=ref.duration)
+    return item
+
+
+def message_json(message: StoredMessage) -> dict[str, Any]:
+    """A stored message for the page: text, images and videos (as URLs), status."""
     images = [
-        {"url": media_url(p.image.uri), "width": p.image.width, "height": p.image.height}
+        media_json(p.image if isinstance(p, ImagePart) else p.video)
         for p in message.parts
-        if isinstance(p, ImagePart)
+        if isinstance(p, ImagePart | VideoPart)
     ]
     return {
         "id": message.id,

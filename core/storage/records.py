@@ -23,6 +23,8 @@ from relaybot.core.models import (
     Role,
     TextPart,
     Usage,
+    VideoPart,
+    VideoRef,
 )
 
 
@@ -169,6 +171,15 @@ def parts_to_json(parts: Iterable[ContentPart]) -> list[dict[str, Any]]:
                 if value is not None:
                     item[key] = value
             out.append(item)
+        elif isinstance(part, VideoPart):
+            video = part.video
+            item = {"type": "video", "uri": video.uri, "mime_type": video.mime_type}
+            item["has_audio"] = video.has_audio
+            for key in ("duration", "width", "height", "size_bytes"):
+                value = getattr(video, key)
+                if value is not None:
+                    item[key] = value
+            out.append(item)
         else:  # pragma: no cover - guarded by the type checker
             raise TypeError(f"not a content part: {part!r}")
     return out
@@ -191,6 +202,20 @@ def parts_from_json(data: Iterable[Mapping[str, Any]]) -> list[ContentPart]:
                         width=item.get("width"),
                         height=item.get("height"),
                         size_bytes=item.get("size_bytes"),
+                    )
+                )
+            )
+        elif kind == "video":
+            parts.append(
+                VideoPart(
+                    VideoRef(
+                        uri=str(item["uri"]),
+                        mime_type=str(item.get("mime_type", "video/mp4")),
+                        duration=item.get("duration"),
+                        width=item.get("width"),
+                        height=item.get("height"),
+                        size_bytes=item.get("size_bytes"),
+                        has_audio=bool(item.get("has_audio", False)),
                     )
                 )
             )

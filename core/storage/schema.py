@@ -178,3 +178,20 @@ platform_messages = sa.Table(
     sa.PrimaryKeyConstraint("chat_id", "platform_message_id", name="pk_platform_messages"),
     sa.Index("ix_platform_messages_message_id", "message_id"),
 )
+
+# One row per scheduled job: its persisted next run, last outcome and lease (see job_state.py).
+scheduled_jobs = sa.Table(
+    "scheduled_jobs",
+    metadata,
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("schedule", sa.String(255), nullable=False, server_default=""),
+    sa.Column("next_run_at", UTCDateTime(), nullable=True),
+    sa.Column("last_run_at", UTCDateTime(), nullable=True),
+    sa.Column("last_finished_at", UTCDateTime(), nullable=True),
+    sa.Column("last_status", sa.String(16), nullable=False, server_default=""),
+    sa.Column("last_error", sa.Text(), nullable=False, server_default=""),
+    sa.Column("lease_owner", sa.String(255), nullable=False, server_default=""),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("name", name="pk_scheduled_jobs"),
+)

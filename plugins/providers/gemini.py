@@ -54,6 +54,8 @@ from relaybot.core.models import (
     TextDelta,
     TextPart,
     Usage,
+    VideoPart,
+    VideoRef,
 )
 from relaybot.core.provider import ProviderCapabilities, ProviderType
 
@@ -202,6 +204,8 @@ class GeminiProvider(BaseSSEProvider[GeminiConfig, _StreamState]):
             max_output_tokens=config.max_output_tokens or max_output,
             tokenizer=None,  # no local tokenizer for Gemini: the core estimates
             image_limits=GEMINI_IMAGE_LIMITS,
+            # Gemini's vision models take video (pictures and sound) as inline data
+            video=config.vision,
         )
         self._root = f"{config.base_url.rstrip('/')}/{config.api_version.strip('/')}"
         super().__init__(name, config, capabilities, transport=transport)
@@ -283,9 +287,13 @@ class GeminiProvider(BaseSSEProvider[GeminiConfig, _StreamState]):
                         f"{self.name}: vision = false in [providers.{self.name}], cannot send images"
                     )
                 parts.append(self._inline_data(part.image))
+            elif isinstance(part, VideoPart):
+                if not self.capabilities.video:
+                    raise CapabilityError(f"{self.name}: this provider does not take videos")
+                parts.append(self._inline_data(part.video))
         return parts
 
-    def _inline_data(self, ref: ImageRef) -> dict[str, Any]:
+    def _inline_data(self, ref: ImageRef | VideoRef) -> dict[str, Any]:
         """The ``inline_data`` part for ``ref``.
 
         Hook point: only inline base64 ``data:`` URLs are supported today.

@@ -6,7 +6,7 @@
 
 import { ApiError, OfflineError, identity, makeApi, setToken } from "./api.js";
 import { cache } from "./store.js";
-import { downscale } from "./upload.js";
+import { downscale, isVideo } from "./upload.js";
 import { animate, nearBottom, renderBody, scrollToBottom, stopAnimations, toView } from "./view.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -23,7 +23,7 @@ const state = {
   hasMore: false,
   streaming: false,   // a reply is on its way in the shown conversation
   online: true,
-  attachments: [],    // uploaded images for the next message
+  attachments: [],    // uploaded images and videos for the next message
   loadSeq: 0,
 };
 
@@ -347,7 +347,7 @@ async function send() {
     renderAttachments();
     input.value = "";
     autosize();
-    addMessage({ role: "user", text, images: attachments.map((a) => ({ url: a.url })), cmid, live: true });
+    addMessage({ role: "user", text, images: attachments.map((a) => ({ url: a.url, kind: a.kind })), cmid, live: true });
     state.streaming = true;
     showThinking();
     renderRegenerate();
@@ -449,13 +449,19 @@ async function attach(file) {
   const maxBytes = state.info.max_upload_mb * 1024 * 1024;
   notice("");
   let blob;
-  try {
-    blob = await downscale(file, maxBytes);
-  } catch (_) {
-    return notice(`“${file.name}” is not an image I can read.`);
-  }
-  if (!blob || blob.size > maxBytes) {
-    return notice(`That image is larger than ${state.info.max_upload_mb} MB, even after shrinking it.`);
+  if (isVideo(file)) {
+    // sent as it is: the server checks it and samples its frames
+    if (file.size > maxBytes) return notice(`That video is larger than ${state.info.max_upload_mb} MB.`);
+    blob = file;
+  } else {
+    try {
+      blob = await downscale(file, maxBytes);
+    } catch (_) {
+      return notice(`“${file.name}” is not an image or video I can read.`);
+    }
+    if (!blob || blob.size > maxBytes) {
+      return notice(`That image is larger than ${state.info.max_upload_mb} MB, even after shrinking it.`);
+    }
   }
   const box = $("#upload");
   box.hidden = false;
@@ -478,9 +484,10 @@ function renderAttachments() {
   $("#attachments").replaceChildren(...state.attachments.map((a, i) => {
     const chip = document.createElement("div");
     chip.className = "chip";
-    const img = document.createElement("img");
+    const img = document.createElement(a.kind === "video" ? "video" : "img");
     img.src = a.url;
-    img.alt = "attachment";
+    if (a.kind === "video") img.muted = true;
+    else img.alt = "attachment";
     const x = document.createElement("button");
     x.type = "button";
     x.textContent = "×";

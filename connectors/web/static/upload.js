@@ -1,5 +1,6 @@
 // Images the user attaches: decoded and shrunk in the browser before upload, so phones send
-// a couple of MB instead of a 12-megapixel original.
+// a couple of MB instead of a 12-megapixel original. Videos go up as they are (the server
+// samples their frames); only their size is checked here.
 
 const MAX_SIDE = 2048;
 
@@ -23,4 +24,9 @@ export async function downscale(file, maxBytes) {
   let blob = await encode(file.type === "image/png" ? "image/png" : "image/jpeg");
   if (blob && blob.size > maxBytes && blob.type === "image/png") blob = await encode("image/jpeg");
   return blob;
+}
+
+/** True for a file the browser labels as a video (MP4, WebM, QuickTime …). */
+export function isVideo(file) {
+  return (file.type || "").startsWith("video/");
 }

@@ -69,11 +69,17 @@ export function renderBody(m) {
   const frag = document.createDocumentFragment();
   for (const img of m.images || []) {
     if (!img.url || !(img.url.startsWith("/media/") || img.url.startsWith("https://"))) continue;
-    const el = document.createElement("img");
+    const video = img.kind === "video";
+    const el = document.createElement(video ? "video" : "img");
     el.className = "image";
     el.src = img.url;
-    el.alt = "image";
-    el.loading = "lazy";
+    if (video) {
+      el.controls = true;
+      el.preload = "metadata";
+    } else {
+      el.alt = "image";
+      el.loading = "lazy";
+    }
     frag.appendChild(el);
   }
   const shown = m.role === "assistant" ? m.text.slice(0, m.shown) : m.text;

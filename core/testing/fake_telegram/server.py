@@ -227,12 +227,15 @@ class FakeTelegramServer:
         document: tuple[bytes, str, str] | None = None,
         entities: list[Entity] | None = None,
         caption: str | None = None,
+        video: bytes | None = None,
+        video_note: bytes | None = None,
     ) -> dict[str, Any]:
         """Inject a message from a user and return the ``Message`` dict.
 
         ``chat_type`` defaults from the id (>0 private, ``-100…`` supergroup, else group).
         ``thread_id`` sends into a forum topic. ``photo`` / ``document=(bytes, filename,
-        mime)`` attach a file the bot can fetch with ``getFile``. Without ``entities``,
+        mime)``, ``video`` (an MP4) / ``video_note`` (a round MP4) attach a file the bot can
+        fetch with ``getFile``. Without ``entities``,
         ``/commands``, ``@mentions``, URLs and hashtags are detected as Telegram does.
         """
         user_id = user_id if user_id is not None else (chat_id if chat_id > 0 else 1001)
@@ -254,6 +257,17 @@ class FakeTelegramServer:
             body["document"] = {"file_id": stored.file_id,
                                 "file_unique_id": stored.file_unique_id, "file_name": filename,
                                 "mime_type": mime, "file_size": len(data)}  # fmt: skip
+        if video is not None:
+            stored = self.api.store_file(video, folder="videos", filename="video.mp4",
+                                         mime_type="video/mp4")  # fmt: skip
+            body["video"] = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                             "width": 160, "height": 120, "duration": 2, "mime_type": "video/mp4",
+                             "file_size": len(video)}  # fmt: skip
+        if video_note is not None:
+            stored = self.api.store_file(video_note, folder="video_notes", filename="note.mp4",
+                                         mime_type="video/mp4")  # fmt: skip
+            body["video_note"] = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                                  "length": 240, "duration": 2, "file_size": len(video_note)}  # fmt: skip
         visible = text if text is not None else (caption or "")
         found = entities if entities is not None else detect_entities(visible, [])
         if body:
@@ -275,7 +289,7 @@ class FakeTelegramServer:
             chat, message_id, sender=self.user(user_id), body=body, thread_id=thread_id,
             reply_to=reply_to,
         )  # fmt: skip
-        kind = "photo" if photo is not None else "document" if document is not None else "text"
+        kind = next((k for k in ("photo", "document", "video", "video_note") if k in body), "text")
         self.store.add_message(StoredMessage(
             chat_id, message_id, False, visible, list(found), message, thread_id=thread_id,
             kind=kind,

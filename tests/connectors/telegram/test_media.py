@@ -1,10 +1,12 @@
-"""Images in (photos, image documents, size limits), images out, unsupported media."""
+"""Images and videos in (photos, videos, video notes, documents, size limits), images out,
+unsupported media."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 
+import pytest
 from PIL import Image
 
 from relaybot.core.testing.fake_telegram import FakeTelegramServer
@@ -48,7 +50,8 @@ async def test_image_document_is_read_and_other_documents_are_declined(
     assert len(image_parts(fake_openai.requests[-1].json)) == 1
     requests_before = len(fake_openai.requests)
     tg.send_user_message(71, document=(b"%PDF-1.4 ...", "paper.pdf", "application/pdf"))
-    await wait_until(lambda: any("only read text and images" in t for t in texts(tg, 71)), what="decline")
+    declined = "only read text, images and videos"
+    await wait_until(lambda: any(declined in t for t in texts(tg, 71)), what="decline")
     assert len(fake_openai.requests) == requests_before
 
 
@@ -73,7 +76,7 @@ async def test_not_an_image_is_refused_with_the_media_store_reason(
     assert fake_openai.requests == []
 
 
-async def test_voice_video_and_stickers_get_a_polite_reply(
+async def test_voice_and_stickers_get_a_polite_reply(
     tg: FakeTelegramServer, make_tg_bot, fake_openai
 ) -> None:
     await make_tg_bot(tg)
@@ -82,7 +85,7 @@ async def test_voice_video_and_stickers_get_a_polite_reply(
     base = {"chat": {"id": 74, "type": "private", "first_name": "U"}, "from": tg.user(74), "date": 0}
     voice = {"file_id": "v1", "file_unique_id": "uv1", "duration": 3}
     tg.inject_update({"message": {**base, "message_id": 100, "voice": voice}})
-    await wait_until(lambda: any("voice or video" in t for t in texts(tg, 74)), what="voice reply")
+    await wait_until(lambda: any("voice or audio" in t for t in texts(tg, 74)), what="voice reply")
     sticker = {
         "file_id": "s1",
         "file_unique_id": "us1",
@@ -95,6 +98,38 @@ async def test_voice_video_and_stickers_get_a_polite_reply(
     tg.inject_update({"message": {**base, "message_id": 101, "sticker": sticker}})
     await wait_until(lambda: any("stickers" in t for t in texts(tg, 74)), what="sticker reply")
     assert len(fake_openai.requests) == 1  # only "hi" went to the model
+
+
+async def test_videos_and_video_notes_reach_the_provider_as_frames(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    pytest.importorskip("av")
+    from relaybot.core.testing.video import make_video
+
+    await make_tg_bot(tg)
+    tg.send_user_message(77, video=make_video(seconds=2), caption="what happens?")
+    # the fake model echoes the text parts: the question, then the video header and frame times
+    await wait_until(lambda: any(t.startswith("You said: what happens?[video, 2.0 s") for t in texts(tg, 77)),
+                     what="the video's answer")  # fmt: skip
+    assert len(image_parts(fake_openai.requests[-1].json)) == 8
+    tg.send_user_message(78, video_note=make_video(seconds=1, size=(96, 96)))
+    await wait_until(lambda: len(fake_openai.requests) == 2, what="the video note's request")
+    assert len(image_parts(fake_openai.requests[-1].json)) == 8
+    clip = make_video(seconds=1, codec="libvpx", container="webm")
+    tg.send_user_message(79, document=(clip, "clip.webm", "video/webm"), caption="and this file?")
+    await wait_until(lambda: any(t.startswith("You said: and this file?[video") for t in texts(tg, 79)),
+                     what="the video file's answer")  # fmt: skip
+    assert len(image_parts(fake_openai.requests[-1].json)) == 8
+
+
+async def test_a_damaged_video_is_refused_with_the_reason(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    pytest.importorskip("av")
+    await make_tg_bot(tg)
+    tg.send_user_message(80, video=b"\x00\x00\x00\x18ftypmp42 broken" * 40, caption="look")
+    await wait_until(lambda: any("not a video I can read" in t for t in texts(tg, 80)), what="refusal")
+    assert fake_openai.requests == []
 
 
 async def test_messages_of_one_chat_stay_in_order_behind_a_download(

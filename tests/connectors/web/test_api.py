@@ -200,6 +200,36 @@ async def test_image_upload_is_attached_and_served(web, fake_openai) -> None:
     assert res.status_code == 400 and "attach" in res.json()["error"]
 
 
+async def test_video_upload_is_attached_sampled_and_served(web, fake_openai) -> None:
+    pytest.importorskip("av")
+    from relaybot.core.testing.video import make_video
+
+    data = make_video(seconds=2)
+    res = await web.call("POST", "/api/uploads", files={"file": ("clip.mp4", data, "video/mp4")})
+    assert res.status_code == 201, res.text
+    ref = res.json()
+    assert (ref["kind"], ref["mime_type"], ref["duration"]) == ("video", "video/mp4", 2.0)
+    await send(web, "what happens?", attachments=[ref["uri"]])
+    await wait_stored(web, 2)
+    content = fake_openai.requests[-1].json["messages"][-1]["content"]
+    assert sum(part.get("type") == "image_url" for part in content) == 8
+    cid = (await web.call("GET", "/api/conversations")).json()["active_id"]
+    history = (await web.call("GET", f"/api/conversations/{cid}/messages")).json()["messages"]
+    assert history[0]["images"] == [
+        {"url": ref["url"], "width": 160, "height": 120, "kind": "video", "duration": 2.0}
+    ]
+    served = await web.call("GET", ref["url"])
+    assert served.content == data and served.headers["content-type"] == "video/mp4"
+
+
+async def test_bad_video_upload_is_refused_with_the_reason(web) -> None:
+    pytest.importorskip("av")
+    res = await web.call(
+        "POST", "/api/uploads", files={"file": ("clip.mp4", b"\x00\x00\x00\x18ftypmp42" * 50, "video/mp4")}
+    )
+    assert res.status_code == 415 and "not a video I can read" in res.json()["error"]
+
+
 async def test_script_tags_are_stored_verbatim_and_served_as_json(web) -> None:
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     await send(web, evil)

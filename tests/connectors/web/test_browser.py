@@ -184,6 +184,36 @@ async def test_upload_image_and_see_it(tab: Page, web, fake_openai, tmp_path: Pa
     await tab.page.wait_for_function("() => document.querySelector('.msg.user img.image')?.naturalWidth > 0")
 
 
+async def test_upload_a_video_with_progress_and_see_it(tab: Page, web, fake_openai, tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from relaybot.core.testing.video import make_video
+
+    path = tmp_path / "clip.webm"  # WebM: Chromium builds without H.264 still play it
+    path.write_bytes(make_video(seconds=2, codec="libvpx", container="webm"))
+    await tab.open()
+    # remember every width the progress bar takes while the file goes up
+    await tab.page.evaluate("""() => {
+        window.progress = [];
+        const bar = document.querySelector('#upload-bar');
+        new MutationObserver(() => window.progress.push(bar.style.width))
+            .observe(bar, { attributes: true, attributeFilter: ['style'] });
+    }""")
+    await tab.page.set_input_files("#file", str(path))
+    await tab.page.locator("#attachments .chip video").wait_for()
+    assert "100%" in await tab.page.evaluate("() => window.progress")
+    await tab.say("what happens?")
+    await tab.page.locator(".msg.user video.image").wait_for()
+    await tab.wait_reply_done()
+    content = fake_openai.requests[-1].json["messages"][-1]["content"]
+    assert sum(part.get("type") == "image_url" for part in content) == 8
+    stored = [m for m in await web.stored(await tab.client()) if m.role.value == "user"]
+    assert stored[0].parts[-1].video.mime_type == "video/webm"
+    await tab.page.reload()
+    await tab.page.wait_for_selector("body[data-ready='1']")
+    await tab.page.locator(".msg.user video.image").wait_for()
+    assert tab.errors == []
+
+
 async def test_non_image_upload_shows_an_error(tab: Page, tmp_path: Path) -> None:
     path = tmp_path / "notes.png"
     path.write_bytes(b"this is not a picture")

@@ -40,7 +40,7 @@ def downgrade():
 
 
 #: the newest revision this package ships (a new migration changes it here, deliberately)
-PACKAGED_HEAD = "0002"
+PACKAGED_HEAD = "0003_jobs"
 
 
 def head_revision_in_package() -> str:
