@@ -54,6 +54,7 @@ from relaybot.core.models import (
     Usage,
     User,
 )
+from relaybot.core.normalise import clean_text
 from relaybot.core.optional import use_optional
 from relaybot.core.provider import (
     BaseProvider,
@@ -114,6 +115,7 @@ __all__ = [
     "TextPart",
     "Usage",
     "User",
+    "clean_text",
     "hookimpl",
     "load_config",
     "parse_config",
