@@ -81,7 +81,7 @@ class Dispatcher:
             # reported by its own task, and cancelling this wait must not cancel it
             await asyncio.wait([after])
         try:
-            decision = self.app.plugins.hook.check_access(message=message)
+            decision = self.app.plugins.first_result("check_access", message=message)
             if decision is not None and not decision.allowed:
                 await self._deny(message, decision.reason)
                 return
@@ -160,7 +160,7 @@ class Dispatcher:
 
         async def run() -> None:
             try:
-                decision = self.app.plugins.hook.check_access(message=message)
+                decision = self.app.plugins.first_result("check_access", message=message)
                 if decision is not None and not decision.allowed:
                     await self._deny(message, decision.reason)
                     return

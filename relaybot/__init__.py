@@ -56,6 +56,7 @@ from relaybot.core.models import (
 )
 from relaybot.core.normalise import clean_text
 from relaybot.core.optional import use_optional
+from relaybot.core.plugin_settings import PluginSettings
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
@@ -93,6 +94,7 @@ __all__ = [
     "PlatformError",
     "PlatformRateLimitError",
     "PluginError",
+    "PluginSettings",
     "ProviderAuthError",
     "ProviderCapabilities",
     "ProviderError",
