@@ -3,9 +3,12 @@
 Built-in plugins and third-party ones load the same way: every module named in the entry-point
 group ``relaybot`` is registered with pluggy under its entry-point name. Loading is
 fault-isolated: a plugin that fails to import (or whose ``register_*`` hook raises) is logged and
-skipped, unless ``RELAYBOT_STRICT_PLUGINS=1`` (then start-up fails). Misspelled hook names are
-caught by ``check_pending()``; a provider type, connector type, command or job registered twice
-is a start-up error naming both plugins (never silently renamed).
+skipped, unless ``RELAYBOT_STRICT_PLUGINS=1`` (then start-up fails). Misspelled hook names and
+hook wrappers are refused by :meth:`PluginHost.check`; a provider type, connector type, command,
+settings table or job registered twice is a start-up error naming both plugins (never silently
+renamed). Per-message hooks run one plugin at a time (:meth:`PluginHost.notify`,
+:meth:`~PluginHost.transform`, :meth:`~PluginHost.first_result`): one that raises is logged and
+skipped for that message.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ class PluginHost:
 
     @property
     def hook(self) -> Any:
-        """pluggy's hook relay (``host.hook.check_access(message=...)``)."""
+        """pluggy's hook relay (``host.hook.after_reply(reply=...)``); the core calls hooks through
+        :meth:`notify`, :meth:`transform` and :meth:`first_result` instead, one plugin at a time."""
         return self.pm.hook
 
     def load_entrypoints(self) -> None:

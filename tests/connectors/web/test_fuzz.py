@@ -23,6 +23,10 @@ from .test_api import png_bytes
 EXAMPLES = 200
 
 ROUTES = [
+    ("GET", "/"),
+    ("GET", "/sw.js"),
+    ("GET", "/manifest.webmanifest"),
+    ("GET", "/static/{cid}"),
     ("GET", "/api/info"),
     ("GET", "/api/events"),
     ("GET", "/api/conversations"),
