@@ -27,6 +27,7 @@ from relaybot import (
     MessageHandler,
     StreamPolicy,
     User,
+    clean_text,
     hookimpl,
 )
 
@@ -227,16 +228,21 @@ def _silence(stream: IO[str]) -> None:
 
 
 def _valid_text(line: str, encoding: str) -> str:
-    """``line`` with undecodable input bytes replaced by U+FFFD.
+    """``line`` with undecodable input bytes replaced by U+FFFD, then :func:`clean_text`-ed.
 
     Python keeps bytes that are not valid in the input encoding as lone surrogates, which
     cannot be stored or sent anywhere; one stray Latin-1 byte would fail the whole message.
+    Decoding the bytes again gives one U+FFFD per bad byte sequence (as a UTF-8 decoder
+    would); ``clean_text`` then removes NUL characters and catches anything left.
     """
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
-        return line.encode(encoding, "surrogateescape").decode(encoding, "replace")
-    return line
+        try:
+            line = line.encode(encoding, "surrogateescape").decode(encoding, "replace")
+        except UnicodeError:
+            pass  # not surrogateescape'd bytes after all: clean_text replaces them one by one
+    return clean_text(line)
 
 
 def _login_name() -> str:

@@ -11,6 +11,7 @@ Typical embedding::
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -19,10 +20,11 @@ from .checkpoints import CheckpointWriter
 from .config import RelaybotConfig
 from .connector import BaseConnector
 from .dispatcher import Dispatcher
-from .errors import CapabilityError, ConfigError, PluginError
+from .errors import CapabilityError, ConfigError, PluginError, StorageError
 from .job_runner import JobRunner, plan_jobs
 from .media import MediaStore
 from .models import IncomingMessage
+from .plugin_settings import validate_plugin_tables
 from .plugins import PluginHost, Registrations
 from .provider import BaseProvider, ProviderType
 from .ratelimit import BaseRateLimiter
@@ -33,6 +35,9 @@ from .tokens import TokenCounter, counter_for
 from .turns import TurnManager
 
 log = logging.getLogger("relaybot")
+
+#: connector types that come with an extra of relaybot (``pip install 'relaybot[NAME]'``)
+_CONNECTOR_EXTRAS = ("telegram", "web")
 
 
 class Relaybot:
@@ -78,6 +83,9 @@ class Relaybot:
         self.media = MediaStore(config.storage.media_path())
         #: the scheduled jobs of this process (set by :meth:`start`; see core/job_runner.py)
         self.jobs: JobRunner | None = None
+        #: validated ``[plugins.NAME]`` settings by table name (read them with
+        #: ``PluginSettings.of(app)``); filled by :meth:`validate_plugin_settings`
+        self.plugin_settings: dict[str, Any] = {}
         self.started = False
 
     # ── building ────────────────────────────────────────────────────────────────────────────
@@ -116,12 +124,18 @@ class Relaybot:
         type_name = cfg.connector_type(name)
         entry = self.registrations.connectors.get(type_name)
         if entry is None:
-            known = ", ".join(sorted(self.registrations.connectors)) or "none"
+            installed = sorted(self.registrations.connectors)
+            close = difflib.get_close_matches(type_name, [*installed, *_CONNECTOR_EXTRAS], n=1)
+            if type_name in _CONNECTOR_EXTRAS:
+                fix = f"install its extra: pip install 'relaybot[{type_name}]'"
+            elif close:
+                fix = f"did you mean type = {close[0]!r}?"
+            else:
+                fix = "fix `type`, or install the plugin that provides it"
             raise ConfigError(
-                f"unknown connector type {type_name!r} (installed connector types: {known}); "
-                f"install its extra, e.g. pip install 'relaybot[{type_name}]'",
+                f"unknown connector type {type_name!r} (installed: {', '.join(installed) or 'none'}); {fix}",
                 path=cfg.source,
-                key=f"connectors.{name}",
+                key=f"connectors.{name}" + (".type" if "type" in cfg.connectors[name] else ""),
             )
         settings = cfg.connector_config(name, entry[0].config_model)
         if not getattr(settings, "enabled", True):
@@ -131,8 +145,23 @@ class Relaybot:
         connector.name = name
         return connector
 
+    def validate_plugin_settings(self) -> dict[str, Any]:
+        """Validate every ``[plugins.*]`` table against the declared models (raises ConfigError).
+
+        Tables of disabled plugins, and of plugins that failed to load, are left alone.
+        """
+        skipped = [*self.plugins.disabled, *self.plugins.failed]
+        declared = self.registrations.declared_settings()
+        self.plugin_settings = validate_plugin_tables(self.config, declared, skipped=skipped)
+        return self.plugin_settings
+
     def plan(self) -> dict[str, list[str]]:
-        """What :meth:`start` would start, validating every section (``relaybot check``)."""
+        """What :meth:`start` would start, validating every section (``relaybot check``).
+
+        :meth:`start` runs the same validation (before it touches the database), so whatever
+        ``check`` accepts, ``run`` accepts, and the other way round.
+        """
+        self.validate_plugin_settings()
         providers = []
         settings: dict[str, Any] = {}
         for name in self.config.providers:
@@ -170,11 +199,35 @@ class Relaybot:
         ``start_configured`` also starts the ``[connectors.*]`` from config.
         """
         from .storage import Store
+        from .storage.engine import configured_at
 
         if self.config.default_provider not in self.config.providers:
             raise ConfigError("no provider configured", path=self.config.source, key="bot.default_provider")
+        # Validate everything first (the same checks as `relaybot check`): a config mistake must
+        # not leave a freshly created or migrated database behind.
+        self.validate_plugin_settings()
         planned_jobs = plan_jobs(self.registrations.jobs, self.config)  # [jobs] errors: before any I/O
-        self.store = await Store.open(self.config.storage.url)
+        settings: dict[str, Any] = {}
+        types: dict[str, ProviderType] = {}
+        for name in self.config.providers:
+            types[name], settings[name] = self._provider_settings(name)
+        resolve_fallbacks(settings, self.config.source)
+        wanted: list[BaseConnector] = list(connectors or [])
+        if start_configured:
+            for name in self.config.connectors:
+                built = self.build_connector(name)
+                if built is not None:
+                    wanted.append(built)
+        names: set[str] = set()
+        for connector in wanted:
+            if connector.name in names:
+                raise PluginError(f"two connectors are named {connector.name!r}")
+            names.add(connector.name)
+
+        try:
+            self.store = await Store.open(self.config.storage.url)
+        except StorageError as exc:
+            raise configured_at(exc, self.config.source) from None
         self.jobs = JobRunner.for_app(self, planned_jobs)
         await self.jobs.load()  # its database work, before anything is listening
         interval = self.config.bot.checkpoint_interval
@@ -182,24 +235,12 @@ class Relaybot:
         recovered = await self.store.recover_interrupted()
         if recovered:
             log.warning("%d reply(ies) were cut off by a previous crash; marked interrupted", recovered)
-        raw: dict[str, BaseProvider] = {}
-        settings: dict[str, Any] = {}
-        for name in self.config.providers:
-            provider_type, settings[name] = self._provider_settings(name)
-            raw[name] = provider_type.factory(name, settings[name])
+        raw = {name: types[name].factory(name, settings[name]) for name in self.config.providers}
         self.rate_limiter = build_rate_limiter(self.config.ratelimit, settings)
         self.providers = dict(
             wrap_providers(raw, settings, limiter=self.rate_limiter, source=self.config.source)
         )
-        wanted: list[BaseConnector] = list(connectors or [])
-        if start_configured:
-            for name in self.config.connectors:
-                built = self.build_connector(name)
-                if built is not None:
-                    wanted.append(built)
         for connector in wanted:
-            if connector.name in self.connectors:
-                raise PluginError(f"two connectors are named {connector.name!r}")
             self.connectors[connector.name] = connector
         for connector in wanted:
             connector.app = self

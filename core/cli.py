@@ -202,7 +202,7 @@ def check(config_path: str | None, offline: bool) -> None:
     """
     with _errors():
         from .app import Relaybot
-        from .storage.engine import parse_url, probe
+        from .storage.engine import configured_at, parse_url, probe
 
         config = _load(config_path)
         try:
@@ -211,8 +211,12 @@ def check(config_path: str | None, offline: bool) -> None:
             raise ConfigError(str(exc), path=config.source) from None
         plan = Relaybot(config).plan()
         if not offline:
-            # a StorageError here is the database's state, not the config's: exit 2 with it
-            plan["storage"] = [*plan.get("storage", []), asyncio.run(probe(target))]
+            # a StorageError here is the database's state, not the config's: exit 2 with it,
+            # naming where the database is configured
+            try:
+                plan["storage"] = [*plan.get("storage", []), asyncio.run(probe(target))]
+            except StorageError as exc:
+                raise configured_at(exc, config.source) from None
         click.echo(f"config: {config.source} — OK")
         for section, items in plan.items():
             click.echo(f"{section}:")

@@ -15,6 +15,7 @@ appear in logs or errors.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -145,7 +146,11 @@ class VideoConfig(BaseModel):
 
 
 class PluginsConfig(BaseModel):
-    """``[plugins]``: which plugins are off, plus one sub-table of settings per plugin."""
+    """``[plugins]``: which plugins are off, plus one sub-table of settings per plugin.
+
+    The sub-tables are validated against the models plugins declare (see
+    :mod:`relaybot.core.plugin_settings`); any other key here is an error.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -156,6 +161,23 @@ class PluginsConfig(BaseModel):
         """The raw ``[plugins.<plugin>]`` table (empty if absent)."""
         value = (self.model_extra or {}).get(plugin, {})
         return value if isinstance(value, dict) else {}
+
+    def tables(self) -> list[str]:
+        """Names of the ``[plugins.NAME]`` sub-tables present."""
+        return [k for k, v in (self.model_extra or {}).items() if isinstance(v, dict)]
+
+    def check_keys(self, source: str) -> None:
+        """Every key besides ``disabled`` must be a ``[plugins.NAME]`` table (raises ConfigError)."""
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, dict):
+                continue
+            close = difflib.get_close_matches(key, ["disabled"], n=1, cutoff=0.6)
+            fix = f"did you mean `{close[0]}`?" if close else "plugin settings go in a [plugins.NAME] table;"
+            raise ConfigError(
+                f"is not a key of [plugins]: {fix} (known: disabled, and one table per plugin)",
+                path=source,
+                key=f"plugins.{key}",
+            )
 
 
 class RelaybotConfig(BaseModel):
@@ -200,6 +222,7 @@ class RelaybotConfig(BaseModel):
 
     def check_references(self) -> None:
         """Cross-section checks that pydantic cannot express."""
+        self.plugins.check_keys(self.source)
         if not self.providers:
             raise ConfigError(
                 "no provider is configured; add a [providers.NAME] table or remove [providers] "

@@ -72,7 +72,7 @@ class Dispatcher:
                 self._barriers[chat] = task
                 task.add_done_callback(lambda done: self._drop_barrier(chat, done))
             return task
-        decision = self.app.plugins.hook.check_access(message=message)
+        decision = self.app.plugins.first_result("check_access", message=message)
         if decision is not None and not decision.allowed:
             return self._spawn(self._deny(message, decision.reason), f"relaybot:deny:{chat}")
         # shielded: once begun, storing the message completes even if the caller is cancelled
@@ -216,7 +216,7 @@ class Dispatcher:
             # reported by its own task, and cancelling this wait must not cancel it
             await asyncio.wait([after])
         try:
-            decision = self.app.plugins.hook.check_access(message=message)
+            decision = self.app.plugins.first_result("check_access", message=message)
             if decision is not None and not decision.allowed:
                 await self._deny(message, decision.reason)
                 return
@@ -273,7 +273,7 @@ class Dispatcher:
         one. Returns at once with a task, like :meth:`handle`.
         """
         message = IncomingMessage(chat=chat, user=user, text="", is_private=private)
-        decision = self.app.plugins.hook.check_access(message=message)
+        decision = self.app.plugins.first_result("check_access", message=message)
         if decision is not None and not decision.allowed:
             return self._spawn(self._deny(message, decision.reason), f"relaybot:deny:{chat}")
         accepting = self._spawn(self._accept(message, regenerate=True), f"relaybot:regenerate:{chat}")

@@ -1,6 +1,8 @@
 """Every relaybot hook, in one place.
 
-Mark implementations with :data:`relaybot.hookimpl`. Hooks *discover and decide*; objects
+Mark implementations with :data:`relaybot.hookimpl` (plain implementations: hook wrappers,
+``hookwrapper=True`` / ``wrapper=True``, are refused at start-up, because the core calls each
+plugin in isolation). Hooks *discover and decide*; objects
 *do the I/O*: the ``register_*`` hooks hand typed objects (providers, connectors, commands, jobs)
 to the core, whose async methods do the work. Per-message hooks are cheap synchronous
 decisions or transformations and run for every message, streamed replies included.
@@ -8,7 +10,7 @@ decisions or transformations and run for every message, streamed replies include
 Groups
 ------
 registration (once at start-up):  register_providers, register_connectors,
-                                   register_commands, register_jobs
+                                   register_commands, register_jobs, register_settings
 lifecycle:                         relaybot_startup, relaybot_shutdown
 per message (in this order):       check_access → build_context → before_provider_request
                                    → (streaming) → after_reply;  on_error on failures
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from .hooktypes import AccessDecision, ReplyRecord
     from .jobs import Job
     from .models import IncomingMessage, ProviderRequest
+    from .plugin_settings import PluginSettings
     from .provider import ProviderType
 
 PROJECT = "relaybot"
@@ -73,6 +76,17 @@ def register_jobs(register: Callable[[Job], None]) -> None:
     """
 
 
+@hookspec
+def register_settings(register: Callable[[PluginSettings[Any]], None]) -> None:
+    """Declare ``[plugins.NAME]`` tables: call ``register(PluginSettings(name, Model))`` for each.
+
+    ``Model`` is a pydantic model (use ``extra="forbid"``). The core validates the table at
+    start-up and in ``relaybot check`` (an invalid or unknown table is a config error naming
+    file, key and fix); the plugin reads its settings with ``SETTINGS.of(app)``. Mode: called
+    once per plugin at start-up; a table declared twice is a start-up error.
+    """
+
+
 # ── lifecycle ───────────────────────────────────────────────────────────────────────────────
 
 
@@ -102,6 +116,8 @@ def check_access(message: IncomingMessage) -> AccessDecision | None:
     Return ``AccessDecision.deny("reason shown to the user")`` to stop it,
     ``AccessDecision.allow()`` to allow it and skip later checks, or ``None`` to have no
     opinion. Mode: ``firstresult`` (the first non-None answer wins). Runs for commands too.
+    A plugin that raises is logged and skipped (the next one decides), like every other
+    per-message hook.
     """
 
 

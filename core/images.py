@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .media import MAX_PIXELS, MediaError
+from .media import DECODE_BUDGET, MAX_PIXELS, DecodeBudget, MediaError, decode_cost
 from .models import ImageRef
 
 if TYPE_CHECKING:
@@ -134,41 +134,59 @@ GEMINI_IMAGE_LIMITS = ImageLimits(
 # ── the synchronous core (runs in a worker thread) ──────────────────────────────────────────
 
 
-def prepare_image(data: bytes, limits: ImageLimits) -> tuple[bytes, str]:
+def prepare_image(
+    data: bytes, limits: ImageLimits, *, budget: DecodeBudget | None = None
+) -> tuple[bytes, str]:
     """Return ``(bytes, mime_type)`` of ``data`` made to fit ``limits`` (CPU-bound: see module doc).
 
     ``data`` is returned unchanged when it already fits (allowed format, within the bounds and
     ``max_bytes``, upright, not animated). Raises :class:`~relaybot.core.media.MediaError` for
-    bytes that are not a readable image, decompression bombs, and images that cannot be made
-    small enough.
+    bytes that are not a readable image, decompression bombs, images with more pixels than can
+    be decoded (:data:`~relaybot.core.media.MAX_DECODE_PIXELS`, after reduced JPEG decoding) and
+    images that cannot be made small enough. Decoding holds its memory in ``budget`` (the
+    process-wide decode budget), waiting while concurrent decodes use it up.
     """
-    from PIL import Image, ImageOps
-
     img = _open(data)
     with img:
-        fmt = img.format or ""
-        mime = _FORMAT_MIME.get(fmt)
         orientation = _orientation(img)
-        animated = bool(getattr(img, "is_animated", False))
         display = img.size if orientation not in _SWAPS_AXES else img.size[::-1]
         target = limits.target_size(*display)
-        jpeg = fmt in ("JPEG", "MPO")  # MPO: a phone's multi-picture JPEG
-        if jpeg and target != display:
+        if img.format in ("JPEG", "MPO") and target != display:
             # libjpeg can decode at 1/2, 1/4, 1/8 scale: much faster and lighter for huge
-            # photos. draft() only works before the pixels are loaded.
+            # photos. draft() only works before the pixels are loaded (and changes img.size).
             img.draft("RGB", target if orientation not in _SWAPS_AXES else target[::-1])
-        _load(img)  # decodes everything: a truncated file fails here
-        if (
-            mime in limits.formats
-            and target == display
-            and orientation in (0, 1)
-            and not animated
-            and len(data) <= limits.max_bytes
-            and img.mode in ("RGB", "RGBA", "L", "LA", "P", "1")
-        ):
-            return data, mime  # type: ignore[return-value]  # mime is in formats, so not None
-        img.seek(0)  # animated: the first frame
-        frame = ImageOps.exif_transpose(img) if orientation not in (0, 1) else img.copy()
+        # the decoded image plus one full-size working copy (orientation / mode conversion)
+        with (budget or DECODE_BUDGET).reserve(2 * decode_cost(img)):
+            return _fit(img, data, limits, orientation, display, target)
+
+
+def _fit(
+    img: PILImage,
+    data: bytes,
+    limits: ImageLimits,
+    orientation: int,
+    display: tuple[int, int],
+    target: tuple[int, int],
+) -> tuple[bytes, str]:
+    """The body of :func:`prepare_image` once the decode's memory is reserved."""
+    from PIL import Image, ImageOps
+
+    fmt = img.format or ""
+    mime = _FORMAT_MIME.get(fmt)
+    animated = bool(getattr(img, "is_animated", False))
+    jpeg = fmt in ("JPEG", "MPO")  # MPO: a phone's multi-picture JPEG
+    _load(img)  # decodes everything: a truncated file fails here
+    if (
+        mime in limits.formats
+        and target == display
+        and orientation in (0, 1)
+        and not animated
+        and len(data) <= limits.max_bytes
+        and img.mode in ("RGB", "RGBA", "L", "LA", "P", "1")
+    ):
+        return data, mime  # type: ignore[return-value]  # mime is in formats, so not None
+    img.seek(0)  # animated: the first frame
+    frame = ImageOps.exif_transpose(img) if orientation not in (0, 1) else img.copy()
     frame = _normalise_mode(frame)
     if frame.size != target:
         # to the target computed from the true size: a draft-decoded JPEG is only roughly scaled

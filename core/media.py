@@ -7,6 +7,16 @@ the database holds references, not blobs, and providers load bytes only when the
 
 Refusals raise :class:`MediaError`, whose ``user_message`` says what was wrong in words a person
 can act on (too big, not an image, damaged).
+
+Decoding is what costs memory (a 409 KB PNG of 9,990 × 9,990 RGBA pixels decodes to 400 MB), so
+every decode — validating here, preparing for a provider in :mod:`.images` — is bounded twice:
+
+* by pixel count: at most :data:`MAX_DECODE_PIXELS` pixels are decoded per image. JPEGs are
+  decoded at reduced scale (libjpeg's draft mode: 1/2 … 1/8) where that is enough, so large
+  photos pass; other formats above the bound are refused with a clear message;
+* by a per-process budget (:class:`DecodeBudget`, :data:`DECODE_BUDGET`): a decode reserves its
+  pixel memory first and waits while concurrent decodes hold the budget, so many near-limit
+  images at once queue instead of multiplying the peak.
 """
 
 from __future__ import annotations
@@ -17,16 +27,31 @@ import hashlib
 import io
 import os
 import re
+import threading
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import RelaybotError
 from .models import ImageRef, VideoRef
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 #: platforms let bots download up to 20 MB; we refuse anything larger before decoding it
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: images with more pixels than this are refused (decompression-bomb guard; ~ 12,000 × 8,000)
 MAX_PIXELS = 100_000_000
+#: at most this many pixels are decoded per image (after reduced JPEG decoding): ~ 6,900 × 4,600
+MAX_DECODE_PIXELS = 32_000_000
+#: decoded pixel memory all concurrent decodes of this process may hold together
+DECODE_BUDGET_BYTES = 256 * 1024 * 1024
+#: how long a decode waits for its share of the budget before the image is refused as "busy"
+DECODE_WAIT_SECONDS = 120.0
+# bytes per pixel as pillow stores each mode in memory (RGB is padded to 4)
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "LA": 4, "PA": 4, "RGB": 4, "RGBA": 4, "CMYK": 4}
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _FORMAT_MIME = {
@@ -55,8 +80,97 @@ class MediaError(RelaybotError):
         super().__init__(message, user_message=user_message or message)
 
 
-def _inspect(data: bytes) -> tuple[str, int, int]:
-    """Validate image bytes fully (decode, not just the header); return (mime, width, height)."""
+class DecodeBudget:
+    """Bytes of decoded pixels that may be held at once by this process's image decodes.
+
+    ``with budget.reserve(n):`` holds ``n`` bytes for the block. A request larger than the
+    whole budget is refused at once (:class:`MediaError`); otherwise it waits, up to
+    ``wait_seconds``, until concurrent holders release enough, then is refused as busy.
+    Thread-safe: decodes run in worker threads.
+    """
+
+    def __init__(
+        self, capacity: int = DECODE_BUDGET_BYTES, *, wait_seconds: float = DECODE_WAIT_SECONDS
+    ) -> None:
+        if capacity <= 0:
+            raise ValueError("DecodeBudget capacity must be positive")
+        self.capacity = capacity
+        self.wait_seconds = wait_seconds
+        #: bytes held now, and how many decodes are waiting for their share
+        self.used = 0
+        self.waiting = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget for the ``with`` block (see the class docstring)."""
+        if nbytes > self.capacity:
+            raise MediaError(
+                f"image needs {nbytes} bytes to decode, over the {self.capacity}-byte decode budget",
+                user_message=_TOO_LARGE_TO_PROCESS,
+            )
+        with self._cond:
+            self.waiting += 1
+            self._cond.notify_all()  # lets observers (tests, metrics) see the queue grow
+            try:
+                fits = self._cond.wait_for(lambda: self.used + nbytes <= self.capacity, self.wait_seconds)
+            finally:
+                self.waiting -= 1
+            if not fits:
+                raise MediaError(
+                    f"no decode budget freed within {self.wait_seconds:g} s",
+                    user_message="I'm busy with other large images right now. Please try again in a minute.",
+                )
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[DecodeBudget], bool], timeout: float) -> bool:
+        """Block until ``predicate(self)`` holds (checked on every change); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
+
+
+#: the budget every decode of this process shares
+DECODE_BUDGET = DecodeBudget()
+
+_TOO_LARGE_TO_PROCESS = (
+    f"That image has too many pixels for me to process (at most {MAX_DECODE_PIXELS // 1_000_000} "
+    "megapixels, or a JPEG photo). Please send a smaller one."
+)
+
+
+def decode_cost(img: PILImage) -> int:
+    """Bytes ``img`` takes once decoded at its current (possibly draft-reduced) size.
+
+    Raises :class:`MediaError` when it has more than :data:`MAX_DECODE_PIXELS` pixels.
+    """
+    width, height = img.size
+    if width * height > MAX_DECODE_PIXELS:
+        raise MediaError(
+            f"image of {width} x {height} pixels is over the {MAX_DECODE_PIXELS}-pixel decode limit",
+            user_message=_TOO_LARGE_TO_PROCESS,
+        )
+    return width * height * _MODE_BYTES.get(img.mode, 4)
+
+
+def reduce_for_validation(img: PILImage) -> None:
+    """Decode a JPEG at the smallest scale libjpeg offers (1/8): the whole file is still read
+    and checked, at a fraction of the memory. Other formats are left as they are."""
+    if img.format in ("JPEG", "MPO"):
+        width, height = img.size
+        img.draft(img.mode if img.mode in ("RGB", "L") else "RGB", (max(1, width // 8), max(1, height // 8)))
+
+
+def _inspect(data: bytes, budget: DecodeBudget | None = None) -> tuple[str, int, int]:
+    """Validate image bytes fully (decode, not just the header); return (mime, width, height).
+
+    The decode is bounded by :data:`MAX_DECODE_PIXELS` and ``budget`` (:data:`DECODE_BUDGET`).
+    """
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -68,7 +182,11 @@ def _inspect(data: bytes) -> tuple[str, int, int]:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise Image.DecompressionBombError("too many pixels")
-                img.load()  # decodes everything: truncated files fail here, not later
+                reduce_for_validation(img)
+                with (budget or DECODE_BUDGET).reserve(decode_cost(img)):
+                    img.load()  # decodes everything: truncated files fail here, not later
+    except MediaError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MediaError(
             "image refused: its pixel dimensions are absurdly large (possible decompression bomb)",
@@ -92,9 +210,17 @@ def _inspect(data: bytes) -> tuple[str, int, int]:
 class MediaStore:
     """Content-addressed image files under ``root`` (created on first save)."""
 
-    def __init__(self, root: str | os.PathLike[str], *, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        max_bytes: int = MAX_IMAGE_BYTES,
+        decode_budget: DecodeBudget | None = None,
+    ) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        #: bounds the memory of validating images (the process-wide :data:`DECODE_BUDGET`)
+        self.decode_budget = decode_budget or DECODE_BUDGET
 
     async def save(self, data: bytes, *, mime_type: str | None = None) -> ImageRef:
         """Validate and store ``data``; return its reference. Raises :class:`MediaError`.
@@ -110,7 +236,7 @@ class MediaStore:
             )
         if not data:
             raise MediaError("empty file", user_message="That file is empty.")
-        mime, width, height = await asyncio.to_thread(_inspect, data)
+        mime, width, height = await asyncio.to_thread(_inspect, data, self.decode_budget)
         digest = hashlib.sha256(data).hexdigest()
         await asyncio.to_thread(self._store, self._path(digest), data)
         return ImageRef(

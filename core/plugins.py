@@ -3,9 +3,12 @@
 Built-in plugins and third-party ones load the same way: every module named in the entry-point
 group ``relaybot`` is registered with pluggy under its entry-point name. Loading is
 fault-isolated: a plugin that fails to import (or whose ``register_*`` hook raises) is logged and
-skipped, unless ``RELAYBOT_STRICT_PLUGINS=1`` (then start-up fails). Misspelled hook names are
-caught by ``check_pending()``; a provider type, connector type, command or job registered twice
-is a start-up error naming both plugins (never silently renamed).
+skipped, unless ``RELAYBOT_STRICT_PLUGINS=1`` (then start-up fails). Misspelled hook names and
+hook wrappers are refused by :meth:`PluginHost.check`; a provider type, connector type, command,
+settings table or job registered twice is a start-up error naming both plugins (never silently
+renamed). Per-message hooks run one plugin at a time (:meth:`PluginHost.notify`,
+:meth:`~PluginHost.transform`, :meth:`~PluginHost.first_result`): one that raises is logged and
+skipped for that message.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .commands import Command, CommandRegistry
 from .connector import ConnectorType
 from .errors import PluginError
 from .jobs import Job
+from .plugin_settings import PluginSettings
 from .provider import ProviderType
 
 log = logging.getLogger("relaybot.plugins")
@@ -44,6 +48,12 @@ class Registrations:
     connectors: dict[str, tuple[ConnectorType, str]] = field(default_factory=dict)
     commands: CommandRegistry = field(default_factory=CommandRegistry)
     jobs: dict[str, tuple[Job, str]] = field(default_factory=dict)
+    #: declared ``[plugins.NAME]`` tables
+    settings: dict[str, tuple[PluginSettings[Any], str]] = field(default_factory=dict)
+
+    def declared_settings(self) -> dict[str, PluginSettings[Any]]:
+        """The declared ``[plugins.NAME]`` tables by name."""
+        return {name: decl for name, (decl, _) in self.settings.items()}
 
     def by_plugin(self, plugin: str) -> list[str]:
         """Human-readable list of what ``plugin`` registered (for ``relaybot plugins``)."""
@@ -51,6 +61,7 @@ class Registrations:
         out += [f"connector type {k!r}" for k, (_, p) in self.connectors.items() if p == plugin]
         out += [f"command /{c.name}" for c in self.commands if self.commands.owner(c.name) == plugin]
         out += [f"job {k!r}" for k, (_, p) in self.jobs.items() if p == plugin]
+        out += [f"settings [plugins.{k}]" for k, (_, p) in self.settings.items() if p == plugin]
         return out
 
 
@@ -71,7 +82,8 @@ class PluginHost:
 
     @property
     def hook(self) -> Any:
-        """pluggy's hook relay (``host.hook.check_access(message=...)``)."""
+        """pluggy's hook relay (``host.hook.after_reply(reply=...)``); the core calls hooks through
+        :meth:`notify`, :meth:`transform` and :meth:`first_result` instead, one plugin at a time."""
         return self.pm.hook
 
     def load_entrypoints(self) -> None:
@@ -98,12 +110,29 @@ class PluginHost:
             self._fail(name, f"failed to register: {exc}", exc)
 
     def check(self) -> None:
-        """Fail on hook implementations that match no hook (usually a misspelling)."""
+        """Fail on hook implementations that match no hook (usually a misspelling) and on hook
+        wrappers (``hookwrapper=True`` / ``wrapper=True``).
+
+        The core calls every plugin's implementation on its own, isolated from the others (see
+        :meth:`notify`, :meth:`transform`, :meth:`first_result`), so a wrapper around the other
+        plugins would never run: refusing it says so instead of silently dropping it.
+        """
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
             raise PluginError(f"plugin {name!r}: {exc} (a misspelled hook name?)") from None
+        for plugin in self.pm.get_plugins():
+            for caller in self.pm.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is not plugin or not (impl.hookwrapper or impl.wrapper):
+                        continue
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r}: {caller.name} is a hook wrapper "
+                        "(hookwrapper=True / wrapper=True), which relaybot does not support: every "
+                        "plugin's hook runs on its own, isolated from the others; implement it as "
+                        "a plain @hookimpl"
+                    )
 
     def collect(self) -> Registrations:
         """Call every ``register_*`` hook, plugin by plugin, and return what was registered.
@@ -131,13 +160,18 @@ class PluginHost:
                 elif hook == "register_commands":
                     _expect(obj, Command, plugin)
                     regs.commands.register(obj, plugin=plugin)
+                elif hook == "register_settings":
+                    _expect(obj, PluginSettings, plugin)
+                    unique(regs.settings, "settings table [plugins.NAME] named", obj.name, obj, plugin)
                 else:
                     _expect(obj, Job, plugin)
                     unique(regs.jobs, "job", obj.name, obj, plugin)
 
             return add
 
-        for hook in ("register_providers", "register_connectors", "register_commands", "register_jobs"):
+        hooks = ("register_providers", "register_connectors", "register_commands", "register_settings",
+                 "register_jobs")  # fmt: skip
+        for hook in hooks:
             for impl in self.impls(hook):
                 try:
                     impl.function(register=adder(impl.plugin_name, hook))
@@ -150,14 +184,40 @@ class PluginHost:
     def impls(self, hook: str) -> list[Any]:
         """Implementations of ``hook`` in call order (pluggy's order: last registered first).
 
-        Wrapper implementations are not included; they only make sense through pluggy's own call.
+        Hook wrappers are refused by :meth:`check`; one registered later (after ``check``) is
+        skipped here, with an error logged, never silently.
         """
         caller = getattr(self.pm.hook, hook)
-        return [
-            impl
-            for impl in reversed(caller.get_hookimpls())
-            if not (impl.hookwrapper or impl.wrapper) and impl.plugin_name not in self.failed
-        ]
+        impls = []
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.plugin_name in self.failed:
+                continue
+            if impl.hookwrapper or impl.wrapper:
+                log.error("plugin %r: %s is a hook wrapper, not run by relaybot", impl.plugin_name, hook)
+                continue
+            impls.append(impl)
+        return impls
+
+    def first_result(self, hook: str, **kwargs: Any) -> Any:
+        """Call a ``firstresult`` hook, each plugin isolated: the first non-None answer wins.
+
+        A plugin that raises is logged and skipped, and the next one decides (errors of type
+        :class:`~relaybot.core.errors.RelaybotError` are deliberate and propagate, as in
+        :meth:`transform`). Returns None when no plugin has an opinion.
+        """
+        from .errors import RelaybotError
+
+        for impl in self.impls(hook):
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except RelaybotError:
+                raise
+            except Exception:
+                log.exception("plugin %r failed in %s; skipped for this message", impl.plugin_name, hook)
+                continue
+            if result is not None:
+                return result
+        return None
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call a notification hook, each plugin isolated: one that raises is logged, the rest run."""

@@ -32,7 +32,7 @@ import weakref
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relaybot import (
     ChatKey,
@@ -42,12 +42,14 @@ from relaybot import (
     ConfigError,
     ImagePart,
     PlatformRateLimitError,
+    PluginSettings,
     ProviderAuthError,
     ProviderError,
     ProviderNotFoundError,
     ProviderRateLimitError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    RelaybotConfig,
     Role,
     TextPart,
     Usage,
@@ -117,20 +119,8 @@ def _family(model: str) -> str | None:
     return next((f for f in _FAMILIES if name.startswith(f)), None)
 
 
-def load_settings(app: Any) -> ImagineSettings:
-    """Validate ``[plugins.imagine]`` (raises :class:`ConfigError` naming the key)."""
-    try:
-        return ImagineSettings.model_validate(app.config.plugins.settings("imagine"))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"[plugins.imagine{''.join('.' + str(p) for p in err['loc'])}] {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(problems, path=app.config.source) from None
-
-
-def _provider_name(app: Any, settings: ImagineSettings) -> str:
-    config = app.config
+def _provider_name(config: RelaybotConfig, settings: ImagineSettings) -> str:
+    """The ``[providers.NAME]`` that draws: ``provider``, else the first of type openai."""
     if settings.provider:
         if settings.provider not in config.providers:
             raise ConfigError(
@@ -155,13 +145,22 @@ def _provider_name(app: Any, settings: ImagineSettings) -> str:
     )
 
 
+def _check(settings: ImagineSettings, config: RelaybotConfig) -> None:
+    _provider_name(config, settings)
+
+
+#: ``[plugins.imagine]``, validated by the core at start-up and by ``relaybot check`` (including
+#: that ``provider`` names a ``[providers.*]`` table of type openai, when the table is present)
+SETTINGS = PluginSettings("imagine", ImagineSettings, "the image model and options of /imagine", check=_check)
+
+
 # ── the images API ──────────────────────────────────────────────────────────────────────────
 
 
 async def generate(app: Any, settings: ImagineSettings, prompt: str) -> tuple[bytes, str, Usage | None]:
     """``(png bytes, provider name, usage)`` for ``prompt``. Raises ProviderError subclasses
     whose ``user_message`` is safe to show (content policy refusals say so)."""
-    name = _provider_name(app, settings)
+    name = _provider_name(app.config, settings)
     cfg = app.providers[name].config  # the validated [providers.NAME] of the running provider
     base_url = str(cfg.base_url).rstrip("/")
     url = base_url + "/images/generations"
@@ -284,9 +283,9 @@ async def imagine(ctx: CommandContext) -> None:
     prompt = ctx.args.strip()
     if not prompt:
         raise CommandError("Describe the picture, e.g. /imagine a lighthouse at dawn, watercolour")
+    settings = SETTINGS.of(app)
     try:
-        settings = load_settings(app)
-        _provider_name(app, settings)
+        _provider_name(app.config, settings)  # no [plugins.imagine] table: checked only now
     except ConfigError as exc:
         log.error("/imagine is not set up: %s", exc)
         raise CommandError(
@@ -391,10 +390,5 @@ def register_commands(register):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def relaybot_startup(app):  # type: ignore[no-untyped-def]
-    # A broken [plugins.imagine] is reported at start-up, not first when someone uses /imagine.
-    if "imagine" in (app.config.plugins.model_extra or {}):
-        try:
-            _provider_name(app, load_settings(app))
-        except ConfigError as exc:
-            log.error("/imagine will not work: %s", exc)
+def register_settings(register):  # type: ignore[no-untyped-def]
+    register(SETTINGS)

@@ -17,18 +17,15 @@ A plugin like any other, using only the public API (``from relaybot import …``
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from relaybot import Command, CommandContext, CommandError, ConfigError, Usage, hookimpl
-
-log = logging.getLogger("relaybot.plugins.usage")
+from relaybot import Command, CommandContext, PluginSettings, Usage, hookimpl
 
 #: what may follow a priced model name and still be the same model: a date or version snapshot
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest|preview(?:-\d{2}-\d{2})?)$")
@@ -76,15 +73,8 @@ class UsageSettings(BaseModel):
         return None
 
 
-def load_settings(app: Any) -> UsageSettings:
-    """Validate ``[plugins.usage]`` (raises :class:`ConfigError` naming the key)."""
-    try:
-        return UsageSettings.model_validate(app.config.plugins.settings("usage"))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"[plugins.usage{''.join('.' + str(p) for p in err['loc'])}] {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(problems, path=app.config.source) from None
+#: ``[plugins.usage]``, validated by the core at start-up and by ``relaybot check``
+SETTINGS = PluginSettings("usage", UsageSettings, "prices per model and the time zone of /usage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +148,7 @@ def period_starts(now: datetime, timezone: str) -> tuple[datetime, datetime]:
 
 async def usage_report(app: Any, user_id: str, *, now: datetime | None = None) -> str:
     """The text ``/usage`` answers for ``user_id``."""
-    settings = load_settings(app)
+    settings = SETTINGS.of(app)
     today, month = period_starts(now or datetime.now(UTC), settings.timezone)
     periods = [
         PeriodReport("Today", await app.store.usage_by_model(user_id=user_id, since=today), settings),
@@ -182,14 +172,7 @@ async def usage_report(app: Any, user_id: str, *, now: datetime | None = None) -
 
 async def usage(ctx: CommandContext) -> None:
     """``/usage``: the sender's tokens and cost for today and this month."""
-    try:
-        text = await usage_report(ctx.app, ctx.message.user.id)
-    except ConfigError as exc:
-        log.error("/usage is not set up: %s", exc)
-        raise CommandError(
-            "Usage reports are not set up correctly; an admin has to fix the config."
-        ) from None
-    await ctx.reply(text)
+    await ctx.reply(await usage_report(ctx.app, ctx.message.user.id))
 
 
 @hookimpl
@@ -198,9 +181,5 @@ def register_commands(register):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def relaybot_startup(app):  # type: ignore[no-untyped-def]
-    # A broken [plugins.usage] is reported at start-up, not first when someone sends /usage.
-    try:
-        load_settings(app)
-    except ConfigError as exc:
-        log.error("/usage will not work: %s", exc)
+def register_settings(register):  # type: ignore[no-untyped-def]
+    register(SETTINGS)

@@ -57,7 +57,9 @@ from relaybot.core.models import (
     VideoPart,
     VideoRef,
 )
+from relaybot.core.normalise import clean_text
 from relaybot.core.optional import use_optional
+from relaybot.core.plugin_settings import PluginSettings
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
@@ -98,6 +100,7 @@ __all__ = [
     "PlatformError",
     "PlatformRateLimitError",
     "PluginError",
+    "PluginSettings",
     "ProviderAuthError",
     "ProviderCapabilities",
     "ProviderError",
@@ -123,6 +126,7 @@ __all__ = [
     "VideoPart",
     "VideoRef",
     "WebServer",
+    "clean_text",
     "hookimpl",
     "load_config",
     "parse_config",

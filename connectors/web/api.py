@@ -1,7 +1,10 @@
 """The web chat's HTTP surface: the page, the JSON API, the SSE stream and media.
 
 Routes (all ``/api`` and ``/media`` routes check the token when one is configured and need the
-browser's client id, header ``X-Relaybot-Client`` or ``?client=``)::
+browser's client id: header ``X-Relaybot-Client``, or ``?client=`` on reads only). Requests for
+unknown host names and cross-site requests are refused, JSON bodies must be sent as
+``application/json`` (see :mod:`.security`); text is cleaned with :func:`relaybot.clean_text`,
+and every error is a JSON ``{"error": …}``, never a plain-text 500::
 
     GET    /                                   the page (static files live under /static/)
     GET    /api/info                           title, limits, whether a token is needed
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -39,10 +43,19 @@ from starlette.staticfiles import StaticFiles
 from relaybot.core.errors import CommandError, RelaybotError, StorageError
 from relaybot.core.media import MediaError
 from relaybot.core.models import IncomingMessage, User
+from relaybot.core.normalise import clean_text
 from relaybot.core.redact import redact
 
 from .history import conversation_json, export_response, history_page, media_json, owned_conversation
-from .security import ApiError, BodyLimitMiddleware, client_id, token_ok
+from .security import (
+    SAFE_METHODS,
+    ApiError,
+    BodyLimitMiddleware,
+    SiteGuard,
+    client_id,
+    require_json,
+    token_ok,
+)
 
 if TYPE_CHECKING:
     from .connector import WebConnector
@@ -131,10 +144,30 @@ def build_app(connector: WebConnector) -> Any:
         log.warning("web API %s failed: %s", request.url.path, redact(str(exc)))
         return ApiError(status, exc.user_message).response()
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # routing answers (no such path, wrong method) in the API's JSON shape too
+        assert isinstance(exc, HTTPException)
+        return ApiError(exc.status_code, str(exc.detail)).response(exc.headers)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # a bug, not bad input: still a JSON answer the page can show (the traceback is logged)
+        log.error("web API %s failed: %s", request.url.path, redact(repr(exc)), exc_info=exc)
+        return ApiError(500, RelaybotError.user_message).response()
+
+    cfg = connector.config
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_SecurityHeaders), Middleware(BodyLimitMiddleware, limit_for=limit_for)],
-        exception_handlers={ApiError: api_error, RelaybotError: core_error},
+        middleware=[
+            Middleware(_SecurityHeaders),
+            Middleware(SiteGuard, hosts=[cfg.host], proxy_hosts=cfg.allowed_hosts),
+            Middleware(BodyLimitMiddleware, limit_for=limit_for),
+        ],
+        exception_handlers={
+            ApiError: api_error,
+            RelaybotError: core_error,
+            HTTPException: http_error,
+            Exception: unexpected,
+        },
     )
     return app
 
@@ -172,16 +205,20 @@ class _Api:
     def _client(self, request: Request) -> str:
         if not token_ok(request, self.connector.token):
             raise ApiError(401, "a valid token is required (Authorization: Bearer <token> or ?token=)")
-        return client_id(request)
+        # state-changing requests: the header only (see security.py)
+        return client_id(request, from_query=request.method in SAFE_METHODS)
 
     async def _json(self, request: Request) -> dict[str, Any]:
         body = await request.body()
         if not body:
             return {}
+        require_json(request)
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "malformed JSON body") from None
+        except RecursionError:
+            raise ApiError(400, "the JSON body is nested too deeply") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the JSON body must be an object")
         return data
@@ -250,7 +287,7 @@ class _Api:
             title = data.get("title", "")
             if not isinstance(title, str):
                 raise ApiError(400, "title must be a string")
-            conv = await service.new(title)
+            conv = await service.new(clean_text(title))
             return JSONResponse(conversation_json(conv, active=True), status_code=201)
         store = self.connector.app.store
         convs = await store.list_conversations(self.connector.chat_of(client), with_counts=True)
@@ -275,7 +312,7 @@ class _Api:
             title = data.get("title")
             if not isinstance(title, str) or not title.strip():
                 raise ApiError(400, "title must be a non-empty string")
-            await service.rename(title, conv.number)
+            await service.rename(clean_text(title), conv.number)
         except CommandError as exc:
             raise ApiError(400, str(exc)) from None
         renamed = await owned_conversation(self.connector, client, conv.id)
@@ -312,6 +349,7 @@ class _Api:
         text = data.get("text", "")
         if not isinstance(text, str):
             raise ApiError(400, "text must be a string")
+        text = clean_text(text)
         if len(text) > MAX_TEXT:
             raise ApiError(413, f"the message is too long (limit {MAX_TEXT} characters)")
         uris = data.get("attachments") or []
@@ -330,7 +368,11 @@ class _Api:
         if not text.strip() and not refs:
             raise ApiError(400, "the message is empty")
         cmid = data.get("client_message_id")
-        if not isinstance(cmid, str) or not 8 <= len(cmid) <= 64 or not cmid.replace("-", "").isalnum():
+        if (
+            not isinstance(cmid, str)
+            or not 8 <= len(cmid) <= 64
+            or not (cmid.isascii() and cmid.replace("-", "").isalnum())
+        ):
             cmid = secrets.token_hex(8)
         conv = await self._target(client, data.get("conversation_id"))
         images = [media_json(r) for r in refs]

@@ -35,6 +35,9 @@ class WebConfig(BaseConnectorConfig):
     max_upload_mb: int = Field(default=20, ge=1, le=20)
     #: the page title and header
     title: str = Field(default="relaybot", max_length=80)
+    #: host names the chat answers besides loopback names, IP addresses and ``host`` (e.g. a
+    #: reverse proxy's public name); requests for other names are refused (DNS rebinding)
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _token_when_exposed(self) -> WebConfig:

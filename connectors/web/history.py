@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+#: ids are 64-bit signed integers in both databases; anything outside cannot exist
+MAX_ID = 2**63 - 1
+
+
+def valid_id(value: Any) -> bool:
+    """True when ``value`` is an int that could be a stored id (bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
 
 
 def conversation_json(conv: Conversation, *, active: bool) -> dict[str, Any]:
@@ -68,7 +75,9 @@ async def owned_conversation(connector: WebConnector, client: str, conversation_
 
     Another browser's conversation answers exactly like a missing one, so ids reveal nothing.
     """
-    conv = await connector.app.store.get_conversation(int(conversation_id))
+    if not valid_id(conversation_id):
+        raise ApiError(404, "no such conversation")
+    conv = await connector.app.store.get_conversation(conversation_id)
     if conv is None or conv.chat != connector.chat_of(client):
         raise ApiError(404, "no such conversation")
     return conv
@@ -90,7 +99,7 @@ async def history_page(
     store = connector.app.store
     start: int | None = conv.leaf_id
     if before is not None:
-        anchor = await store.get_message(before)
+        anchor = await store.get_message(before) if valid_id(before) else None
         if anchor is None or not await _on_path(connector, conv, anchor):
             raise ApiError(404, "no such message in this conversation")
         start = anchor.parent_id

@@ -331,7 +331,7 @@ def _probe_sqlite_file(target: Target) -> str:
         parent = path.parent
         while not parent.exists():
             parent = parent.parent
-        if not os.access(parent, os.W_OK | os.X_OK):
+        if not _can_create_in(parent):
             raise StorageError(
                 f"cannot create {target.where}: {parent} is not writable. Make it writable by "
                 "relaybot or point [storage] url at another path"
@@ -339,9 +339,44 @@ def _probe_sqlite_file(target: Target) -> str:
         return f"{target.where}: does not exist yet (created at start)"
     try:
         revision = _sqlite_revision(str(path))
+        _sqlite_write_lock(str(path), target.busy_timeout_ms)
     except Exception as exc:
         raise translate_error(exc, target) from exc
     return _describe_revision(target.where, revision, packaged_head())
+
+
+def _can_create_in(directory: Path) -> bool:
+    """True when relaybot could create its database (and folders) in ``directory``.
+
+    Tried for real, with a temporary folder removed at once: permission bits do not tell
+    (root passes ``os.access`` everywhere, yet cannot create anything under ``/proc``; a
+    read-only mount looks writable too).
+    """
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".relaybot-check-", dir=directory))
+    except OSError:
+        return False
+    return True
+
+
+def _sqlite_write_lock(path: str, busy_timeout_ms: int) -> None:
+    """Take and release SQLite's write lock (``BEGIN IMMEDIATE``; nothing is written).
+
+    Fails like the bot would at start when another program holds the write lock longer than
+    the busy timeout, or when the file cannot be written.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(
+        f"{Path(path).as_uri()}?mode=rw", uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None
+    )
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 async def probe(target: Target, *, connect_timeout: float = 10.0) -> str:
@@ -367,6 +402,12 @@ async def probe(target: Target, *, connect_timeout: float = 10.0) -> str:
 
 
 # -- error translation ------------------------------------------------------------------------
+
+
+def configured_at(exc: StorageError, source: str) -> StorageError:
+    """``exc`` with the config file and key that chose the database in front (``relaybot.toml:
+    [storage.url] …``), for errors met while opening it at start-up or in ``relaybot check``."""
+    return type(exc)(f"{source}: [storage.url] {exc}", user_message=exc.user_message)
 
 
 def translate_error(exc: BaseException, target: Target) -> StorageError:

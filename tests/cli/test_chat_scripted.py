@@ -109,3 +109,18 @@ def test_undecodable_input_bytes_are_replaced_not_fatal(bot) -> None:
     assert result.stdout.decode().splitlines() == ["You said: caf\ufffd au lait", "You said: second"]
     assert bot.messages()[0] == ("user", "caf\ufffd au lait", "complete")
     assert b"Traceback" not in result.stderr
+
+
+def test_nul_characters_are_stripped_not_fatal(bot) -> None:
+    """A NUL cannot be stored as text; it is removed at the edge and the message kept."""
+    result = subprocess.run(
+        bot.argv("chat", "--chat", "nul"),
+        input=b"tea\x00 please\nsecond\n",
+        capture_output=True,
+        timeout=60,
+        cwd=bot.root,
+        env=bot.env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == ["You said: tea please", "You said: second"]
+    assert bot.messages()[0] == ("user", "tea please", "complete")

@@ -63,6 +63,36 @@ BAD_CONFIGS = {
         ["[storage] url", "mysql", "sqlite+aiosqlite://"],
     ),
     "not_utf8": (b'[bot]\nsystem_prompt = "caf\xe9"\n', ["not UTF-8"]),
+    # issue 11.5: what `run` used to log and ignore (or refuse only later) fails `check` too
+    "plugin_table_typo": (
+        '[providers.x]\ntype = "openai"\n[plugins.usgae]\ntimezone = "UTC"\n',
+        [
+            "[plugins.usgae]",
+            "not the settings table of any installed plugin",
+            "did you mean [plugins.usage]",
+            "fix the name or remove the table",
+        ],
+    ),
+    "plugin_key_typo": (
+        '[providers.x]\ntype = "openai"\n[plugins.usage]\ntimezon = "UTC"\n',
+        ["[plugins.usage.timezon]", "not a known key", "check its spelling"],
+    ),
+    "plugin_bad_value": (
+        '[providers.x]\ntype = "openai"\n[plugins.imagine]\nmodel = "dall-e-3"\nsize = "1536x1024"\n',
+        ["[plugins.imagine]", "size '1536x1024' is not offered by dall-e-3"],
+    ),
+    "plugin_cross_check": (
+        '[providers.x]\ntype = "anthropic"\n[plugins.imagine]\nprovider = "x"\n',
+        ["[plugins.imagine.provider]", "not of type openai"],
+    ),
+    "plugins_disabled_typo": (
+        '[providers.x]\ntype = "openai"\n[plugins]\ndisabeld = ["imagine"]\n',
+        ["[plugins.disabeld]", "not a key of [plugins]", "did you mean `disabled`?"],
+    ),
+    "connector_type_typo": (
+        '[providers.x]\ntype = "openai"\n[connectors.chat]\ntype = "wbe"\n',
+        ["[connectors.chat.type]", "unknown connector type 'wbe'", "did you mean type = 'web'?"],
+    ),
 }
 
 
@@ -106,6 +136,59 @@ def test_bad_config_is_one_clear_line_and_exit_2(bad_config_results, name: str) 
     for fragment in expected:
         assert fragment in line, (fragment, line)
     assert result.stdout == ""
+
+
+def test_connector_type_typo_suggests_no_made_up_extra(bad_config_results) -> None:
+    assert "relaybot[wbe]" not in bad_config_results["connector_type_typo"][1].stderr
+
+
+RUN_REFUSES = {
+    "plugin_table_typo": ('[plugins.usgae]\ntimezone = "UTC"\n', "did you mean [plugins.usage]"),
+    "plugin_key_typo": ('[plugins.usage]\ntimezon = "UTC"\n', "[plugins.usage.timezon] is not a known key"),
+    "plugins_disabled_typo": ('[plugins]\ndisabeld = ["imagine"]\n', "did you mean `disabled`?"),
+    "connector_type_typo": ('[connectors.chat]\ntype = "wbe"\n', "did you mean type = 'web'?"),
+    "connector_bad_value": ('[connectors.web]\nport = 99999\n', "[connectors.web.port]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_REFUSES))
+def test_run_refuses_what_check_refuses_before_touching_the_database(bot, name: str) -> None:
+    """`run` validates everything (plugins and connectors too) before it creates the database."""
+    extra, fragment = RUN_REFUSES[name]
+    bot.write_config("[connectors.terminal]\nenabled = false\n" + extra)
+    for command in ("check", "run"):
+        result = bot.run(command, timeout=60)
+        assert result.returncode == 2, (command, result.stderr)
+        line = result.stderr.strip()
+        assert line.startswith("error: relaybot.toml: ") and fragment in line, (command, line)
+        assert "\n" not in line and "Traceback" not in result.stderr
+    assert not bot.db.exists()
+
+
+def test_check_fails_on_an_unwritable_storage_directory(bot) -> None:
+    """Permission bits are not enough (relaybot may run as root): /proc accepts no new files."""
+    bot.write_config("[connectors.terminal]\n", storage_url="sqlite+aiosqlite:////proc/relaybot/bot.db")
+    result = bot.run("check")
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert line.startswith("error: relaybot.toml: [storage.url] ") and "/proc is not writable" in line
+    assert "point [storage] url at another path" in line
+
+
+def test_check_fails_on_a_write_locked_sqlite_database(bot) -> None:
+    bot.write_config("[connectors.terminal]\n")
+    assert bot.run("chat", input="hello\n").returncode == 0
+    holder = sqlite3.connect(bot.db, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # another program holds the write lock
+        holder.execute("CREATE TABLE squatter (x)")
+        result = bot.run("check", timeout=60)
+    finally:
+        holder.close()
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert line.startswith("error: relaybot.toml: [storage.url] ") and "is locked" in line, line
+    assert bot.run("check").returncode == 0  # released: fine again
 
 
 def test_chat_with_a_bad_config_fails_the_same_way(bot) -> None:
@@ -205,6 +288,11 @@ def test_check_fails_clearly_when_postgresql_is_unreachable(bot) -> None:
     result = bot.run("check")
     assert result.returncode == 2
     assert "connection refused" in result.stderr and "Is PostgreSQL running" in result.stderr
+    assert result.stderr.startswith("error: relaybot.toml: [storage.url] cannot connect to PostgreSQL at")
+    run = bot.run("chat", input="hello\n")  # starting names the file and key the same way
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: relaybot.toml: [storage.url] cannot connect to PostgreSQL at")
+    assert SECRET not in run.stderr + run.stdout
     assert SECRET not in result.stderr + result.stdout
 
 

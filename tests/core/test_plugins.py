@@ -7,7 +7,16 @@ import types
 
 import pytest
 
-from relaybot import Command, PluginError, ProviderType, hookimpl
+from relaybot import (
+    AccessDecision,
+    ChatKey,
+    Command,
+    IncomingMessage,
+    PluginError,
+    ProviderType,
+    User,
+    hookimpl,
+)
 from relaybot.core.plugins import PluginHost
 from relaybot.plugins.providers.openai import OpenAIConfig, OpenAIProvider
 
@@ -98,3 +107,71 @@ def test_notify_isolates_each_plugin(caplog) -> None:
     with caplog.at_level(logging.ERROR):
         host.notify("after_reply", reply="r")
     assert seen == ["r"] and "crashes" in caplog.text
+
+
+# ── check_access runs isolated, like every per-message hook ─────────────────────────────────
+
+
+class BrokenAccess:
+    @hookimpl
+    def check_access(self, message):
+        raise RuntimeError("access list unreachable")
+
+
+class DenyMallory:
+    @hookimpl
+    def check_access(self, message):
+        return AccessDecision.deny("You are not on the list.") if message.user.id == "mallory" else None
+
+
+async def test_a_raising_access_plugin_is_logged_and_skipped(make_bot, fake_openai, caplog) -> None:
+    fake_openai.add_reply("answered anyway")
+    # registered last, so called first: its failure must not hide the next plugin's decision
+    bot = await make_bot(plugins=[("deny", DenyMallory()), ("broken", BrokenAccess())])
+    with caplog.at_level(logging.ERROR):
+        assert await bot.say("hi") == "answered anyway"
+        assert await bot.say("hi", user="mallory") == "You are not on the list."
+    assert "'broken' failed in check_access" in caplog.text
+    assert "went wrong" not in caplog.text
+
+
+def test_first_result_returns_the_first_answer_and_skips_failures(caplog) -> None:
+    host = PluginHost()
+    host.register(DenyMallory(), "deny")
+    host.register(BrokenAccess(), "broken")
+
+    message = IncomingMessage(chat=ChatKey("test", "c"), user=User("mallory", "test"), text="hi")
+    with caplog.at_level(logging.ERROR):
+        decision = host.first_result("check_access", message=message)
+    assert decision == AccessDecision.deny("You are not on the list.")
+    assert "broken" in caplog.text
+
+
+# ── hook wrappers are refused, never silently dropped ───────────────────────────────────────
+
+
+class Wrapper:
+    @hookimpl(wrapper=True)
+    def build_context(self, context):
+        yield
+
+
+class OldWrapper:
+    @hookimpl(hookwrapper=True)
+    def after_reply(self, reply):
+        yield
+
+
+@pytest.mark.parametrize("wrapper", [Wrapper(), OldWrapper()])
+def test_hook_wrappers_are_refused_at_start_up(wrapper) -> None:
+    host = PluginHost()
+    host.register(wrapper, "wrapping")
+    with pytest.raises(PluginError) as err:
+        host.check()
+    message = str(err.value)
+    assert "'wrapping'" in message and "hook wrapper" in message and "plain @hookimpl" in message
+
+
+async def test_a_bot_with_a_wrapper_plugin_does_not_start(make_bot) -> None:
+    with pytest.raises(PluginError, match="hook wrapper"):
+        await make_bot(plugins=[("wrapping", Wrapper())])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -150,11 +149,18 @@ async def test_empty_prompt_explains_usage(make_bot, fake_openai) -> None:
     assert image_requests(fake_openai) == []
 
 
-async def test_invalid_config_is_refused_before_any_request(make_bot, fake_openai, caplog) -> None:
-    bot = await make_bot(config={"plugins": {"imagine": {"model": "dall-e-3", "size": "1536x1024"}}})
-    assert "not set up correctly" in await bot.say("/imagine a tree")
+async def test_invalid_config_is_refused_before_any_request(make_bot, fake_openai) -> None:
+    """Declared settings: a bad [plugins.imagine] stops the start, naming the key and the fix."""
+    with pytest.raises(ConfigError) as err:
+        await make_bot(config={"plugins": {"imagine": {"model": "dall-e-3", "size": "1536x1024"}}})
+    assert "plugins.imagine" in str(err.value) and "1536x1024" in str(err.value)
     assert image_requests(fake_openai) == []
-    assert "plugins.imagine" in caplog.text and "1536x1024" in caplog.text
+
+
+async def test_no_openai_provider_without_a_table_is_explained_when_used(make_bot, fake_openai) -> None:
+    """/imagine is optional: with no [plugins.imagine] table the bot starts, /imagine explains."""
+    bot = await make_bot(config={"providers": {"fake": {"type": "anthropic", "api_key": "k"}}})
+    assert "not set up correctly" in await bot.say("/imagine a tree")
 
 
 def test_settings_are_strict() -> None:
@@ -162,13 +168,19 @@ def test_settings_are_strict() -> None:
         {"providers": {"main": {"type": "anthropic"}}, "plugins": {"imagine": {"modle": "gpt-image-1"}}},
         "relaybot.toml",
     )
-    app = SimpleNamespace(config=config)
-    with pytest.raises(ConfigError, match=r"\[plugins.imagine.modle\] Extra inputs"):
-        imagine_plugin.load_settings(app)
+    with pytest.raises(ConfigError, match=r"\[plugins.imagine.modle\] is not a known key"):
+        imagine_plugin.SETTINGS.validate(config)
     with pytest.raises(ConfigError, match=r"no \[providers.\*\] table of type openai"):
-        imagine_plugin._provider_name(app, imagine_plugin.ImagineSettings())
+        imagine_plugin._provider_name(config, imagine_plugin.ImagineSettings())
     with pytest.raises(ConfigError, match="not of type openai"):
-        imagine_plugin._provider_name(app, imagine_plugin.ImagineSettings(provider="main"))
+        imagine_plugin._provider_name(config, imagine_plugin.ImagineSettings(provider="main"))
+    # with the table present, the provider rule is part of the validation
+    wrong = parse_config(
+        {"providers": {"main": {"type": "anthropic"}}, "plugins": {"imagine": {"provider": "main"}}},
+        "relaybot.toml",
+    )
+    with pytest.raises(ConfigError, match=r"relaybot.toml: \[plugins.imagine.provider\] .*not of type"):
+        imagine_plugin.SETTINGS.validate(wrong)
     with pytest.raises(ValueError, match="quality 'hd' is not offered by gpt-image-1"):
         imagine_plugin.ImagineSettings(quality="hd")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -117,24 +116,26 @@ def test_prices_match_snapshots_and_router_names() -> None:
 @pytest.mark.parametrize(
     ("section", "problem"),
     [
-        ({"prices": {"m": {"input": 1}}}, "prices.m.output] Field required"),
-        ({"prices": {"m": {"input": 1, "output": 2, "cached": 0.5}}}, "prices.m.cached] Extra inputs"),
+        ({"prices": {"m": {"input": 1}}}, "prices.m.output] is required: add it"),
+        ({"prices": {"m": {"input": 1, "output": 2, "cached": 0.5}}}, "prices.m.cached] is not a known key"),
         ({"prices": {"m": {"input": -1, "output": 2}}}, "greater than or equal to 0"),
         ({"timezone": "Mars/Olympus"}, "unknown time zone"),
-        ({"price": {}}, "[plugins.usage.price] Extra inputs"),
+        ({"price": {}}, "[plugins.usage.price] is not a known key"),
     ],
 )
 def test_bad_settings_name_the_key(section: dict, problem: str) -> None:
-    app = SimpleNamespace(config=parse_config({"plugins": {"usage": section}}, "relaybot.toml"))
+    config = parse_config({"plugins": {"usage": section}}, "relaybot.toml")
     with pytest.raises(ConfigError) as err:
-        usage_plugin.load_settings(app)
+        usage_plugin.SETTINGS.validate(config)
     assert problem in str(err.value) and "relaybot.toml" in str(err.value)
 
 
-async def test_bad_settings_tell_the_user_briefly(make_bot, fake_openai, caplog) -> None:
-    bot = await make_bot(config={"plugins": {"usage": {"prices": {"m": {"input": "cheap"}}}}})
-    assert "/usage will not work" in caplog.text  # reported at start-up
-    assert "not set up correctly" in await bot.say("/usage")
+async def test_bad_settings_stop_the_start(make_bot, fake_openai) -> None:
+    """Declared settings: a bad [plugins.usage] is a start-up error, not a log line and a broken /usage."""
+    with pytest.raises(ConfigError) as err:
+        await make_bot(config={"plugins": {"usage": {"prices": {"m": {"input": "cheap"}}}}})
+    assert "[plugins.usage.prices.m.input]" in str(err.value)
+    assert fake_openai.requests == []
 
 
 def test_period_starts() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -31,6 +32,14 @@ from relaybot.core.testing.server import LoopbackServer
 
 _UNAUTHORIZED = ApiError(401, "Unauthorized")
 _NOT_FOUND = ApiError(404, "Not Found")
+
+
+class _ApiJSON(JSONResponse):
+    """JSON as the Bot API writes it: non-ASCII as ``\\u`` escapes, so any text a user could
+    type (a lone surrogate included) travels, as it does from Telegram."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 class FakeTelegramServer:
@@ -147,7 +156,7 @@ class FakeTelegramServer:
             if entry is None:
                 raise _NOT_FOUND
             result = await entry[1](params, call)
-            response: Response = JSONResponse({"ok": True, "result": result})
+            response: Response = _ApiJSON({"ok": True, "result": result})
         except ApiError as exc:
             status = exc.status
             call.extra["description"] = exc.description

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from relaybot import ChatKey
 from relaybot.core.testing.fake_telegram import FakeTelegramServer
 
 from .conftest import texts, wait_text, wait_until
@@ -147,3 +148,20 @@ async def test_stop_does_not_wait_for_a_pending_long_poll(tg: FakeTelegramServer
     started = loop.time()
     await app.stop()
     assert loop.time() - started < 10  # far less than the 50 s poll
+
+
+async def test_lone_surrogate_and_nul_are_cleaned_at_the_edge(
+    tg: FakeTelegramServer, make_tg_bot, fake_openai
+) -> None:
+    """Telegram JSON may carry a lone surrogate; the message is stored and answered, cleaned."""
+    app = await make_tg_bot(tg)
+    tg.send_user_message(45, "hello \ud83d there\x00")
+    await wait_text(tg, 45, "You said: hello \ufffd there")
+    assert fake_openai.requests[-1].json["messages"][-1]["content"] in (
+        "hello \ufffd there",
+        [{"type": "text", "text": "hello \ufffd there"}],
+    )
+    conv = await app.store.active_conversation(ChatKey("telegram", "45"))
+    assert conv is not None
+    stored = [m.text for m in await app.store.path(conv.leaf_id)]
+    assert stored == ["hello \ufffd there", "You said: hello \ufffd there"]
