@@ -102,20 +102,19 @@ requests = st.builds(
     content_type=st.sampled_from(
         ["application/json", None, "application/json; charset=utf-8", "text/plain", "multipart/form-data"]
     ),
-).flatmap(
-    lambda r: st.tuples(st.just(r), st.one_of(ids, any_text), st.text("0123456789abcdef", max_size=70))
-)
+).flatmap(lambda r: st.tuples(st.just(r), st.one_of(ids, any_text), st.text("0123456789abcdef", max_size=70)))
 
 
 async def test_random_requests_never_fail_the_server(web, events_of, fake_openai) -> None:
     fake_openai.default = lambda body: "ok"  # short replies keep each example quick
     loop = asyncio.get_running_loop()
-    accepted: list[tuple[str, str]] = []  # (client_message_id, cleaned text) of 202 messages
+    #: (client_message_id, cleaned text, conversation id) of the messages answered 202
+    accepted: list[tuple[str, str, int]] = []
     failures: list[str] = []
 
     async def one(fuzzed: Fuzzed, cid: Any, sha: str) -> None:
         method, template = ROUTES[int(fuzzed.path)]
-        path = template.format(cid=quote(str(cid), safe=""), sha=sha)
+        path = template.format(cid=quote(str(cid), safe="", errors="surrogatepass"), sha=sha)
         headers: dict[str, str] = {}
         content: bytes | None = None
         files = None
@@ -127,7 +126,7 @@ async def test_random_requests_never_fail_the_server(web, events_of, fake_openai
                 content = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
                 if fuzzed.content_type:
                     headers["Content-Type"] = fuzzed.content_type
-        url = path + ("?" + urlencode(fuzzed.query) if fuzzed.query else "")
+        url = path + ("?" + urlencode(fuzzed.query, errors="surrogatepass") if fuzzed.query else "")
         if template == "/api/events":
             async with web.http.stream("GET", web.url + url, headers=web.headers()) as res:
                 if res.status_code == 200:
@@ -142,7 +141,18 @@ async def test_random_requests_never_fail_the_server(web, events_of, fake_openai
             assert "error" in json.loads(body), (method, url, body)
         if template == "/api/messages" and status == 202:
             answer = json.loads(body)
-            accepted.append((answer["client_message_id"], clean_text(fuzzed.body.get("text", ""))))
+            accepted.append(
+                (
+                    answer["client_message_id"],
+                    clean_text(fuzzed.body.get("text", "")),
+                    answer["conversation_id"],
+                )
+            )
+        if method == "DELETE" and status == 200:
+            # messages are stored the moment they are accepted: deleting their conversation
+            # deletes them, as the user asked
+            gone = json.loads(body)["deleted"]
+            accepted[:] = [a for a in accepted if a[2] != gone]
 
     @settings(
         max_examples=EXAMPLES,
@@ -162,11 +172,11 @@ async def test_random_requests_never_fail_the_server(web, events_of, fake_openai
     chat = web.connector.chat_of(web.client)
     async with asyncio.timeout(30):
         while True:
-            found = [await web.app.store.find_by_platform_id(chat, f"u-{cmid}") for cmid, _ in accepted]
+            found = [await web.app.store.find_by_platform_id(chat, f"u-{cmid}") for cmid, _, _ in accepted]
             if all(m is not None for m in found):
                 break
             await asyncio.sleep(0.05)
-    assert [m.text for m in found] == [text for _, text in accepted]
+    assert [m.text for m in found] == [text for _, text, _ in accepted]
     assert len(accepted) >= 3  # the generator reached the message path, not only the refusals
 
     # and the event stream still works end to end
