@@ -121,6 +121,8 @@ class ReplyRunner:
                 else None,
             )
 
+        # frames from now on say which conversation and stored reply they show
+        self.stream.describe(conversation_id=conversation.id, reply_id=reply_row.id)
         max_out = caps.max_output_tokens
         budget = input_budget(caps.context_window, max_out)
         try:

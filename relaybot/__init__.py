@@ -7,10 +7,13 @@ testing kit from :mod:`relaybot.testing`). Everything else is private and may ch
 from relaybot.core.commands import Command, CommandContext
 from relaybot.core.config import RelaybotConfig, load_config, parse_config
 from relaybot.core.connector import (
+    NOTICE,
     BaseConnector,
     BaseConnectorConfig,
     ConnectorType,
     MessageHandler,
+    MethodBudget,
+    Outgoing,
     StreamPolicy,
 )
 from relaybot.core.context import ContextDraft
@@ -33,6 +36,7 @@ from relaybot.core.errors import (
     ProviderUnavailableError,
     RelaybotError,
     StorageError,
+    StreamEndedError,
 )
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision, ReplyRecord
@@ -61,10 +65,13 @@ from relaybot.core.provider import (
     ProviderCapabilities,
     ProviderType,
 )
+from relaybot.core.streaming import INTERRUPTED_MARKER, mark_interrupted
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "INTERRUPTED_MARKER",
+    "NOTICE",
     "AccessDecision",
     "BaseConnector",
     "BaseConnectorConfig",
@@ -89,6 +96,8 @@ __all__ = [
     "MessageGoneError",
     "MessageHandler",
     "MessageNotModifiedError",
+    "MethodBudget",
+    "Outgoing",
     "PlatformError",
     "PlatformRateLimitError",
     "PluginError",
@@ -109,6 +118,7 @@ __all__ = [
     "ReplyStatus",
     "Role",
     "StorageError",
+    "StreamEndedError",
     "StreamPolicy",
     "TextDelta",
     "TextPart",
@@ -116,6 +126,7 @@ __all__ = [
     "User",
     "hookimpl",
     "load_config",
+    "mark_interrupted",
     "parse_config",
     "use_optional",
 ]
