@@ -263,6 +263,7 @@ class Delivery:
 
     def _next_message(self: ReplyStream) -> None:
         self._delivered += 1
+        self._out = replace(self._out, part=self._delivered)  # frames of the next message
         self._msg_id = None
         self._msg_text = None
         self._draft_text = None

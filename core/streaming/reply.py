@@ -381,6 +381,7 @@ class ReplyStream(Delivery):
             self._ids = []
             self._parts = []
             self._delivered = 0
+            self._out = replace(self._out, part=0)
             self._chunks = []
             self._seg_units = 0
             self._backlog = None
