@@ -15,18 +15,18 @@ The request goes to ``POST {base_url}/images/generations`` with the provider's `
 API key. GPT image models always answer with base64 (``b64_json``); for DALL·E models the
 plugin asks for ``response_format = "b64_json"`` (and falls back to downloading a ``url`` if a
 compatible server sends one). While it works the user sees "🎨 Generating…" and a typing
-indicator; then the image arrives with the prompt as caption, is saved in the media store, and
-the prompt and result are stored in the active conversation (so /history and /export show
-them, and a vision model sees the picture in later turns).
+indicator; then the image arrives with the prompt as caption and the notice is removed (on
+failure the notice turns into the error), is saved in the media store, and the prompt and
+result are stored in the active conversation (so /history and /export show them, and a vision
+model sees the picture in later turns). Notice, typing and image all go through the chat's
+streaming scheduler, paced and 429-aware like any reply.
 
 A plugin like any other, using only the public API (``from relaybot import …``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
 import weakref
 from typing import Any
@@ -35,19 +35,20 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from relaybot import (
+    CapabilityError,
     ChatKey,
     Command,
     CommandContext,
     CommandError,
     ConfigError,
     ImagePart,
-    PlatformRateLimitError,
     ProviderAuthError,
     ProviderError,
     ProviderNotFoundError,
     ProviderRateLimitError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    RelaybotError,
     Role,
     TextPart,
     Usage,
@@ -64,10 +65,6 @@ _FAMILIES: dict[str, tuple[frozenset[str], frozenset[str], str, int]] = {
                  "standard", 4_000),
     "dall-e-2": (frozenset({"256x256", "512x512", "1024x1024"}), frozenset({"standard"}), "standard", 1_000),
 }  # fmt: skip
-#: seconds between typing indicators while the image is generated (platforms show one ~5 s)
-TYPING_EVERY = 4.0
-#: longest wait we honour when the chat platform rate-limits sending the finished image
-_MAX_PLATFORM_WAIT = 30.0
 _PROGRESS = "🎨 Generating…"
 _POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 
@@ -310,43 +307,44 @@ async def imagine(ctx: CommandContext) -> None:
 async def _imagine(ctx: CommandContext, settings: ImagineSettings, prompt: str) -> None:
     app = ctx.app
     chat = ctx.message.chat
-    connector = app.connectors[chat.platform]
-    await ctx.reply(_PROGRESS)
-    typing = asyncio.create_task(_keep_typing(connector, chat))
+    # One stream carries the whole command: the progress notice (with typing while the image
+    # is drawn), then the image in its place, or the error in the notice's place. Every
+    # request is a paced scheduler frame, so 429s are waited out within the chat's budget.
+    stream = app.scheduler(chat.platform).open(chat, private=ctx.message.is_private, kind="command")
     try:
-        png, provider, usage = await generate(app, settings, prompt)
-    except ProviderError as exc:
-        log.warning("/imagine failed in %s: %s", chat, exc)
-        await ctx.reply("⚠️ " + exc.user_message)
-        return
+        stream.keep_typing()
+        stream.append(_PROGRESS)
+        try:
+            png, provider, usage = await generate(app, settings, prompt)
+        except ProviderError as exc:
+            log.warning("/imagine failed in %s: %s", chat, exc)
+            stream.replace_text("⚠️ " + exc.user_message)
+            await stream.finish()
+            return
+        ref = await app.media.save(png, mime_type="image/png")
+        reply_id, conversation_id = await _store(ctx, prompt, ref, provider, settings.model, usage)
+        stream.describe(conversation_id=conversation_id, reply_id=reply_id)
+        try:
+            result = await stream.finish_image(png, caption=prompt, mime_type="image/png")
+        except CapabilityError:
+            stream.replace_text(
+                "The picture is ready and saved in this conversation, but this chat cannot show images."
+            )
+            await stream.finish()
+            return
+        if result.message_ids:
+            await app.store.link_platform_message(chat, result.message_ids[0], reply_id)
     finally:
-        typing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await typing
-    ref = await app.media.save(png, mime_type="image/png")
-    reply_id = await _store(ctx, prompt, ref, provider, settings.model, usage)
-    try:
-        platform_id = await _send_image(connector, chat, png, prompt)
-    except NotImplementedError:
-        await ctx.reply(
-            "The picture is ready and saved in this conversation, but this chat cannot show images."
-        )
-        return
-    await app.store.link_platform_message(chat, platform_id, reply_id)
-
-
-async def _keep_typing(connector: Any, chat: ChatKey) -> None:
-    """Show "typing…" until cancelled (best effort: a failing indicator is no failure)."""
-    while True:
-        with contextlib.suppress(Exception):
-            await connector.send_typing(chat)
-        await asyncio.sleep(TYPING_EVERY)
+        if not stream.finished:  # an unexpected error or cancellation: never leave "Generating…"
+            stream.replace_text("⚠️ " + RelaybotError.user_message)
+            stream.finish_nowait()
 
 
 async def _store(
     ctx: CommandContext, prompt: str, ref: Any, provider: str, model: str, usage: Usage | None
-) -> int:
-    """Add "/imagine prompt" and the image (with the prompt as caption) to the active conversation."""
+) -> tuple[int, int]:
+    """Add "/imagine prompt" and the image (with the prompt as caption) to the active
+    conversation; return the stored reply's and the conversation's ids."""
     store = ctx.app.store
     chat = ctx.message.chat
     conversation = await store.active_conversation(chat)
@@ -368,18 +366,7 @@ async def _store(
     )
     if usage is not None:
         await store.update_message(reply.id, usage=usage)
-    return int(reply.id)
-
-
-async def _send_image(connector: Any, chat: ChatKey, png: bytes, caption: str) -> str:
-    """Send the image; one wait-and-retry when the platform rate-limits us."""
-    try:
-        return str(await connector.send_image(chat, png, caption=caption, mime_type="image/png"))
-    except PlatformRateLimitError as exc:
-        if exc.retry_after > _MAX_PLATFORM_WAIT:
-            raise
-        await asyncio.sleep(exc.retry_after)
-        return str(await connector.send_image(chat, png, caption=caption, mime_type="image/png"))
+    return int(reply.id), int(conversation.id)
 
 
 @hookimpl

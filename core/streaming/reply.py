@@ -96,6 +96,7 @@ class ReplyStream(Delivery):
         "__weakref__",
         "_appended",
         "_backlog",
+        "_busy",
         "_chunks",
         "_counted",
         "_deferred",
@@ -204,6 +205,7 @@ class ReplyStream(Delivery):
         self._queued = False  # in the lane's ready queue (or waiting on a backoff timer)
         self._timer: asyncio.TimerHandle | None = None
         self._typing: asyncio.Handle | None = None
+        self._busy = False  # keep_typing(): typing goes on while the stream is open
         self._typed = False  # a typing indicator was asked for already (later ones refresh)
         self._text_shown = False
         # coalesce=False (benchmarks): appended deltas wait here and go out one per frame
@@ -389,6 +391,36 @@ class ReplyStream(Delivery):
             self._lane.enqueue(self)
         return await asyncio.shield(self._future)
 
+    def keep_typing(self) -> None:
+        """Keep the typing indicator going until :meth:`finish` (or an image), even once text
+        is shown: for slow work behind a progress notice ("🎨 Generating…"). Paced like any
+        typing indicator: refreshed every ``policy.typing_interval``, never into a 429 pause."""
+        self._busy = True
+        self._start_typing()
+
+    def replace_text(self, text: str) -> None:
+        """Replace everything appended so far with ``text`` (a progress notice that becomes
+        the answer or an error): the next frame shows ``text`` in the same message (an edit;
+        a new message where the platform cannot edit). Messages already complete in a split
+        reply are deleted where the connector can. Ignored once finished."""
+        if self._state is not _State.OPEN or self._deferred is not None:
+            return
+        if self._sched.connector.can_delete:
+            self._doomed.extend(self._ids[: self._delivered])
+        self._ids = []
+        self._parts = []
+        self._delivered = 0
+        self._out = replace(self._out, part=0)
+        self._fence = None
+        self._prefix_units = 0
+        self._line_start = True
+        self._chunks = []
+        self._seg_units = 0
+        if self._backlog is not None:
+            self._backlog.clear()
+        self._framed = -1
+        self.append(text)
+
     def cancel(self) -> None:
         """Stop without a final delivery; what the platform already shows stays. Idempotent."""
         self._abandon("cancelled")
@@ -452,6 +484,8 @@ class ReplyStream(Delivery):
     def _typing_wanted(self) -> bool:
         if self._state is _State.DONE:
             return False
+        if self._busy and self._state is _State.OPEN:
+            return True  # long work behind a progress notice (keep_typing)
         if self.mode is StreamMode.FINAL:
             return True  # nothing shows progress until a message is complete
         if self.mode is StreamMode.DRAFT:
