@@ -11,27 +11,28 @@ Config (all keys optional)::
                                # (default: the model's own)
     timeout = 180              # seconds to wait for the image
 
-The request goes to ``POST {base_url}/images/generations`` with the provider's ``base_url`` and
-API key. GPT image models always answer with base64 (``b64_json``); for DALL·E models the
-plugin asks for ``response_format = "b64_json"`` (and falls back to downloading a ``url`` if a
-compatible server sends one). While it works the user sees "🎨 Generating…" and a typing
-indicator; then the image arrives with the prompt as caption and the notice is removed (on
-failure the notice turns into the error), is saved in the media store, and the prompt and
-result are stored in the active conversation (so /history and /export show them, and a vision
-model sees the picture in later turns). Notice, typing and image all go through the chat's
-streaming scheduler, paced and 429-aware like any reply.
+The picture is drawn by the provider (``generate_image`` of the OpenAI provider:
+``POST {base_url}/images/generations`` with its ``base_url`` and API key) through the
+resilience layer, so the provider's ``max_retries``, ``retry_max_wait``, ``rpm`` and
+``fallbacks`` apply as for chat answers. GPT image models always answer with base64; for DALL·E
+models the plugin asks for ``response_format = "b64_json"``.
+
+While it works the user sees "🎨 Generating…" and a typing indicator; then the image arrives
+with the prompt as caption and the notice is removed (on failure the notice turns into the
+error). The image is saved in the media store, and the prompt and result are stored in the
+active conversation (so /history and /export show them, and a vision model sees the picture in
+later turns). Notice, typing and image all go through the chat's streaming scheduler, paced
+and 429-aware like any reply.
 
 A plugin like any other, using only the public API (``from relaybot import …``).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import weakref
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from relaybot import (
@@ -42,10 +43,11 @@ from relaybot import (
     CommandError,
     ConfigError,
     ImagePart,
-    ProviderAuthError,
+    ImageRequest,
     ProviderError,
     ProviderNotFoundError,
     ProviderRateLimitError,
+    ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     RelaybotError,
@@ -66,7 +68,6 @@ _FAMILIES: dict[str, tuple[frozenset[str], frozenset[str], str, int]] = {
     "dall-e-2": (frozenset({"256x256", "512x512", "1024x1024"}), frozenset({"standard"}), "standard", 1_000),
 }  # fmt: skip
 _PROGRESS = "🎨 Generating…"
-_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 
 
 class ImagineSettings(BaseModel):
@@ -95,18 +96,6 @@ class ImagineSettings(BaseModel):
                 f"quality {self.quality!r} is not offered by {self.model}; use one of {sorted(qualities)}"
             )
         return self
-
-    def body(self, prompt: str) -> dict[str, Any]:
-        """The JSON body of ``POST /images/generations`` for ``prompt``."""
-        family = _family(self.model)
-        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": 1, "size": self.size}
-        quality = self.quality or (_FAMILIES[family][2] if family else "")
-        if quality:
-            body["quality"] = quality
-        if family != "gpt-image":
-            # GPT image models always return base64 and reject this key; DALL·E defaults to URLs
-            body["response_format"] = "b64_json"
-        return body
 
 
 def _family(model: str) -> str | None:
@@ -155,118 +144,53 @@ def _provider_name(app: Any, settings: ImagineSettings) -> str:
 # ── the images API ──────────────────────────────────────────────────────────────────────────
 
 
+def image_request(settings: ImagineSettings, prompt: str) -> ImageRequest:
+    """The provider request for ``prompt`` under ``settings`` (each model family's options)."""
+    family = _family(settings.model)
+    quality = settings.quality or (_FAMILIES[family][2] if family else "")
+    # GPT image models always return base64 and reject response_format; DALL·E defaults to URLs
+    options = {} if family == "gpt-image" else {"response_format": "b64_json"}
+    return ImageRequest(
+        prompt, settings.model, size=settings.size, quality=quality, timeout=settings.timeout, options=options
+    )
+
+
 async def generate(app: Any, settings: ImagineSettings, prompt: str) -> tuple[bytes, str, Usage | None]:
-    """``(png bytes, provider name, usage)`` for ``prompt``. Raises ProviderError subclasses
-    whose ``user_message`` is safe to show (content policy refusals say so)."""
+    """``(png bytes, provider name, usage)`` for ``prompt``, drawn through the resilience layer
+    (the provider's retries, ``rpm`` limit and fallbacks). Raises ProviderError subclasses whose
+    ``user_message`` is safe to show and speaks of images (content policy refusals say so)."""
     name = _provider_name(app, settings)
-    cfg = app.providers[name].config  # the validated [providers.NAME] of the running provider
-    base_url = str(cfg.base_url).rstrip("/")
-    url = base_url + "/images/generations"
-    headers = {"User-Agent": "relaybot", **dict(getattr(cfg, "extra_headers", {}) or {})}
-    if cfg.api_key is not None and cfg.api_key.get_secret_value():
-        headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
-    if getattr(cfg, "organization", None):
-        headers["OpenAI-Organization"] = cfg.organization
-    connect = float(getattr(cfg, "connect_timeout", 10.0))
-    timeout = httpx.Timeout(connect=connect, read=settings.timeout, write=30.0, pool=connect)
-    where = f"{name}: POST {httpx.URL(url).copy_with(query=None)}"
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=True) as client:
-            response = await client.post(url, json=settings.body(prompt), headers=headers)
-            if response.is_error:
-                raise _status_error(name, where, response)
-            item, usage = _first_image(name, where, response)
-            if item.get("b64_json"):
-                return base64.b64decode(item["b64_json"]), name, usage
-            # a URL answer (compatible servers): fetched without our API key
-            download = await client.get(str(item["url"]))
-            download.raise_for_status()
-            return download.content, name, usage
-    except httpx.TimeoutException as exc:
-        raise ProviderTimeoutError(
-            f"{where}: no image within {settings.timeout:g} s ({type(exc).__name__})",
-            provider=name,
-            user_message="Generating the image took too long. Please try again.",
-        ) from None
-    except httpx.HTTPError as exc:
-        raise ProviderUnavailableError(
-            f"{where}: {type(exc).__name__}", provider=name, user_message=_BUSY
-        ) from None
+        image = await app.providers[name].generate_image(image_request(settings, prompt))
+    except ProviderError as exc:
+        raise _about_images(exc) from None
+    return image.data, image.provider or name, image.usage
 
 
 _BUSY = "The image service is unavailable right now. Please try again shortly."
 
 
-def _first_image(name: str, where: str, response: httpx.Response) -> tuple[dict[str, Any], Usage | None]:
-    try:
-        doc = response.json()
-        item = doc["data"][0]
-        if not isinstance(item, dict) or not (item.get("b64_json") or item.get("url")):
-            raise TypeError("no b64_json or url")
-    except (ValueError, LookupError, TypeError) as exc:
-        raise ProviderError(
-            f"{where}: unexpected answer ({type(exc).__name__}: {str(exc)[:120]})",
-            provider=name,
-            user_message="The image service sent a broken answer. Please try again.",
-        ) from None
-    raw = doc.get("usage") if isinstance(doc, dict) else None
-    usage = None
-    if isinstance(raw, dict) and ("input_tokens" in raw or "output_tokens" in raw):
-        usage = Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0))
-    return item, usage
-
-
-def _status_error(name: str, where: str, response: httpx.Response) -> ProviderError:
-    status = response.status_code
-    try:
-        error = response.json().get("error") or {}
-        message, code = str(error.get("message") or ""), str(error.get("code") or "")
-    except (ValueError, AttributeError):
-        message, code = response.text[:300], ""
-    detail = f"{where} failed with HTTP {status}: {message[:300]}"
-    if status == 400 and (code in _POLICY_CODES or "safety system" in message.lower()):
-        return ProviderError(
-            detail,
-            provider=name,
-            status=status,
-            user_message="I can't create that image: the provider's safety system rejected the prompt. "
-            "Try describing it differently.",
-        )
-    if status in (401, 403):
-        return ProviderAuthError(detail, provider=name, status=status)
-    if status == 404:
-        return ProviderNotFoundError(
-            detail,
-            provider=name,
-            status=status,
-            user_message="The configured image model was not found. An admin has to fix [plugins.imagine].",
-        )
-    if status == 429:
-        retry = _retry_after(response)
+def _about_images(exc: ProviderError) -> ProviderError:
+    """``exc`` with a ``user_message`` about the image service instead of "the AI model"."""
+    if type(exc) is ProviderError:
+        return exc  # its own message (a safety refusal) is already specific
+    if isinstance(exc, ProviderRateLimitError):
+        retry = exc.retry_after
         wait = f" in about {retry:.0f} s" if retry else " in a minute"
-        return ProviderRateLimitError(
-            detail,
-            retry_after=retry,
-            provider=name,
-            status=status,
-            user_message=f"The image service is busy (rate limited). Please try again{wait}.",
+        exc.user_message = f"The image service is busy (rate limited). Please try again{wait}."
+    elif isinstance(exc, ProviderTimeoutError):
+        exc.user_message = "Generating the image took too long. Please try again."
+    elif isinstance(exc, ProviderUnavailableError):
+        exc.user_message = _BUSY
+    elif isinstance(exc, ProviderNotFoundError):
+        exc.user_message = "The configured image model was not found. An admin has to fix [plugins.imagine]."
+    elif isinstance(exc, ProviderResponseError):
+        exc.user_message = (
+            "The image service refused the request. An admin can find the reason in the log."
+            if exc.status
+            else "The image service sent a broken answer. Please try again."
         )
-    if status >= 500:
-        return ProviderUnavailableError(detail, provider=name, status=status, user_message=_BUSY)
-    return ProviderError(
-        detail,
-        provider=name,
-        status=status,
-        user_message="The image service refused the request. An admin can find the reason in the log.",
-    )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+    return exc
 
 
 # ── the command ─────────────────────────────────────────────────────────────────────────────

@@ -62,6 +62,8 @@ from relaybot.core.optional import use_optional
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
+    GeneratedImage,
+    ImageRequest,
     ProviderCapabilities,
     ProviderType,
 )
@@ -89,8 +91,10 @@ __all__ = [
     "ContextDraft",
     "ContextTooLongError",
     "Finish",
+    "GeneratedImage",
     "ImagePart",
     "ImageRef",
+    "ImageRequest",
     "IncomingMessage",
     "Job",
     "MessageGoneError",

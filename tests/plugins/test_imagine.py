@@ -133,20 +133,34 @@ async def test_the_picture_waits_out_a_platform_429(make_bot, fake_openai, recor
 async def test_failures_give_a_clear_message_and_store_nothing(
     make_bot, fake_openai, recording_connector, status, message, code, expected
 ) -> None:
-    bot = await make_bot()
-    fake_openai.add_error(status, message, code=code, retry_after=20 if status == 429 else None)
+    # a 429 asking for 20 s is more than this provider waits (retry_max_wait): no retry
+    bot = await make_bot(config={"providers": {"fake": {"retry_max_wait": 5, "max_retries": 2}}})
+    for _ in range(3):  # transient errors are retried (max_retries = 2): fail every attempt
+        fake_openai.add_error(status, message, code=code, retry_after=20 if status == 429 else None)
     answer = await bot.say("/imagine something")
     assert expected in answer
     assert "sk-test-key" not in answer
     assert "Generating" not in answer  # the notice turned into the error
     assert recording_connector.count("image") == 0
     assert await active_path(bot) == []
+    attempts = len(image_requests(fake_openai))
+    assert attempts == (3 if status == 500 else 1)  # only the transient error was retried
     if status == 429:
         assert "about 20 s" in answer
 
 
-async def test_bot_keeps_answering_after_a_failed_picture(make_bot, fake_openai) -> None:
+async def test_a_transient_failure_is_retried_by_the_resilience_layer(
+    make_bot, fake_openai, recording_connector
+) -> None:
     bot = await make_bot()
+    fake_openai.add_error(503, "overloaded")
+    assert await bot.say("/imagine a second try") == "a second try"
+    assert len(image_requests(fake_openai)) == 2
+    assert recording_connector.count("image") == 1
+
+
+async def test_bot_keeps_answering_after_a_failed_picture(make_bot, fake_openai) -> None:
+    bot = await make_bot(config={"providers": {"fake": {"max_retries": 0}}})
     fake_openai.add_error(503, "overloaded")
     await bot.say("/imagine a cat")
     assert await bot.say("hello") == "You said: hello"
