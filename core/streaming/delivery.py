@@ -29,14 +29,20 @@ import asyncio
 import enum
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from ..connector import Outgoing
 from ..errors import StreamEndedError
+from ..models import ChatKey
 from .text import fit_prefix, render, text_length
 
 if TYPE_CHECKING:
+    from collections import deque
+
+    from .lane import Lane
     from .reply import ReplyStream
+    from .scheduler import StreamScheduler
+    from .text import Fence, LengthUnit, Part
 
 log = logging.getLogger("relaybot.core.streaming")
 
@@ -95,11 +101,58 @@ class ImageFrame:
 class Delivery:
     """Mixin of :class:`~relaybot.core.streaming.reply.ReplyStream` (it owns every slot)."""
 
-    __slots__ = ()
+    if not TYPE_CHECKING:  # type checkers see the attributes declared below instead
+        __slots__ = ()
+
+    if TYPE_CHECKING:  # the state ReplyStream keeps (see its __init__), for type checkers
+        _sched: StreamScheduler
+        _lane: Lane
+        chat: ChatKey
+        mode: StreamMode
+        _state: _State
+        _out: Outgoing
+        _parts: list[Part]
+        _chunks: list[str]
+        _fence: Fence | None
+        _unit: LengthUnit
+        _utf16: bool
+        _version: int
+        _framed: int
+        _counted: int
+        _delivered: int
+        _ids: list[str]
+        _msg_id: str | None
+        _msg_text: str | None
+        _draft_text: str | None
+        _appended: str
+        _image: ImageFrame | None
+        _doomed: list[str]
+        _placeholder: bool
+        _interrupted: bool
+        _live: bool
+        _frames_ok: bool
+        _failures: int
+        _errors: list[str]
+        _queued: bool
+        _timer: asyncio.TimerHandle | None
+        _reply_to: str | None
+        _backlog: deque[str] | None
+        _deferred: tuple[bool, str] | None
+        _traced: bool
+        _text_at: float
+        _text_shown: bool
+
+        def _tail(self) -> str: ...
+        def _add(self, delta: str) -> bool: ...
+        def _shown(self) -> None: ...
+        def _start_typing(self) -> None: ...
+        def _complete(self) -> None: ...
+        def _abandon(self, reason: str) -> None: ...
+        def finish_nowait(self, *, interrupted: bool = False, note: str = "") -> None: ...
 
     # -- what to send next -----------------------------------------------------------------
 
-    def _job(self: ReplyStream) -> Job | None:
+    def _job(self) -> Job | None:
         """The next request for this stream, from the latest text; ``None`` if nothing."""
         job = self._next_job()
         if self._backlog is not None:
@@ -117,12 +170,12 @@ class Delivery:
             self._text_at = 0.0
         return job
 
-    def _untrace(self: ReplyStream, job: Job) -> None:
+    def _untrace(self, job: Job) -> None:
         """``job`` was not delivered: its text counts as waiting again (tracing only)."""
         if job.text_at and (not self._text_at or job.text_at < self._text_at):
             self._text_at = job.text_at
 
-    def _next_job(self: ReplyStream) -> Job | None:
+    def _next_job(self) -> Job | None:
         if self._state is _State.DONE:
             return None
         image = self._image
@@ -157,7 +210,7 @@ class Delivery:
             )
         return Job("edit", text, message_id=self._msg_id, version=self._version, outgoing=self._out)
 
-    def _append_job(self: ReplyStream, text: str) -> Job | None:
+    def _append_job(self, text: str) -> Job | None:
         """A start or append frame carrying what the platform's stream does not hold yet."""
         appended = self._appended
         if not text.startswith(appended):
@@ -176,7 +229,7 @@ class Delivery:
             )
         return Job("append", chunk, message_id=self._msg_id, version=version, outgoing=self._out)
 
-    def _chunk(self: ReplyStream, text: str) -> tuple[str, bool]:
+    def _chunk(self, text: str) -> tuple[str, bool]:
         """``text`` capped at the platform's per-call size; True when nothing was left out."""
         limit = self._sched.policy.append_max
         if len(text) <= limit and (not self._utf16 or text_length(text, self._unit) <= limit):
@@ -186,7 +239,7 @@ class Delivery:
             n -= 1  # never split a (lone-surrogate) pair between two calls
         return text[: max(1, n)], False
 
-    def _final_job(self: ReplyStream, index: int, text: str) -> Job:
+    def _final_job(self, index: int, text: str) -> Job:
         out = self._part_out(index)
         if self._msg_id is not None:
             if self.mode is StreamMode.APPEND:
@@ -203,19 +256,19 @@ class Delivery:
                 return Job("edit", text, final=True, message_id=self._msg_id, outgoing=out)
         return Job("send", text, final=True, reply_to=self._reply_for(index), outgoing=out)
 
-    def _part_out(self: ReplyStream, index: int) -> Outgoing:
+    def _part_out(self, index: int) -> Outgoing:
         """The descriptor of message ``index``'s final frame (interrupted on the last one)."""
         out = self._out
         if self._interrupted and self._state is not _State.OPEN and index == len(self._parts) - 1:
             return replace(out, interrupted=True)
         return out
 
-    def _reply_for(self: ReplyStream, index: int) -> str | None:
+    def _reply_for(self, index: int) -> str | None:
         return self._reply_to if index == 0 else None
 
     # -- what happened ---------------------------------------------------------------------
 
-    def _sent(self: ReplyStream, job: Job, message_id: str | None) -> None:
+    def _sent(self, job: Job, message_id: str | None) -> None:
         """A request succeeded (or was "not modified", which is the same thing)."""
         if self._state is _State.DONE:
             return  # cancelled while the request was in flight
@@ -261,7 +314,7 @@ class Delivery:
             self._ids.append(self._msg_id)
         self._next_message()
 
-    def _next_message(self: ReplyStream) -> None:
+    def _next_message(self) -> None:
         self._delivered += 1
         self._out = replace(self._out, part=self._delivered)  # frames of the next message
         self._msg_id = None
@@ -271,7 +324,7 @@ class Delivery:
         self._framed = -1  # the next message starts fresh: show its text
         self._settle_if_delivered()
 
-    def _settle_if_delivered(self: ReplyStream) -> None:
+    def _settle_if_delivered(self) -> None:
         if (
             self._state is not _State.OPEN
             and self._delivered >= len(self._parts)
@@ -280,7 +333,7 @@ class Delivery:
         ):
             self._complete()
 
-    def _to_replace(self: ReplyStream) -> None:
+    def _to_replace(self) -> None:
         """Leave the append style for good: the current message is edited from now on."""
         policy = self._sched.policy
         self.mode = StreamMode.EDIT if policy.can_edit else StreamMode.FINAL
@@ -290,12 +343,12 @@ class Delivery:
         self._appended = ""
         self._framed = -1
 
-    def _start_short(self: ReplyStream) -> None:
+    def _start_short(self) -> None:
         """The platform's stream-start budget is spent: this reply goes by send + edit."""
         self._sched.stats.starts_short += 1
         self._to_replace()
 
-    def _stream_ended(self: ReplyStream, job: Job, exc: StreamEndedError) -> None:
+    def _stream_ended(self, job: Job, exc: StreamEndedError) -> None:
         """The platform ended the append stream early: finish by replace (same or new message)."""
         if self._state is _State.DONE:
             return
@@ -306,7 +359,7 @@ class Delivery:
             self._msg_id = None  # continue in a new message
             self._msg_text = None
 
-    def _gone(self: ReplyStream, job: Job, exc: Exception) -> None:
+    def _gone(self, job: Job, exc: Exception) -> None:
         """The platform says the message (or chat) is gone."""
         if self._state is _State.DONE:
             return
@@ -329,7 +382,7 @@ class Delivery:
         else:
             self._abandon(f"chat is gone: {exc}")
 
-    def _failed(self: ReplyStream, job: Job, exc: Exception) -> None:
+    def _failed(self, job: Job, exc: Exception) -> None:
         """A request failed for another reason: back off and retry, a bounded number of times."""
         if self._state is _State.DONE:
             return
@@ -365,12 +418,12 @@ class Delivery:
         self._queued = True  # parked: appends must not requeue it before the timer does
         self._timer = asyncio.get_running_loop().call_later(delay, self._retry)
 
-    def _retry(self: ReplyStream) -> None:
+    def _retry(self) -> None:
         self._timer = None
         self._queued = False
-        self._lane.enqueue(self)
+        self._lane.enqueue(cast("ReplyStream", self))
 
-    def _fallback(self: ReplyStream, exc: Exception) -> None:
+    def _fallback(self, exc: Exception) -> None:
         """Drafts do not work here: switch to send-then-edit (or final-only) for good."""
         log.info("%s: drafts unavailable (%s), falling back to edits", self.chat, exc)
         policy = self._sched.policy
