@@ -27,7 +27,7 @@ from typing import Literal
 from telegram import Message, MessageEntity, Update
 from telegram import User as TgUser
 
-from relaybot import ChatKey, User, clean_text
+from relaybot import ChatKey, User
 
 log = logging.getLogger("relaybot.connectors.telegram")
 
@@ -104,8 +104,7 @@ def route(
     return Routed(
         chat=ChatKey(platform, str(message.chat.id), thread),
         user=_user(sender, admins),
-        # cleaned last: entity offsets above count UTF-16 units of the text as Telegram sent it
-        text=clean_text(text),
+        text=text,
         message_id=str(message.message_id),
         reply_to=_reply_to(message),
         is_private=private,

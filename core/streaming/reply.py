@@ -68,7 +68,7 @@ class ReplyResult:
     """What a reply turned into on the platform.
 
     ``message_ids`` are the platform ids of the reply's messages in order (for an image: the
-    image's); ``text`` is the full text as finally shown, with any note but without the
+    image's, and ``text`` is empty); ``text`` is the full text as finally shown, with any note but without the
     interruption marker (``interrupted`` says it; connectors render it). ``delivered`` is false
     when some message could not be delivered in its final form: the stream was cancelled,
     the scheduler closed first (e.g. during a long ``retry_after``), the chat is gone, or
@@ -85,11 +85,14 @@ class ReplyResult:
 class ReplyStream(Delivery):
     """One streamed reply into one chat. Create it with ``StreamScheduler.open()``.
 
-    Contract: call :meth:`append` for each piece of text, then exactly one of
-    :meth:`finish` (deliver everything in final form) or :meth:`cancel` (stop; what was
-    already shown stays as it is). ``async with`` does that for you: a normal exit finishes,
-    an exception (including cancellation of the producer) finishes it as *interrupted* in
-    the background, so a partial reply is never left half-shown.
+    Contract: call :meth:`append` for each piece of text (:meth:`replace_text` starts over,
+    e.g. a progress notice turning into an error), then exactly one of :meth:`finish`
+    (deliver everything in final form), :meth:`finish_image` (an image in place of the text)
+    or :meth:`cancel` (stop; what was already shown stays as it is). ``async with`` does that
+    for you: a normal exit finishes, an exception (including cancellation of the producer)
+    finishes it as *interrupted* in the background, so a partial reply is never left
+    half-shown. :meth:`describe` completes the :class:`~relaybot.core.connector.Outgoing`
+    descriptor every request carries.
     """
 
     __slots__ = (
