@@ -214,9 +214,12 @@ class Delivery:
         """A start or append frame carrying what the platform's stream does not hold yet."""
         appended = self._appended
         if not text.startswith(appended):
-            # cannot happen while the message grows (rendering only extends it); be safe
-            self._to_replace()
-            return self._next_job()
+            # the text was replaced (replace_text): close the stream, then edit the message
+            # (a streaming message cannot be edited); final=False: the message goes on
+            if self._msg_id is None:
+                self._appended = ""
+                return self._append_job(text)
+            return Job("stop", "", message_id=self._msg_id, outgoing=self._out)
         delta = text[len(appended) :]
         if not delta:
             self._framed = self._version

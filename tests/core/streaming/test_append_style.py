@@ -226,3 +226,16 @@ async def test_a_cut_behind_what_was_streamed_is_fixed_by_an_edit(rig):
     assert conn.text_of(second) == "tail words tail words and yet more words to overflow"
     assert conn.messages(DM) == [p.text for p in split_text(result.text, 80)]
     assert not conn.rejected
+
+
+async def test_replaced_text_closes_the_stream_before_editing(rig):
+    conn, sched = rig(append_policy(rig))
+    stream = sched.open(DM, private=True, kind="command")
+    stream.append("🎨 Generating…")
+    await rig.wait_until(lambda: conn.count("start") == 1)
+    stream.replace_text("⚠️ The image service is unavailable right now.")
+    result = await stream.finish()
+    assert result.delivered and not conn.rejected  # never an edit of a message still streaming
+    [message] = result.message_ids
+    assert [op.op for op in conn.ops(DM) if op.message_id == message] == ["start", "stop", "edit"]
+    assert conn.messages(DM) == ["⚠️ The image service is unavailable right now."]
