@@ -19,16 +19,19 @@ import threading
 from typing import IO, Any
 
 from relaybot import (
+    NOTICE,
     BaseConnector,
     BaseConnectorConfig,
     ChatKey,
     ConnectorType,
     IncomingMessage,
     MessageHandler,
+    Outgoing,
     StreamPolicy,
     User,
     clean_text,
     hookimpl,
+    mark_interrupted,
 )
 
 #: a terminal has no rate limits and no length limit worth splitting at
@@ -170,8 +173,16 @@ class TerminalConnector(BaseConnector):
     # ── primitives ──────────────────────────────────────────────────────────────────────────
 
     async def send_text(
-        self, chat: ChatKey, text: str, *, final: bool = True, reply_to: str | None = None
+        self,
+        chat: ChatKey,
+        text: str,
+        *,
+        final: bool = True,
+        reply_to: str | None = None,
+        outgoing: Outgoing = NOTICE,
     ) -> str:
+        if final and outgoing.interrupted:
+            text = mark_interrupted(text)
         self._next_id += 1
         message_id = str(self._next_id)
         self._printed[message_id] = ""
@@ -180,7 +191,11 @@ class TerminalConnector(BaseConnector):
         self._show(message_id, text, final)
         return message_id
 
-    async def edit_text(self, chat: ChatKey, message_id: str, text: str, *, final: bool) -> None:
+    async def edit_text(
+        self, chat: ChatKey, message_id: str, text: str, *, final: bool, outgoing: Outgoing = NOTICE
+    ) -> None:
+        if final and outgoing.interrupted:
+            text = mark_interrupted(text)  # the "⏹ interrupted" paragraph, as in every text chat
         self._show(message_id, text, final)
 
     def _show(self, message_id: str, text: str, final: bool) -> None:

@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .commands import CommandContext, parse_command
+from .connector import OutgoingKind
 from .conversations import ConversationService
 from .errors import CommandError, RelaybotError
 from .models import ChatKey, ImagePart, IncomingMessage, TextPart, User
@@ -253,7 +254,7 @@ class Dispatcher:
             return
 
         async def reply(text: str) -> Any:
-            return await self.send(message.chat, text, private=message.is_private)
+            return await self.send(message.chat, text, private=message.is_private, kind="command")
 
         ctx = CommandContext(
             message=message,
@@ -283,9 +284,11 @@ class Dispatcher:
         """The conversation API for ``chat``."""
         return ConversationService(self.app.store, self.app.turns, chat, message)
 
-    async def send(self, chat: ChatKey, text: str, *, private: bool = True) -> list[str]:
+    async def send(
+        self, chat: ChatKey, text: str, *, private: bool = True, kind: OutgoingKind = "notice"
+    ) -> list[str]:
         """Send a complete text through the chat's streaming scheduler (paced and split)."""
-        stream = self.app.scheduler(chat.platform).open(chat, private=private, feedback=False)
+        stream = self.app.scheduler(chat.platform).open(chat, private=private, feedback=False, kind=kind)
         stream.append(text)
         result = await stream.finish()
         return list(result.message_ids)

@@ -19,7 +19,8 @@
     └── PlatformError          a chat platform refused a request
         ├── PlatformRateLimitError   429 with ``retry_after``; ``scope`` is "chat" or "global"
         ├── MessageNotModifiedError  an edit to identical text (callers treat it as success)
-        └── MessageGoneError         the message/chat no longer exists or the bot was removed
+        ├── MessageGoneError         the message/chat no longer exists or the bot was removed
+        └── StreamEndedError         the platform ended a native (append) stream early
 
 Every error has ``user_message``: a short, honest sentence safe to show in a chat (no secrets,
 no stack traces). ``str(error)`` is for admins and logs; secrets are redacted before logging
@@ -160,3 +161,14 @@ class MessageNotModifiedError(PlatformError):
 
 class MessageGoneError(PlatformError):
     """The message or chat is gone (deleted, bot removed, 403)."""
+
+
+class StreamEndedError(PlatformError):
+    """The platform ended a native append stream early (Slack's ``message_not_in_streaming_state``
+    after about 5 minutes, ``stopped_by_user``). Not a failure: the scheduler finishes the
+    reply by editing. ``editable`` says whether the streamed message can still be edited
+    (else the rest goes into a new message)."""
+
+    def __init__(self, message: str = "", *, editable: bool = True) -> None:
+        super().__init__(message or "the platform ended the stream")
+        self.editable = editable

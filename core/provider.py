@@ -3,20 +3,52 @@
 A provider plugin registers a :class:`ProviderType` (its ``type`` name, config model and
 factory) through the ``register_providers`` hook. For every ``[providers.NAME]`` table whose
 ``type`` matches, the core builds one instance with :meth:`ProviderType.factory`.
+
+Besides streaming chat answers, a provider with ``capabilities.image_generation`` draws
+images (:meth:`BaseProvider.generate_image`); the core calls both through
+:class:`~relaybot.core.resilience.ResilientProvider` (retries, rate limits, fallbacks).
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import CapabilityError
 from .images import ImageLimits
-from .models import ProviderEvent, ProviderRequest
+from .models import ProviderEvent, ProviderRequest, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """One picture to draw: ``prompt`` with ``model`` at ``size`` (``quality`` empty: the
+    model's default). ``options`` are extra API fields (e.g. ``response_format``);
+    ``timeout`` is how long to wait for the image, in seconds."""
+
+    prompt: str
+    model: str
+    size: str = "1024x1024"
+    quality: str = ""
+    timeout: float = 180.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """A drawn picture: its bytes and type, the usage the provider reported (if any), and the
+    prompt as the model rewrote it (DALL·E 3 does)."""
+
+    data: bytes
+    mime_type: str = "image/png"
+    usage: Usage | None = None
+    revised_prompt: str = ""
+    #: the config name of the provider that drew it (set by the resilience layer)
+    provider: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +125,15 @@ class BaseProvider(abc.ABC):
         - when the consumer stops iterating (``aclose()``/cancellation) it must release the
           network connection promptly.
         """
+
+    async def generate_image(self, request: ImageRequest) -> GeneratedImage:
+        """Draw one picture (providers with ``capabilities.image_generation``).
+
+        Raises a :class:`relaybot.core.errors.ProviderError` subclass on failure, as
+        :meth:`stream` does (so retries and fallbacks treat both alike), and
+        :class:`~relaybot.core.errors.CapabilityError` when this provider cannot draw.
+        """
+        raise CapabilityError(f"{self.name}: this provider cannot generate images")
 
     async def aclose(self) -> None:  # noqa: B027 - optional: most providers have nothing to close
         """Release clients and connections. Called once at shutdown."""

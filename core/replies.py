@@ -173,6 +173,7 @@ class ReplyRunner:
                 conversation.id, [self._placeholder()], parent_id=user_row.id
             )
             self.conversation, self.user_row, self.reply_row = conversation, user_row, reply_row
+            self.stream.describe(conversation_id=conversation.id, reply_id=reply_row.id)
             return
         await self._place(None, with_reply=True)
 
@@ -216,6 +217,9 @@ class ReplyRunner:
         self.conversation = conversation
         self.user_row = rows[0]
         self.reply_row = rows[1] if with_reply else None
+        if self.reply_row is not None:
+            # frames from now on say which conversation and stored reply they show
+            self.stream.describe(conversation_id=conversation.id, reply_id=self.reply_row.id)
         if self.shared:
             root = conversation.root_id if parent is not None and conversation.root_id else rows[0].id
             self._advance = (conversation.id, root)

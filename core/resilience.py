@@ -23,6 +23,9 @@ errors (:mod:`relaybot.core.errors`). :class:`ResilientProvider` wraps a chain
   limits from config are kept instead of provoking 429s; the estimate is corrected with the
   reported usage afterwards.
 
+Images: :meth:`ResilientProvider.generate_image` draws through the same chain, retries and
+rate limits (providers whose capabilities say ``image_generation``).
+
 Which provider answered: ``stream()`` returns a :class:`ResilientStream` whose
 :attr:`~ResilientStream.answered_by` / :attr:`~ResilientStream.answered_model` name it once
 it started answering; :attr:`ResilientProvider.last_provider` holds the same for the most
@@ -37,11 +40,12 @@ import logging
 import math
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import RateLimitConfig
 from .errors import (
+    CapabilityError,
     ConfigError,
     ProviderAuthError,
     ProviderError,
@@ -51,7 +55,7 @@ from .errors import (
     ProviderUnavailableError,
 )
 from .models import ImagePart, ProviderEvent, ProviderRequest, TextDelta, TextPart, Usage, VideoPart
-from .provider import BaseProvider
+from .provider import BaseProvider, GeneratedImage, ImageRequest
 from .ratelimit import BaseRateLimiter, LocalRateLimiter, RateLimit, RedisRateLimiter
 from .redact import redact
 
@@ -245,7 +249,6 @@ class ResilientProvider(BaseProvider):
     ) -> AsyncGenerator[ProviderEvent, None]:
         chain = self.chain
         for index, provider in enumerate(chain):
-            has_next = index + 1 < len(chain)
             policy = self.policy_for(provider)
             attempt = 0
             while True:
@@ -264,30 +267,71 @@ class ResilientProvider(BaseProvider):
                     if shown:
                         raise  # text is on screen: the core marks the reply interrupted
                     stream.failures.append((provider.name, exc))
-                    wait = self._retry_wait(exc, policy, attempt)
-                    if wait is not None:
-                        log.info(
-                            "%s: %s, retry %d/%d in %.1fs",
-                            provider.name,
-                            _describe(exc),
-                            attempt,
-                            policy.max_attempts - 1,
-                            wait,
-                        )
-                        await self._sleep(wait)
-                        continue
-                    if has_next and _falls_back(exc):
-                        nxt = chain[index + 1]
-                        log.warning(
-                            "provider %r failed (%s: %s); falling back to %r (model %r)",
-                            provider.name,
-                            _describe(exc),
-                            redact(str(exc)),
-                            nxt.name,
-                            nxt.model,
-                        )
+                    wait = self._after_failure(exc, provider, policy, attempt, chain[index + 1 : index + 2])
+                    if wait is None:
+                        break  # falling back to the next provider
+                    await self._sleep(wait)
+
+    async def generate_image(self, request: ImageRequest) -> GeneratedImage:
+        """Draw a picture with the first provider of the chain that can, with the same retries,
+        rate limits and fallbacks as :meth:`stream` (chain members without
+        ``capabilities.image_generation`` are skipped). ``GeneratedImage.provider`` names the
+        provider that drew it. Raises the last provider's error when the chain is used up,
+        :class:`~relaybot.core.errors.CapabilityError` when no provider of the chain draws.
+        """
+        chain = [p for p in self.chain if p.capabilities.image_generation]
+        if not chain:
+            raise CapabilityError(f"{self.name}: no provider of this chain can generate images")
+        for index, provider in enumerate(chain):
+            policy = self.policy_for(provider)
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    await self._acquire(provider, None, policy)
+                    image = await provider.generate_image(request)
+                    self.last_provider = provider.name
+                    return replace(image, provider=provider.name)
+                except ProviderError as exc:
+                    wait = self._after_failure(exc, provider, policy, attempt, chain[index + 1 : index + 2])
+                    if wait is None:
                         break
-                    raise
+                    await self._sleep(wait)
+        raise AssertionError("unreachable: the last provider's error is raised")  # pragma: no cover
+
+    def _after_failure(
+        self,
+        exc: ProviderError,
+        provider: BaseProvider,
+        policy: RetryPolicy,
+        attempt: int,
+        following: Sequence[BaseProvider],
+    ) -> float | None:
+        """After a failed attempt: seconds to wait before retrying ``provider``, ``None`` to
+        fall back to ``following[0]``; re-raises ``exc`` when neither applies."""
+        wait = self._retry_wait(exc, policy, attempt)
+        if wait is not None:
+            log.info(
+                "%s: %s, retry %d/%d in %.1fs",
+                provider.name,
+                _describe(exc),
+                attempt,
+                policy.max_attempts - 1,
+                wait,
+            )
+            return wait
+        if following and _falls_back(exc):
+            nxt = following[0]
+            log.warning(
+                "provider %r failed (%s: %s); falling back to %r (model %r)",
+                provider.name,
+                _describe(exc),
+                redact(str(exc)),
+                nxt.name,
+                nxt.model,
+            )
+            return None
+        raise exc
 
     def _retry_wait(self, exc: ProviderError, policy: RetryPolicy, attempt: int) -> float | None:
         """Seconds to wait before asking the same provider again, or ``None`` to move on."""
@@ -300,11 +344,15 @@ class ResilientProvider(BaseProvider):
             return float(retry_after)
         return policy.backoff(attempt)
 
-    async def _acquire(self, provider: BaseProvider, request: ProviderRequest, policy: RetryPolicy) -> None:
-        """Wait for the provider's rate limit (bounded by ``max_retry_after``)."""
+    async def _acquire(
+        self, provider: BaseProvider, request: ProviderRequest | None, policy: RetryPolicy
+    ) -> None:
+        """Wait for the provider's rate limit (bounded by ``max_retry_after``); ``request``
+        ``None`` is one request without text tokens (an image)."""
         if self.limiter is None or self.limiter.limit(provider.name) is None:
             return
-        tokens = estimate_request_tokens(request, provider.capabilities.max_output_tokens)
+        max_output = provider.capabilities.max_output_tokens
+        tokens = estimate_request_tokens(request, max_output) if request is not None else 0
         try:
             async with asyncio.timeout(policy.max_retry_after):
                 await self.limiter.acquire(provider.name, tokens=tokens)

@@ -11,45 +11,48 @@ Config (all keys optional)::
                                # (default: the model's own)
     timeout = 180              # seconds to wait for the image
 
-The request goes to ``POST {base_url}/images/generations`` with the provider's ``base_url`` and
-API key. GPT image models always answer with base64 (``b64_json``); for DALL·E models the
-plugin asks for ``response_format = "b64_json"`` (and falls back to downloading a ``url`` if a
-compatible server sends one). While it works the user sees "🎨 Generating…" and a typing
-indicator; then the image arrives with the prompt as caption, is saved in the media store, and
-the prompt and result are stored in the active conversation (so /history and /export show
-them, and a vision model sees the picture in later turns).
+The picture is drawn by the provider (``generate_image`` of the OpenAI provider:
+``POST {base_url}/images/generations`` with its ``base_url`` and API key) through the
+resilience layer, so the provider's ``max_retries``, ``retry_max_wait``, ``rpm`` and
+``fallbacks`` apply as for chat answers. GPT image models always answer with base64; for DALL·E
+models the plugin asks for ``response_format = "b64_json"``.
+
+While it works the user sees "🎨 Generating…" and a typing indicator; then the image arrives
+with the prompt as caption and the notice is removed (on failure the notice turns into the
+error). The image is saved in the media store, and the prompt and result are stored in the
+active conversation (so /history and /export show them, and a vision model sees the picture in
+later turns). Notice, typing and image all go through the chat's streaming scheduler, paced
+and 429-aware like any reply.
 
 A plugin like any other, using only the public API (``from relaybot import …``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
 import logging
 import weakref
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relaybot import (
+    CapabilityError,
     ChatKey,
     Command,
     CommandContext,
     CommandError,
     ConfigError,
     ImagePart,
-    PlatformRateLimitError,
+    ImageRequest,
     PluginSettings,
-    ProviderAuthError,
     ProviderError,
     ProviderNotFoundError,
     ProviderRateLimitError,
+    ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     RelaybotConfig,
+    RelaybotError,
     Role,
     TextPart,
     Usage,
@@ -66,12 +69,7 @@ _FAMILIES: dict[str, tuple[frozenset[str], frozenset[str], str, int]] = {
                  "standard", 4_000),
     "dall-e-2": (frozenset({"256x256", "512x512", "1024x1024"}), frozenset({"standard"}), "standard", 1_000),
 }  # fmt: skip
-#: seconds between typing indicators while the image is generated (platforms show one ~5 s)
-TYPING_EVERY = 4.0
-#: longest wait we honour when the chat platform rate-limits sending the finished image
-_MAX_PLATFORM_WAIT = 30.0
 _PROGRESS = "🎨 Generating…"
-_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 
 
 class ImagineSettings(BaseModel):
@@ -100,18 +98,6 @@ class ImagineSettings(BaseModel):
                 f"quality {self.quality!r} is not offered by {self.model}; use one of {sorted(qualities)}"
             )
         return self
-
-    def body(self, prompt: str) -> dict[str, Any]:
-        """The JSON body of ``POST /images/generations`` for ``prompt``."""
-        family = _family(self.model)
-        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": 1, "size": self.size}
-        quality = self.quality or (_FAMILIES[family][2] if family else "")
-        if quality:
-            body["quality"] = quality
-        if family != "gpt-image":
-            # GPT image models always return base64 and reject this key; DALL·E defaults to URLs
-            body["response_format"] = "b64_json"
-        return body
 
 
 def _family(model: str) -> str | None:
@@ -157,118 +143,53 @@ SETTINGS = PluginSettings("imagine", ImagineSettings, "the image model and optio
 # ── the images API ──────────────────────────────────────────────────────────────────────────
 
 
+def image_request(settings: ImagineSettings, prompt: str) -> ImageRequest:
+    """The provider request for ``prompt`` under ``settings`` (each model family's options)."""
+    family = _family(settings.model)
+    quality = settings.quality or (_FAMILIES[family][2] if family else "")
+    # GPT image models always return base64 and reject response_format; DALL·E defaults to URLs
+    options = {} if family == "gpt-image" else {"response_format": "b64_json"}
+    return ImageRequest(
+        prompt, settings.model, size=settings.size, quality=quality, timeout=settings.timeout, options=options
+    )
+
+
 async def generate(app: Any, settings: ImagineSettings, prompt: str) -> tuple[bytes, str, Usage | None]:
-    """``(png bytes, provider name, usage)`` for ``prompt``. Raises ProviderError subclasses
-    whose ``user_message`` is safe to show (content policy refusals say so)."""
+    """``(png bytes, provider name, usage)`` for ``prompt``, drawn through the resilience layer
+    (the provider's retries, ``rpm`` limit and fallbacks). Raises ProviderError subclasses whose
+    ``user_message`` is safe to show and speaks of images (content policy refusals say so)."""
     name = _provider_name(app.config, settings)
-    cfg = app.providers[name].config  # the validated [providers.NAME] of the running provider
-    base_url = str(cfg.base_url).rstrip("/")
-    url = base_url + "/images/generations"
-    headers = {"User-Agent": "relaybot", **dict(getattr(cfg, "extra_headers", {}) or {})}
-    if cfg.api_key is not None and cfg.api_key.get_secret_value():
-        headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
-    if getattr(cfg, "organization", None):
-        headers["OpenAI-Organization"] = cfg.organization
-    connect = float(getattr(cfg, "connect_timeout", 10.0))
-    timeout = httpx.Timeout(connect=connect, read=settings.timeout, write=30.0, pool=connect)
-    where = f"{name}: POST {httpx.URL(url).copy_with(query=None)}"
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=True) as client:
-            response = await client.post(url, json=settings.body(prompt), headers=headers)
-            if response.is_error:
-                raise _status_error(name, where, response)
-            item, usage = _first_image(name, where, response)
-            if item.get("b64_json"):
-                return base64.b64decode(item["b64_json"]), name, usage
-            # a URL answer (compatible servers): fetched without our API key
-            download = await client.get(str(item["url"]))
-            download.raise_for_status()
-            return download.content, name, usage
-    except httpx.TimeoutException as exc:
-        raise ProviderTimeoutError(
-            f"{where}: no image within {settings.timeout:g} s ({type(exc).__name__})",
-            provider=name,
-            user_message="Generating the image took too long. Please try again.",
-        ) from None
-    except httpx.HTTPError as exc:
-        raise ProviderUnavailableError(
-            f"{where}: {type(exc).__name__}", provider=name, user_message=_BUSY
-        ) from None
+        image = await app.providers[name].generate_image(image_request(settings, prompt))
+    except ProviderError as exc:
+        raise _about_images(exc) from None
+    return image.data, image.provider or name, image.usage
 
 
 _BUSY = "The image service is unavailable right now. Please try again shortly."
 
 
-def _first_image(name: str, where: str, response: httpx.Response) -> tuple[dict[str, Any], Usage | None]:
-    try:
-        doc = response.json()
-        item = doc["data"][0]
-        if not isinstance(item, dict) or not (item.get("b64_json") or item.get("url")):
-            raise TypeError("no b64_json or url")
-    except (ValueError, LookupError, TypeError) as exc:
-        raise ProviderError(
-            f"{where}: unexpected answer ({type(exc).__name__}: {str(exc)[:120]})",
-            provider=name,
-            user_message="The image service sent a broken answer. Please try again.",
-        ) from None
-    raw = doc.get("usage") if isinstance(doc, dict) else None
-    usage = None
-    if isinstance(raw, dict) and ("input_tokens" in raw or "output_tokens" in raw):
-        usage = Usage(int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0))
-    return item, usage
-
-
-def _status_error(name: str, where: str, response: httpx.Response) -> ProviderError:
-    status = response.status_code
-    try:
-        error = response.json().get("error") or {}
-        message, code = str(error.get("message") or ""), str(error.get("code") or "")
-    except (ValueError, AttributeError):
-        message, code = response.text[:300], ""
-    detail = f"{where} failed with HTTP {status}: {message[:300]}"
-    if status == 400 and (code in _POLICY_CODES or "safety system" in message.lower()):
-        return ProviderError(
-            detail,
-            provider=name,
-            status=status,
-            user_message="I can't create that image: the provider's safety system rejected the prompt. "
-            "Try describing it differently.",
-        )
-    if status in (401, 403):
-        return ProviderAuthError(detail, provider=name, status=status)
-    if status == 404:
-        return ProviderNotFoundError(
-            detail,
-            provider=name,
-            status=status,
-            user_message="The configured image model was not found. An admin has to fix [plugins.imagine].",
-        )
-    if status == 429:
-        retry = _retry_after(response)
+def _about_images(exc: ProviderError) -> ProviderError:
+    """``exc`` with a ``user_message`` about the image service instead of "the AI model"."""
+    if type(exc) is ProviderError:
+        return exc  # its own message (a safety refusal) is already specific
+    if isinstance(exc, ProviderRateLimitError):
+        retry = exc.retry_after
         wait = f" in about {retry:.0f} s" if retry else " in a minute"
-        return ProviderRateLimitError(
-            detail,
-            retry_after=retry,
-            provider=name,
-            status=status,
-            user_message=f"The image service is busy (rate limited). Please try again{wait}.",
+        exc.user_message = f"The image service is busy (rate limited). Please try again{wait}."
+    elif isinstance(exc, ProviderTimeoutError):
+        exc.user_message = "Generating the image took too long. Please try again."
+    elif isinstance(exc, ProviderUnavailableError):
+        exc.user_message = _BUSY
+    elif isinstance(exc, ProviderNotFoundError):
+        exc.user_message = "The configured image model was not found. An admin has to fix [plugins.imagine]."
+    elif isinstance(exc, ProviderResponseError):
+        exc.user_message = (
+            "The image service refused the request. An admin can find the reason in the log."
+            if exc.status
+            else "The image service sent a broken answer. Please try again."
         )
-    if status >= 500:
-        return ProviderUnavailableError(detail, provider=name, status=status, user_message=_BUSY)
-    return ProviderError(
-        detail,
-        provider=name,
-        status=status,
-        user_message="The image service refused the request. An admin can find the reason in the log.",
-    )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+    return exc
 
 
 # ── the command ─────────────────────────────────────────────────────────────────────────────
@@ -309,43 +230,44 @@ async def imagine(ctx: CommandContext) -> None:
 async def _imagine(ctx: CommandContext, settings: ImagineSettings, prompt: str) -> None:
     app = ctx.app
     chat = ctx.message.chat
-    connector = app.connectors[chat.platform]
-    await ctx.reply(_PROGRESS)
-    typing = asyncio.create_task(_keep_typing(connector, chat))
+    # One stream carries the whole command: the progress notice (with typing while the image
+    # is drawn), then the image in its place, or the error in the notice's place. Every
+    # request is a paced scheduler frame, so 429s are waited out within the chat's budget.
+    stream = app.scheduler(chat.platform).open(chat, private=ctx.message.is_private, kind="command")
     try:
-        png, provider, usage = await generate(app, settings, prompt)
-    except ProviderError as exc:
-        log.warning("/imagine failed in %s: %s", chat, exc)
-        await ctx.reply("⚠️ " + exc.user_message)
-        return
+        stream.keep_typing()
+        stream.append(_PROGRESS)
+        try:
+            png, provider, usage = await generate(app, settings, prompt)
+        except ProviderError as exc:
+            log.warning("/imagine failed in %s: %s", chat, exc)
+            stream.replace_text("⚠️ " + exc.user_message)
+            await stream.finish()
+            return
+        ref = await app.media.save(png, mime_type="image/png")
+        reply_id, conversation_id = await _store(ctx, prompt, ref, provider, settings.model, usage)
+        stream.describe(conversation_id=conversation_id, reply_id=reply_id)
+        try:
+            result = await stream.finish_image(png, caption=prompt, mime_type="image/png")
+        except CapabilityError:
+            stream.replace_text(
+                "The picture is ready and saved in this conversation, but this chat cannot show images."
+            )
+            await stream.finish()
+            return
+        if result.message_ids:
+            await app.store.link_platform_message(chat, result.message_ids[0], reply_id)
     finally:
-        typing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await typing
-    ref = await app.media.save(png, mime_type="image/png")
-    reply_id = await _store(ctx, prompt, ref, provider, settings.model, usage)
-    try:
-        platform_id = await _send_image(connector, chat, png, prompt)
-    except NotImplementedError:
-        await ctx.reply(
-            "The picture is ready and saved in this conversation, but this chat cannot show images."
-        )
-        return
-    await app.store.link_platform_message(chat, platform_id, reply_id)
-
-
-async def _keep_typing(connector: Any, chat: ChatKey) -> None:
-    """Show "typing…" until cancelled (best effort: a failing indicator is no failure)."""
-    while True:
-        with contextlib.suppress(Exception):
-            await connector.send_typing(chat)
-        await asyncio.sleep(TYPING_EVERY)
+        if not stream.finished:  # an unexpected error or cancellation: never leave "Generating…"
+            stream.replace_text("⚠️ " + RelaybotError.user_message)
+            stream.finish_nowait()
 
 
 async def _store(
     ctx: CommandContext, prompt: str, ref: Any, provider: str, model: str, usage: Usage | None
-) -> int:
-    """Add "/imagine prompt" and the image (with the prompt as caption) to the active conversation."""
+) -> tuple[int, int]:
+    """Add "/imagine prompt" and the image (with the prompt as caption) to the active
+    conversation; return the stored reply's and the conversation's ids."""
     store = ctx.app.store
     chat = ctx.message.chat
     conversation = await store.active_conversation(chat)
@@ -367,18 +289,7 @@ async def _store(
     )
     if usage is not None:
         await store.update_message(reply.id, usage=usage)
-    return int(reply.id)
-
-
-async def _send_image(connector: Any, chat: ChatKey, png: bytes, caption: str) -> str:
-    """Send the image; one wait-and-retry when the platform rate-limits us."""
-    try:
-        return str(await connector.send_image(chat, png, caption=caption, mime_type="image/png"))
-    except PlatformRateLimitError as exc:
-        if exc.retry_after > _MAX_PLATFORM_WAIT:
-            raise
-        await asyncio.sleep(exc.retry_after)
-        return str(await connector.send_image(chat, png, caption=caption, mime_type="image/png"))
+    return int(reply.id), int(conversation.id)
 
 
 @hookimpl

@@ -7,10 +7,13 @@ testing kit from :mod:`relaybot.testing`). Everything else is private and may ch
 from relaybot.core.commands import Command, CommandContext
 from relaybot.core.config import RelaybotConfig, load_config, parse_config
 from relaybot.core.connector import (
+    NOTICE,
     BaseConnector,
     BaseConnectorConfig,
     ConnectorType,
     MessageHandler,
+    MethodBudget,
+    Outgoing,
     StreamPolicy,
 )
 from relaybot.core.context import ContextDraft
@@ -33,6 +36,7 @@ from relaybot.core.errors import (
     ProviderUnavailableError,
     RelaybotError,
     StorageError,
+    StreamEndedError,
 )
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision, ReplyRecord
@@ -63,14 +67,19 @@ from relaybot.core.plugin_settings import PluginSettings
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
+    GeneratedImage,
+    ImageRequest,
     ProviderCapabilities,
     ProviderType,
 )
+from relaybot.core.streaming import INTERRUPTED_MARKER, mark_interrupted
 from relaybot.core.webserver import WebServer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "INTERRUPTED_MARKER",
+    "NOTICE",
     "AccessDecision",
     "BaseConnector",
     "BaseConnectorConfig",
@@ -88,15 +97,19 @@ __all__ = [
     "ContextDraft",
     "ContextTooLongError",
     "Finish",
+    "GeneratedImage",
     "ImageLimits",
     "ImagePart",
     "ImageRef",
+    "ImageRequest",
     "IncomingMessage",
     "Job",
     "JobContext",
     "MessageGoneError",
     "MessageHandler",
     "MessageNotModifiedError",
+    "MethodBudget",
+    "Outgoing",
     "PlatformError",
     "PlatformRateLimitError",
     "PluginError",
@@ -118,6 +131,7 @@ __all__ = [
     "ReplyStatus",
     "Role",
     "StorageError",
+    "StreamEndedError",
     "StreamPolicy",
     "TextDelta",
     "TextPart",
@@ -129,6 +143,7 @@ __all__ = [
     "clean_text",
     "hookimpl",
     "load_config",
+    "mark_interrupted",
     "parse_config",
     "use_optional",
 ]

@@ -38,14 +38,17 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 from telegram.request import BaseRequest
 
 from relaybot import (
+    NOTICE,
     BaseConnector,
     ChatKey,
     ConfigError,
     IncomingMessage,
     MessageHandler,
+    Outgoing,
     PlatformError,
     RelaybotError,
     StreamPolicy,
+    mark_interrupted,
     use_optional,
 )
 from relaybot.core.redact import redact
@@ -453,10 +456,21 @@ class TelegramConnector(BaseConnector):
         return await self._call(chat, send(text, None))
 
     async def send_text(
-        self, chat: ChatKey, text: str, *, final: bool = True, reply_to: str | None = None
+        self,
+        chat: ChatKey,
+        text: str,
+        *,
+        final: bool = True,
+        reply_to: str | None = None,
+        outgoing: Outgoing = NOTICE,
     ) -> str:
-        """``sendMessage``: plain mid-stream, formatted when final; replies to ``reply_to``."""
+        """``sendMessage``: plain mid-stream, formatted when final; replies to ``reply_to``.
+
+        An interrupted reply's final message ends with the "⏹ interrupted" paragraph.
+        """
         bot = self.bot
+        if final and outgoing.interrupted:
+            text = mark_interrupted(text)
         kwargs: dict[str, Any] = {"chat_id": int(chat.chat), "message_thread_id": _thread(chat)}
         if reply_to:
             kwargs["reply_parameters"] = ReplyParameters(
@@ -472,9 +486,13 @@ class TelegramConnector(BaseConnector):
             )
         return str(sent.message_id)
 
-    async def edit_text(self, chat: ChatKey, message_id: str, text: str, *, final: bool) -> None:
-        """``editMessageText`` with the same plain/formatted rule as :meth:`send_text`."""
+    async def edit_text(
+        self, chat: ChatKey, message_id: str, text: str, *, final: bool, outgoing: Outgoing = NOTICE
+    ) -> None:
+        """``editMessageText`` with the same plain/formatted and marker rules as :meth:`send_text`."""
         bot = self.bot
+        if final and outgoing.interrupted:
+            text = mark_interrupted(text)
         kwargs: dict[str, Any] = {"chat_id": int(chat.chat), "message_id": int(message_id)}
         if final:
             await self._formatted(
@@ -485,7 +503,9 @@ class TelegramConnector(BaseConnector):
                 chat, bot.edit_message_text(text=text, link_preview_options=_NO_PREVIEW, **kwargs)
             )
 
-    async def send_draft(self, chat: ChatKey, draft_id: int, text: str) -> None:
+    async def send_draft(
+        self, chat: ChatKey, draft_id: int, text: str, *, outgoing: Outgoing = NOTICE
+    ) -> None:
         """``sendMessageDraft`` (private chats): an animated preview; empty = "Thinking…"."""
         await self._call(
             chat,
@@ -504,8 +524,18 @@ class TelegramConnector(BaseConnector):
             ),
         )
 
+    async def delete_message(self, chat: ChatKey, message_id: str) -> None:
+        """``deleteMessage`` (a progress notice an image replaces)."""
+        await self._call(chat, self.bot.delete_message(chat_id=int(chat.chat), message_id=int(message_id)))
+
     async def send_image(
-        self, chat: ChatKey, image: bytes, *, caption: str = "", mime_type: str = "image/png"
+        self,
+        chat: ChatKey,
+        image: bytes,
+        *,
+        caption: str = "",
+        mime_type: str = "image/png",
+        outgoing: Outgoing = NOTICE,
     ) -> str:
         """``sendPhoto`` with the caption formatted; a caption over 1024 units follows as text."""
         bot = self.bot

@@ -3,9 +3,11 @@
 The streaming scheduler calls :meth:`WebConnector.send_text` for a reply's first frame and
 :meth:`WebConnector.edit_text` for later ones, always with the full text. This module turns
 frames into ``delta`` events (the text that was appended) or ``replace`` events (the text
-changed otherwise), tagged with the conversation and message they belong to, and publishes
-them on the browser's event channel (:mod:`.hub`). Nothing here depends on a tab being open:
-events are buffered for a while and the reply is stored by the core either way.
+changed otherwise), tagged with the conversation and stored reply they belong to — both come
+with every frame in its :class:`~relaybot.core.connector.Outgoing` descriptor — and publishes
+them on the browser's event channel (:mod:`.hub`). An interrupted reply's final frame says so
+in its descriptor; the page styles it (no marker text). Nothing here depends on a tab being
+open: events are buffered for a while and the reply is stored by the core either way.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaybot import WebServer
-from relaybot.core.connector import BaseConnector, MessageHandler, StreamPolicy
+from relaybot.core.connector import NOTICE, BaseConnector, MessageHandler, Outgoing, StreamPolicy
 from relaybot.core.errors import ConfigError
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import ReplyRecord
-from relaybot.core.models import ChatKey, ImageRef, ReplyStatus, Role, VideoRef
-from relaybot.core.streaming.scheduler import INTERRUPTED_MARKER
+from relaybot.core.models import ChatKey, ImageRef, ReplyStatus, VideoRef
 
 from .config import WebConfig
 from .hub import EventHub
@@ -41,8 +42,6 @@ WEB_POLICY = StreamPolicy(
 )
 #: uploads a client may still attach to its next message (older ones must be uploaded again)
 UPLOADS_PER_CLIENT = 64
-#: messages tracked while streaming, across all clients (bounded even if a stream never ends)
-MAX_LIVE = 10_000
 
 
 @dataclass(slots=True)
@@ -64,19 +63,6 @@ class LiveMessage:
             "message_id": self.platform_id,
             "reply_id": self.reply_id,
         }
-
-
-def split_marker(text: str) -> tuple[str, bool]:
-    """Remove the scheduler's interruption marker paragraph; True if it was there.
-
-    The page shows interruption as a styled marker instead of text.
-    """
-    paragraphs = text.split("\n\n")
-    for i in range(len(paragraphs) - 1, -1, -1):
-        if paragraphs[i].strip() == INTERRUPTED_MARKER:
-            del paragraphs[i]
-            return "\n\n".join(paragraphs).rstrip(), True
-    return text, False
 
 
 class _ReplyHooks:
@@ -113,9 +99,10 @@ class WebConnector(BaseConnector):
         self.handler: MessageHandler | None = None
         self.port = 0
         self._ids = itertools.count(1)
-        self._live: OrderedDict[str, LiveMessage] = OrderedDict()
-        #: stored replies already shown by a bot message (a later notice must not claim them)
-        self._claimed: OrderedDict[int, None] = OrderedDict()
+        #: messages whose final frame has not come yet. Every stream ends with a final frame
+        #: (this connector never refuses one) unless the scheduler abandons it at shutdown,
+        #: so this holds only replies in flight; aclose() clears it.
+        self._live: dict[str, LiveMessage] = {}
         self._uploads: dict[str, OrderedDict[str, ImageRef | VideoRef]] = {}
         self._server: WebServer | None = None
         self._hooks = _ReplyHooks(self)
@@ -186,37 +173,62 @@ class WebConnector(BaseConnector):
         if self._server is not None:
             await self._server.stop()
         self._server = None
+        self._live.clear()
         if self.app is not None and self.app.plugins.pm.has_plugin(self._hooks_name):
             self.app.plugins.pm.unregister(name=self._hooks_name)
 
     # ── primitives (called by the streaming scheduler) ──────────────────────────────────────
 
     async def send_text(
-        self, chat: ChatKey, text: str, *, final: bool = True, reply_to: str | None = None
+        self,
+        chat: ChatKey,
+        text: str,
+        *,
+        final: bool = True,
+        reply_to: str | None = None,
+        outgoing: Outgoing = NOTICE,
     ) -> str:
         """Publish a new bot message; its first frame goes out as ``delta`` from empty text."""
-        conversation_id, reply_id = await self._locate(chat, reply_to)
-        live = LiveMessage(f"w{next(self._ids)}", chat.chat, conversation_id, reply_id)
+        live = LiveMessage(
+            f"w{next(self._ids)}",
+            chat.chat,
+            outgoing.conversation_id,
+            outgoing.reply_id if outgoing.kind == "reply" else None,
+        )
         self._live[live.platform_id] = live
-        while len(self._live) > MAX_LIVE:
-            self._live.popitem(last=False)
-        self._frame(live, text, final)
+        self._frame(live, text, final, outgoing)
         return live.platform_id
 
-    async def edit_text(self, chat: ChatKey, message_id: str, text: str, *, final: bool) -> None:
+    async def edit_text(
+        self, chat: ChatKey, message_id: str, text: str, *, final: bool, outgoing: Outgoing = NOTICE
+    ) -> None:
         """Publish the new text of a message as ``delta`` (appended) or ``replace``."""
         live = self._live.get(message_id)
         if live is None:
-            # finished or evicted: a late edit replaces the text whole, with the message's ids
-            live = LiveMessage(message_id, chat.chat, await self._conversation_id(chat), None, text="\0")
-        self._frame(live, text, final)
+            # finished already: a late edit replaces the text whole, with the message's ids
+            reply_id = outgoing.reply_id if outgoing.kind == "reply" else None
+            live = LiveMessage(message_id, chat.chat, outgoing.conversation_id, reply_id, text="\0")
+        self._frame(live, text, final, outgoing)
+
+    async def delete_message(self, chat: ChatKey, message_id: str) -> None:
+        """Take a bot message (a progress notice an image replaced) off the page."""
+        self._live.pop(message_id, None)
+        self.hub.publish(chat.chat, "remove", {"message_id": message_id})
 
     async def send_image(
-        self, chat: ChatKey, image: bytes, *, caption: str = "", mime_type: str = "image/png"
+        self,
+        chat: ChatKey,
+        image: bytes,
+        *,
+        caption: str = "",
+        mime_type: str = "image/png",
+        outgoing: Outgoing = NOTICE,
     ) -> str:
         """Store the image through the core's media path and show it in the conversation."""
         ref = await self.app.media.save(image, mime_type=mime_type)
-        conversation_id = await self._conversation_id(chat)
+        conversation_id = outgoing.conversation_id
+        if conversation_id is None:
+            conversation_id = await self._conversation_id(chat)
         platform_id = f"w{next(self._ids)}"
         self.hub.publish(
             chat.chat,
@@ -224,6 +236,7 @@ class WebConnector(BaseConnector):
             {
                 "conversation_id": conversation_id,
                 "message_id": platform_id,
+                "reply_id": outgoing.reply_id,
                 "url": media_url(ref.uri),
                 "caption": caption,
                 "width": ref.width,
@@ -264,41 +277,8 @@ class WebConnector(BaseConnector):
         conv = await self.app.store.active_conversation(chat)
         return conv.id if conv is not None else None
 
-    async def _locate(self, chat: ChatKey, reply_to: str | None = None) -> tuple[int | None, int | None]:
-        """The active conversation of ``chat`` and the stored reply a new bot message shows.
-
-        The active conversation is sound because the core never changes it while a reply
-        streams: switching, /new and deleting first cancel the reply and wait until its last
-        frame was delivered. The reply is the conversation's leaf when that is an assistant
-        message no earlier bot message claimed, and this message belongs to a reply: it is
-        still streaming, or it answers a user message (``reply_to``; a short reply may be
-        saved complete before its first frame goes out), or a reply task runs in the chat
-        (regenerate). Anything else — a command's answer, an error notice — is a notice.
-        """
-        store = self.app.store
-        conv = await store.active_conversation(chat)
-        if conv is None:
-            return None, None
-        if conv.leaf_id is None or conv.leaf_id in self._claimed:
-            return conv.id, None
-        leaf = await store.get_message(conv.leaf_id)
-        if leaf is None or leaf.role != Role.ASSISTANT:
-            return conv.id, None
-        if (
-            leaf.status == ReplyStatus.STREAMING
-            or reply_to is not None
-            or self.app.turns.is_streaming(chat)
-        ):
-            self._claimed[leaf.id] = None
-            while len(self._claimed) > MAX_LIVE:
-                self._claimed.popitem(last=False)
-            return conv.id, leaf.id
-        return conv.id, None
-
-    def _frame(self, live: LiveMessage, text: str, final: bool) -> None:
-        interrupted = False
-        if final:
-            text, interrupted = split_marker(text)
+    def _frame(self, live: LiveMessage, text: str, final: bool, outgoing: Outgoing) -> None:
+        interrupted = final and outgoing.interrupted
         if text.startswith(live.text):
             if len(text) > len(live.text):
                 self.hub.publish(live.client, "delta", {**live.ids(), "text": text[len(live.text) :]})

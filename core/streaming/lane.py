@@ -19,17 +19,20 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from ..errors import (
     MessageGoneError,
     MessageNotModifiedError,
     PlatformRateLimitError,
+    StreamEndedError,
 )
 from ..models import ChatKey
 
 if TYPE_CHECKING:
-    from .reply import Job, ReplyStream
+    from .budgets import LearnedBuckets
+    from .delivery import Job, JobKind
+    from .reply import ReplyStream
     from .scheduler import StreamScheduler
 
 log = logging.getLogger("relaybot.core.streaming")
@@ -44,12 +47,22 @@ SLOWDOWN_WINDOW = 60.0
 class SchedulerStats:
     """Counters for benchmarks and admin views (monotonic, never reset by the scheduler)."""
 
-    #: requests that reached the connector (send + edit + draft; typing not included)
+    #: requests that reached the connector (every kind below; typing not included)
     requests: int = 0
     sends: int = 0
     edits: int = 0
     drafts: int = 0
+    #: append style: stream starts, appends and stops
+    starts: int = 0
+    appends: int = 0
+    stops: int = 0
+    images: int = 0
+    deletes: int = 0
     typing: int = 0
+    #: streams that started by send + edit because the stream-start budget was spent
+    starts_short: int = 0
+    #: append streams the platform ended early (finished by edits)
+    streams_ended: int = 0
     #: 429 answers (``PlatformRateLimitError``), any scope
     rate_limited: int = 0
     #: "message is not modified" answers (counted as success)
@@ -81,13 +94,14 @@ class FrameTrace:
     """
 
     chat: ChatKey
-    kind: Literal["send", "edit", "draft"]
+    kind: JobKind
     final: bool
     text_at: float
     allowed_at: float
     issued_at: float
     done_at: float
-    #: "ok", "not_modified", "rate_limited", "gone" or "error"
+    #: "ok", "not_modified", "rate_limited", "gone", "ended" (an append stream the platform
+    #: ended) or "error"
     outcome: str
 
 
@@ -263,6 +277,7 @@ class Lane:
         "_sched",
         "_task",
         "_wake",
+        "buckets",
         "chat",
         "interval",
         "last_typing",
@@ -292,6 +307,8 @@ class Lane:
         self.last_typing: dict[ChatKey, float] = {}
         self.streams: set[ReplyStream] = set()
         self.ready: deque[ReplyStream] = deque()
+        #: rate-limit buckets the connector reported for this chat (``None``: none yet)
+        self.buckets: LearnedBuckets | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -334,7 +351,11 @@ class Lane:
 
     def quiet(self, now: float) -> bool:
         """True when forgetting this lane loses nothing (no streams, no pending pacing state)."""
-        return not self.streams and now >= max(self.next_ok, self.paused_until, self.slow_until)
+        return (
+            not self.streams
+            and now >= max(self.next_ok, self.paused_until, self.slow_until)
+            and (self.buckets is None or self.buckets.quiet(now))
+        )
 
     def current_interval(self, now: float) -> float:
         """The chat's interval, doubled per recent 429 while the slowdown window lasts."""
@@ -452,7 +473,43 @@ class Lane:
                 job = stream._job()  # carry what arrived while we waited
                 if job is None:
                     return
+        if self.buckets is not None or self._sched.budgets is not None:
+            job = await self._method_turn(stream, job)
+            if job is None:
+                return
         await self._perform(stream, job, allowed)
+
+    async def _method_turn(self, stream: ReplyStream, job: Job) -> Job | None:
+        """Wait until ``job``'s method has budget (per-method budgets, learned buckets).
+
+        A native stream start that would have to wait goes by send + edit instead (when many
+        replies begin at once, Slack's start budget is the scarce one). After a wait the job
+        is rebuilt, so it carries what arrived meanwhile.
+        """
+        clock = self._sched.clock
+        while True:
+            wait = self._method_wait(job.kind, clock())
+            if wait <= 0.0:
+                return job
+            if job.kind == "start":
+                stream._start_short()
+            else:
+                stream._untrace(job)
+                await asyncio.sleep(wait)
+                if self.blocked_until() > clock():
+                    self.enqueue(stream, front=True)  # a 429 arrived meanwhile
+                    return None
+            next_job = stream._job()
+            if next_job is None:
+                return None
+            job = next_job
+
+    def _method_wait(self, method: str, now: float) -> float:
+        budgets = self._sched.budgets
+        wait = budgets.wait(method, self.chat, now) if budgets is not None else 0.0
+        if self.buckets is not None:
+            wait = max(wait, self.buckets.wait(method, now))
+        return wait
 
     async def _wait_allowed(self) -> float:
         """Sleep until the chat's budget allows a request; return when it did (may be -inf)."""
@@ -498,19 +555,48 @@ class Lane:
         if window is not None:
             await window.enter()  # returns at once unless answers are coming back slowly
         issued = sched.clock() if trace is not None else 0.0
+        if sched.budgets is not None:
+            sched.budgets.take(job.kind, stream.chat, sched.clock())
+        if self.buckets is not None:
+            self.buckets.take(job.kind)
         outcome = "ok"
+        kind = job.kind
+        out = job.outgoing or stream._out
         try:
-            if job.kind == "send":
+            if kind == "send":
                 stats.sends += 1
                 message_id = await conn.send_text(
-                    stream.chat, job.text, final=job.final, reply_to=job.reply_to
+                    stream.chat, job.text, final=job.final, reply_to=job.reply_to, outgoing=out
                 )
-            elif job.kind == "edit":
+            elif kind == "edit":
                 stats.edits += 1
-                await conn.edit_text(stream.chat, job.message_id or "", job.text, final=job.final)
-            else:
+                await conn.edit_text(
+                    stream.chat, job.message_id or "", job.text, final=job.final, outgoing=out
+                )
+            elif kind == "draft":
                 stats.drafts += 1
-                await conn.send_draft(stream.chat, stream.draft_id, job.text)
+                await conn.send_draft(stream.chat, stream.draft_id, job.text, outgoing=out)
+            elif kind == "append":
+                stats.appends += 1
+                await conn.append_stream(stream.chat, job.message_id or "", job.text, outgoing=out)
+            elif kind == "start":
+                stats.starts += 1
+                message_id = await conn.start_stream(
+                    stream.chat, job.text, reply_to=job.reply_to, outgoing=out
+                )
+            elif kind == "stop":
+                stats.stops += 1
+                await conn.stop_stream(stream.chat, job.message_id or "", job.text, outgoing=out)
+            elif kind == "image":
+                stats.images += 1
+                image = stream._image
+                assert image is not None
+                message_id = await conn.send_image(
+                    stream.chat, image.data, caption=image.caption, mime_type=image.mime_type, outgoing=out
+                )
+            else:
+                stats.deletes += 1
+                await conn.delete_message(stream.chat, job.message_id or "")
         except PlatformRateLimitError as exc:
             outcome = "rate_limited"
             stream._untrace(job)
@@ -524,6 +610,10 @@ class Lane:
             outcome = "gone"
             stream._untrace(job)
             stream._gone(job, exc)
+        except StreamEndedError as exc:
+            outcome = "ended"
+            stream._untrace(job)
+            stream._stream_ended(job, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # PlatformError, or a connector bug: retried with backoff

@@ -7,27 +7,38 @@ never move) and the growing tail. Its lane asks it, when the chat's budget allow
 next request (:meth:`ReplyStream._job`), which is always built from the latest text, so
 frames coalesce instead of queueing deltas.
 
-Delivery modes (chosen from the connector's policy when the stream opens):
+Delivery modes (streaming styles, chosen from the connector's policy when the stream opens;
+the requests themselves are built in :mod:`.delivery`):
 
-* ``edit`` — send the first frame, edit it as text grows, edit it once more with
+* ``edit`` (*replace*) — send the first frame, edit it as text grows, edit it once more with
   ``final=True`` when its message is complete;
 * ``draft`` — native drafts (private chats with ``policy.native_draft``): an empty
   placeholder at once, then ``send_draft`` frames under one stable draft id, and each message
   delivered with a real ``send_text(final=True)``; a draft refusal falls back to ``edit``;
+* ``append`` — native append streams (``policy.native_append``, Slack): the platform receives
+  only the text added since the last frame; a stream the platform ends early, or one it
+  has no start budget for, finishes (or goes) by ``edit``;
 * ``final`` — the platform cannot edit: each message is sent once, when complete.
+
+Every request carries an :class:`~relaybot.core.connector.Outgoing` descriptor (set when the
+stream opens, completed by :meth:`ReplyStream.describe` once the reply is stored). An
+interrupted reply's final frame carries ``interrupted=True`` and its text *without* a marker:
+connectors render it (room for :data:`INTERRUPTED_MARKER` is kept within ``max_length``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from ..connector import Outgoing, OutgoingKind
+from ..errors import CapabilityError
 from ..models import ChatKey
+from .delivery import Delivery, ImageFrame, Job, StreamMode, _State
 from .demand import ReadGate
 from .text import Fence, Part, cut_part, fit_fence, render, scan_fences, text_length
 
@@ -39,30 +50,26 @@ log = logging.getLogger("relaybot.core.streaming")
 
 # Compact the tail's chunk list this often when no frames join it (mode "final").
 _COMPACT_EVERY = 256
-# Longest wait between retries of a failing request.
-_MAX_BACKOFF = 30.0
+
+#: the paragraph connectors append to an interrupted reply's last message (see mark_interrupted)
+INTERRUPTED_MARKER = "⏹ interrupted"
+
+__all__ = ["INTERRUPTED_MARKER", "Job", "ReplyResult", "ReplyStream", "StreamMode", "mark_interrupted"]
 
 
-class StreamMode(enum.StrEnum):
-    """How a stream shows progress (see the module docstring)."""
-
-    EDIT = "edit"
-    DRAFT = "draft"
-    FINAL = "final"
-
-
-class _State(enum.Enum):
-    OPEN = 1  # accepting text
-    FINISHED = 2  # finish() called: delivering the final form
-    DONE = 3  # every message delivered (or given up); the result is set
+def mark_interrupted(text: str, marker: str = INTERRUPTED_MARKER) -> str:
+    """``text`` with the interruption marker as its last paragraph (the marker alone when
+    ``text`` is empty): how Telegram and the terminal show ``Outgoing.interrupted``."""
+    return f"{text}\n\n{marker}" if text.strip() else marker
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyResult:
     """What a reply turned into on the platform.
 
-    ``message_ids`` are the platform ids of the reply's messages in order; ``text`` is the
-    full text as finally shown (with any interruption marker or note). ``delivered`` is false
+    ``message_ids`` are the platform ids of the reply's messages in order (for an image: the
+    image's, and ``text`` is empty); ``text`` is the full text as finally shown, with any note but without the
+    interruption marker (``interrupted`` says it; connectors render it). ``delivered`` is false
     when some message could not be delivered in its final form: the stream was cancelled,
     the scheduler closed first (e.g. during a long ``retry_after``), the chat is gone, or
     retries ran out; ``error`` then says why.
@@ -75,38 +82,29 @@ class ReplyResult:
     error: str | None = None
 
 
-@dataclass(slots=True)
-class Job:
-    """One request a lane performs for a stream (built fresh each time, never queued)."""
-
-    kind: Literal["send", "edit", "draft"]
-    text: str
-    final: bool = False
-    message_id: str | None = None
-    reply_to: str | None = None
-    #: the stream's append counter when the frame was built (for coalescing stats)
-    version: int = 0
-    #: when the oldest text this job carries became available (tracing only; 0.0: untraced)
-    text_at: float = 0.0
-
-
-class ReplyStream:
+class ReplyStream(Delivery):
     """One streamed reply into one chat. Create it with ``StreamScheduler.open()``.
 
-    Contract: call :meth:`append` for each piece of text, then exactly one of
-    :meth:`finish` (deliver everything in final form) or :meth:`cancel` (stop; what was
-    already shown stays as it is). ``async with`` does that for you: a normal exit finishes,
-    an exception (including cancellation of the producer) finishes it as *interrupted* in
-    the background, so a partial reply is never left half-shown.
+    Contract: call :meth:`append` for each piece of text (:meth:`replace_text` starts over,
+    e.g. a progress notice turning into an error), then exactly one of :meth:`finish`
+    (deliver everything in final form), :meth:`finish_image` (an image in place of the text)
+    or :meth:`cancel` (stop; what was already shown stays as it is). ``async with`` does that
+    for you: a normal exit finishes, an exception (including cancellation of the producer)
+    finishes it as *interrupted* in the background, so a partial reply is never left
+    half-shown. :meth:`describe` completes the :class:`~relaybot.core.connector.Outgoing`
+    descriptor every request carries.
     """
 
     __slots__ = (
         "__weakref__",
+        "_appended",
         "_backlog",
+        "_busy",
         "_chunks",
         "_counted",
         "_deferred",
         "_delivered",
+        "_doomed",
         "_draft_text",
         "_errors",
         "_failures",
@@ -115,6 +113,7 @@ class ReplyStream:
         "_frames_ok",
         "_future",
         "_ids",
+        "_image",
         "_interrupted",
         "_lane",
         "_limit",
@@ -122,6 +121,7 @@ class ReplyStream:
         "_live",
         "_msg_id",
         "_msg_text",
+        "_out",
         "_parts",
         "_placeholder",
         "_prefix_units",
@@ -157,6 +157,7 @@ class ReplyStream:
         private: bool,
         reply_to: str | None,
         draft_id: int,
+        outgoing: Outgoing | None = None,
     ) -> None:
         policy = scheduler.policy
         self._sched = scheduler
@@ -166,8 +167,12 @@ class ReplyStream:
         self.private = private
         if policy.native_draft and private:
             self.mode = StreamMode.DRAFT
+        elif policy.native_append:
+            self.mode = StreamMode.APPEND
         else:
             self.mode = StreamMode.EDIT if policy.can_edit else StreamMode.FINAL
+        # what every request of this reply carries (see describe())
+        self._out = outgoing if outgoing is not None else Outgoing("reply")
         #: the stream's draft id (stable, non-zero) in draft mode, else 0
         self.draft_id = draft_id if self.mode is StreamMode.DRAFT else 0
         self._reply_to = reply_to
@@ -188,6 +193,9 @@ class ReplyStream:
         self._msg_id: str | None = None
         self._msg_text: str | None = None
         self._ids: list[str] = []
+        self._appended = ""  # append mode: what the platform's stream holds of this message
+        self._image: ImageFrame | None = None  # finish_image(): the image still to send
+        self._doomed: list[str] = []  # progress messages to delete once the image arrived
         self._delivered = 0  # parts delivered in final form (or given up)
         self._draft_text: str | None = None
         self._placeholder = self.mode is StreamMode.DRAFT
@@ -202,6 +210,7 @@ class ReplyStream:
         self._served_at = float("-inf")  # when the lane last sent a request for it (fairness)
         self._timer: asyncio.TimerHandle | None = None
         self._typing: asyncio.Handle | None = None
+        self._busy = False  # keep_typing(): typing goes on while the stream is open
         self._typed = False  # a typing indicator was asked for already (later ones refresh)
         self._text_shown = False
         # coalesce=False (benchmarks): appended deltas wait here and go out one per frame
@@ -226,6 +235,28 @@ class ReplyStream:
     def finished(self) -> bool:
         """True once :meth:`finish` (or :meth:`cancel`) was called."""
         return self._state is not _State.OPEN or self._deferred is not None
+
+    @property
+    def outgoing(self) -> Outgoing:
+        """The descriptor this reply's requests carry (see :meth:`describe`)."""
+        return self._out
+
+    def describe(
+        self,
+        *,
+        conversation_id: int | None = None,
+        reply_id: int | None = None,
+        kind: OutgoingKind | None = None,
+    ) -> None:
+        """Fill in what is known only after the reply was stored (the stream is opened first,
+        for instant feedback). Call it before the first text; frames sent later carry it."""
+        out = self._out
+        self._out = replace(
+            out,
+            kind=kind or out.kind,
+            conversation_id=out.conversation_id if conversation_id is None else conversation_id,
+            reply_id=out.reply_id if reply_id is None else reply_id,
+        )
 
     def append(self, delta: str) -> None:
         """Add text. Synchronous and cheap: it only records the text and wakes the lane.
@@ -312,25 +343,21 @@ class ReplyStream:
         text = self._tail().rstrip()
         open_fence = scan_fences(text, self._fence, line_start=self._line_start)
         if open_fence is not None:
-            text += open_fence.closer  # keep a marker or note out of a dangling code block
+            text += open_fence.closer  # keep a note (or the marker) out of a dangling code block
         has_content = bool(self._parts) or bool(text.strip())
-        extras = []
-        if interrupted:
-            extras.append(self._sched.interrupted_marker)
-        if note.strip():
-            extras.append(note.strip())
-        if not has_content and not extras:
-            extras.append(self._sched.empty_text)
-        tail = "\n\n".join(extras)
-        if has_content and tail:
-            tail = "\n\n" + tail
-        text += tail
+        note = note.strip()
+        if note:
+            text = f"{text}\n\n{note}" if has_content else note
+        elif not has_content and not interrupted:
+            text = self._sched.empty_text
+        # the connector adds the interruption marker: keep room for it in the last message
+        reserve = self._sched.marker_units if interrupted else 0
         self._chunks = [text] if text else []
         self._seg_units = text_length(text, self._unit)
-        if self._seg_units + self._prefix_units > self._limit:
-            self._cut()
+        if self._seg_units + self._prefix_units + reserve > self._limit:
+            self._cut(reserve)
         last = self._tail()
-        if render(last, self._fence).strip():
+        if render(last, self._fence).strip() or (interrupted and not self._parts):
             self._parts.append(Part(last, self._fence, None))
         self._chunks = []
         self._seg_units = 0
@@ -339,6 +366,65 @@ class ReplyStream:
             self._complete()
         else:
             self._lane.enqueue(self)
+
+    async def finish_image(
+        self, image: bytes, *, caption: str = "", mime_type: str = "image/png"
+    ) -> ReplyResult:
+        """End the reply with an image instead of text, and wait until it was delivered.
+
+        The image is a frame like any other (paced within the chat's budget, 429s waited
+        out, retried a bounded number of times). Text this stream showed until now (a
+        "Generating…" notice) is deleted once the image arrived; if the image cannot be
+        delivered the text stays and :attr:`ReplyResult.delivered` is false. Raises
+        :class:`~relaybot.core.errors.CapabilityError` (before changing anything) when the
+        connector cannot send images, so the caller can finish with text instead.
+        """
+        if not self._sched.connector.can_send_images:
+            raise CapabilityError(f"{self._sched.connector.name} cannot send images")
+        if self._state is _State.OPEN and self._deferred is None:
+            self._image = ImageFrame(image, caption, mime_type)
+            if self._sched.connector.can_delete:
+                self._doomed = [*self._ids, *([self._msg_id] if self._msg_id is not None else [])]
+            self._ids = []
+            self._parts = []
+            self._delivered = 0
+            self._out = replace(self._out, part=0)
+            self._chunks = []
+            self._seg_units = 0
+            self._backlog = None
+            self._state = _State.FINISHED
+            self._lane.enqueue(self)
+        return await asyncio.shield(self._future)
+
+    def keep_typing(self) -> None:
+        """Keep the typing indicator going until :meth:`finish` (or an image), even once text
+        is shown: for slow work behind a progress notice ("🎨 Generating…"). Paced like any
+        typing indicator: refreshed every ``policy.typing_interval``, never into a 429 pause."""
+        self._busy = True
+        self._start_typing()
+
+    def replace_text(self, text: str) -> None:
+        """Replace everything appended so far with ``text`` (a progress notice that becomes
+        the answer or an error): the next frame shows ``text`` in the same message (an edit;
+        a new message where the platform cannot edit). Messages already complete in a split
+        reply are deleted where the connector can. Ignored once finished."""
+        if self._state is not _State.OPEN or self._deferred is not None:
+            return
+        if self._sched.connector.can_delete:
+            self._doomed.extend(self._ids[: self._delivered])
+        self._ids = []
+        self._parts = []
+        self._delivered = 0
+        self._out = replace(self._out, part=0)
+        self._fence = None
+        self._prefix_units = 0
+        self._line_start = True
+        self._chunks = []
+        self._seg_units = 0
+        if self._backlog is not None:
+            self._backlog.clear()
+        self._framed = -1
+        self.append(text)
 
     def cancel(self) -> None:
         """Stop without a final delivery; what the platform already shows stays. Idempotent."""
@@ -375,11 +461,15 @@ class ReplyStream:
             self._chunks = chunks = [joined]  # keep memory compact between frames
         return chunks[0]
 
-    def _cut(self) -> None:
-        """Finalise segments until the tail fits (runs about once per ``max_length`` units)."""
+    def _cut(self, reserve: int = 0) -> None:
+        """Finalise segments until the tail fits (runs about once per ``max_length`` units).
+
+        ``reserve`` units are kept free in the last segment (the interruption marker).
+        """
         text = self._tail()
-        while self._seg_units + self._prefix_units > self._limit:
-            cut, part = cut_part(text, self._limit, self._unit, self._fence, line_start=self._line_start)
+        limit = self._limit - reserve
+        while self._seg_units + self._prefix_units > limit:
+            cut, part = cut_part(text, limit, self._unit, self._fence, line_start=self._line_start)
             self._parts.append(part)
             self._fence = fit_fence(part.fence_out, self._limit, self._unit)
             self._line_start = part.body.endswith("\n")
@@ -387,153 +477,6 @@ class ReplyStream:
             self._prefix_units = text_length(self._fence.opener, self._unit) if self._fence is not None else 0
             self._seg_units = text_length(text, self._unit)
         self._chunks = [text] if text else []
-
-    # -- lane side: what to send next and what happened ------------------------------------
-
-    def _job(self) -> Job | None:
-        """The next request for this stream, from the latest text; ``None`` if nothing."""
-        job = self._next_job()
-        if self._backlog is not None:
-            # not coalescing: show the next waiting delta once the current text is out
-            while job is None and self._backlog and self._state is _State.OPEN:
-                self._add(self._backlog.popleft())
-                job = self._next_job()
-            if job is None and self._deferred is not None and not self._backlog:
-                interrupted, note = self._deferred
-                self._deferred = None
-                self.finish_nowait(interrupted=interrupted, note=note)
-                job = self._next_job()
-        if job is not None and self._traced and job.text:
-            job.text_at = self._text_at
-            self._text_at = 0.0
-        return job
-
-    def _untrace(self, job: Job) -> None:
-        """``job`` was not delivered: its text counts as waiting again (tracing only)."""
-        if job.text_at and (not self._text_at or job.text_at < self._text_at):
-            self._text_at = job.text_at
-
-    def _next_job(self) -> Job | None:
-        if self._state is _State.DONE:
-            return None
-        index = self._delivered
-        if index < len(self._parts):
-            return self._final_job(index, self._parts[index].text)
-        if self._state is not _State.OPEN:
-            return None
-        if self._placeholder and not self._chunks:
-            return Job("draft", "")
-        if not self._live or self._framed == self._version:
-            return None
-        text = render(self._tail(), self._fence)
-        if self.mode is StreamMode.DRAFT:
-            if not text or text == self._draft_text:
-                self._framed = self._version
-                return None
-            return Job("draft", text, version=self._version)
-        if not text or text == self._msg_text:
-            self._framed = self._version  # e.g. only whitespace arrived: nothing to show
-            return None
-        if self._msg_id is None:
-            return Job("send", text, reply_to=self._reply_for(index), version=self._version)
-        return Job("edit", text, message_id=self._msg_id, version=self._version)
-
-    def _final_job(self, index: int, text: str) -> Job:
-        if self.mode is StreamMode.EDIT and self._msg_id is not None:
-            return Job("edit", text, final=True, message_id=self._msg_id)
-        return Job("send", text, final=True, reply_to=self._reply_for(index))
-
-    def _reply_for(self, index: int) -> str | None:
-        return self._reply_to if index == 0 else None
-
-    def _sent(self, job: Job, message_id: str | None) -> None:
-        """A request succeeded (or was "not modified", which is the same thing)."""
-        if self._state is _State.DONE:
-            return  # cancelled while the request was in flight
-        self._failures = 0
-        if job.version:
-            # deltas between the previous frame and this one needed no request of their own
-            self._sched.stats.coalesced += max(0, job.version - self._counted - 1)
-            self._counted = job.version
-            self._framed = max(self._framed, job.version)
-        if job.kind == "draft":
-            self._placeholder = False
-            self._draft_text = job.text
-            if job.text:
-                self._shown()
-            return
-        self._shown()
-        if not job.final:
-            self._msg_id = message_id
-            self._msg_text = job.text
-            return
-        if message_id is not None:
-            self._ids.append(message_id)
-        self._next_message()
-
-    def _next_message(self) -> None:
-        self._delivered += 1
-        self._msg_id = None
-        self._msg_text = None
-        self._draft_text = None
-        self._framed = -1  # the next message starts fresh: show its text
-        if self._state is _State.FINISHED and self._delivered >= len(self._parts):
-            self._complete()
-
-    def _gone(self, job: Job, exc: Exception) -> None:
-        """The platform says the message (or chat) is gone."""
-        if self._state is _State.DONE:
-            return
-        if job.kind == "edit":
-            # The user deleted our message: carry on in a new one.
-            log.info("%s: message %s is gone, sending a new one", self.chat, job.message_id)
-            self._msg_id = None
-            self._msg_text = None
-            self._framed = -1
-        elif job.kind == "draft":
-            self._fallback(exc)
-        elif job.reply_to is not None and self._reply_to is not None:
-            log.info("%s: message %s to reply to is gone, sending without", self.chat, job.reply_to)
-            self._reply_to = None
-        else:
-            self._abandon(f"chat is gone: {exc}")
-
-    def _failed(self, job: Job, exc: Exception) -> None:
-        """A request failed for another reason: back off and retry, a bounded number of times."""
-        if self._state is _State.DONE:
-            return
-        if job.kind == "draft":
-            self._fallback(exc)
-            return
-        self._failures += 1
-        log.warning("%s: %s failed (attempt %d): %s", self.chat, job.kind, self._failures, exc)
-        if self._failures > self._sched.max_retries:
-            self._failures = 0
-            if job.final:
-                self._errors.append(f"message {self._delivered + 1} not delivered: {exc}")
-                self._next_message()  # give up on this one, keep the rest of the reply
-            else:
-                self._frames_ok = self._live = False  # only final deliveries from now on
-            return
-        delay = min(_MAX_BACKOFF, self._sched.retry_backoff * 2 ** (self._failures - 1))
-        self._queued = True  # parked: appends must not requeue it before the timer does
-        self._timer = asyncio.get_running_loop().call_later(delay, self._retry)
-
-    def _retry(self) -> None:
-        self._timer = None
-        self._queued = False
-        self._lane.enqueue(self)
-
-    def _fallback(self, exc: Exception) -> None:
-        """Drafts do not work here: switch to send-then-edit (or final-only) for good."""
-        log.info("%s: drafts unavailable (%s), falling back to edits", self.chat, exc)
-        policy = self._sched.policy
-        self.mode = StreamMode.EDIT if policy.can_edit else StreamMode.FINAL
-        self._live = self._frames_ok and self.mode is StreamMode.EDIT
-        self._placeholder = False
-        self._framed = -1
-        self._text_shown = False
-        self._start_typing()
 
     # -- typing indicator ------------------------------------------------------------------
 
@@ -546,6 +489,8 @@ class ReplyStream:
     def _typing_wanted(self) -> bool:
         if self._state is _State.DONE:
             return False
+        if self._busy and self._state is _State.OPEN:
+            return True  # long work behind a progress notice (keep_typing)
         if self.mode is StreamMode.FINAL:
             return True  # nothing shows progress until a message is complete
         if self.mode is StreamMode.DRAFT:
@@ -589,6 +534,9 @@ class ReplyStream:
 
     def _complete(self) -> None:
         self._settle(self._result())
+
+    def _is_open(self) -> bool:
+        return self._state is _State.OPEN
 
     def _abandon(self, reason: str) -> None:
         """Stop for good with an undelivered result (cancel, shutdown, chat gone)."""

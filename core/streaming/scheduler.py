@@ -20,7 +20,11 @@ Budgets, as the connector's :class:`~relaybot.core.connector.StreamPolicy` decla
   chats at 90% of ``global_rate``, FIFO, without catch-up bursts after event-loop stalls, and
   an :class:`~relaybot.core.streaming.lane.ArrivalWindow` that keeps arrivals at the platform
   within ``global_rate`` per second even when slow answers show requests are bunching up; a
-  global 429 pauses every chat.
+  global 429 pauses every chat;
+* per method (:mod:`.budgets`): ``policy.method_budgets`` (Slack's tiers, per workspace or per
+  chat) and buckets the connector learned from response headers
+  (:meth:`~relaybot.core.connector.BaseConnector.observe_bucket`, Discord). A stream whose
+  native stream start is out of budget starts by send + edit instead of waiting.
 
 Feedback comes at once: a typing indicator, or in draft mode an empty placeholder draft when
 the budgets allow it right now (else typing, and the first draft carries text).
@@ -43,16 +47,15 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..connector import BaseConnector, StreamPolicy
+from ..connector import BaseConnector, Method, Outgoing, OutgoingKind, StreamPolicy
 from ..models import ChatKey
+from .budgets import LearnedBuckets, MethodBudgets
 from .lane import ArrivalWindow, FrameTrace, GlobalPacer, Lane, SchedulerStats
-from .reply import ReplyStream, StreamMode
-from .text import MIN_LIMIT
+from .reply import INTERRUPTED_MARKER, ReplyResult, ReplyStream, StreamMode
+from .text import MIN_LIMIT, text_length
 
 log = logging.getLogger("relaybot.core.streaming")
 
-#: appended (as its own paragraph) to a reply finished with ``interrupted=True``
-INTERRUPTED_MARKER = "⏹ interrupted"
 #: shown when a reply has no text and no note
 EMPTY_REPLY_TEXT = "(empty reply)"
 
@@ -97,7 +100,16 @@ class StreamScheduler:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.interrupted_marker = interrupted_marker
+        #: room kept free for the marker paragraph connectors add to an interrupted reply's
+        #: last message (none on absurdly short limits, where it would crowd out the text)
+        units = text_length("\n\n" + interrupted_marker, policy.length_unit)
+        self.marker_units = units if policy.max_length >= 4 * units else 0
         self.empty_text = empty_text
+        #: per-method budgets (``None`` when the policy declares none)
+        self.budgets: MethodBudgets | None = (
+            MethodBudgets(policy.method_budgets, connector.budget_group) if policy.method_budgets else None
+        )
+        connector.bucket_observer = self.observe_bucket
         #: counters for benchmarks (requests, 429s, not-modified, coalesced frames …)
         self.stats = SchedulerStats()
         #: called with a :class:`FrameTrace` after every request (benchmarks; ``None`` = off).
@@ -144,8 +156,13 @@ class StreamScheduler:
         private: bool,
         reply_to: str | None = None,
         feedback: bool = True,
+        kind: OutgoingKind = "reply",
+        outgoing: Outgoing | None = None,
     ) -> ReplyStream:
         """Start a reply in ``chat`` and give immediate feedback.
+
+        ``kind`` (or a whole ``outgoing`` descriptor) says what the messages carry; ids known
+        only after storage are filled in with :meth:`ReplyStream.describe`.
 
         Feedback: in private chats with native drafts an empty draft ("Thinking…") goes out
         as soon as the chat's budget allows; otherwise a typing indicator goes out at once
@@ -165,7 +182,10 @@ class StreamScheduler:
             if self._new_lanes % _SWEEP_EVERY == 0:
                 self._sweep()
         draft_id = (next(self._draft_ids) - 1) % _MAX_DRAFT_ID + 1
-        stream = ReplyStream(self, lane, chat=chat, private=private, reply_to=reply_to, draft_id=draft_id)
+        stream = ReplyStream(
+            self, lane, chat=chat, private=private, reply_to=reply_to, draft_id=draft_id,
+            outgoing=outgoing if outgoing is not None else Outgoing(kind),
+        )  # fmt: skip
         lane.join(stream, private=private)
         if not feedback:
             stream._placeholder = False
@@ -184,6 +204,32 @@ class StreamScheduler:
         else:
             stream._start_typing()
         return stream
+
+    async def send_image(
+        self,
+        chat: ChatKey,
+        image: bytes,
+        *,
+        private: bool,
+        caption: str = "",
+        mime_type: str = "image/png",
+        reply_to: str | None = None,
+        outgoing: Outgoing | None = None,
+    ) -> ReplyResult:
+        """Send one image as a paced frame (see :meth:`ReplyStream.finish_image`)."""
+        stream = self.open(chat, private=private, reply_to=reply_to, feedback=False, outgoing=outgoing)
+        return await stream.finish_image(image, caption=caption, mime_type=mime_type)
+
+    def observe_bucket(self, chat: ChatKey, method: Method, remaining: int, reset_after: float) -> None:
+        """A connector saw ``remaining`` ``method`` requests left in ``chat`` for ``reset_after``
+        seconds (rate-limit headers): hold that method back until then once none remain."""
+        budget_key = ChatKey(chat.platform, chat.chat) if chat.thread is not None else chat
+        lane = self._lanes.get(budget_key)
+        if lane is None:
+            return  # no reply streams there: the next one learns again
+        if lane.buckets is None:
+            lane.buckets = LearnedBuckets()
+        lane.buckets.observe(method, remaining, self.clock() + max(0.0, reset_after))
 
     def pause_all(self, seconds: float) -> None:
         """Pause every chat for ``seconds`` (a connector-wide 429)."""

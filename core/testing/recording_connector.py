@@ -20,7 +20,23 @@ Like a real platform it refuses what a platform would refuse (each refusal is ke
 * text longer than ``policy.max_length`` (counted in ``policy.length_unit``) or empty →
   ``PlatformError``; an edit of an unknown or deleted message → ``MessageGoneError``;
 * drafts when the policy has none, in group chats, with draft id 0, or with
-  ``drafts_unsupported=True`` → ``PlatformError`` (like Telegram's ``TEXTDRAFT_PEER_INVALID``).
+  ``drafts_unsupported=True`` → ``PlatformError`` (like Telegram's ``TEXTDRAFT_PEER_INVALID``);
+* append streams (``policy.native_append``, Slack's ``chat.startStream``/``appendStream``/
+  ``stopStream``): more than ``policy.append_max`` units in one call, or an empty append →
+  ``PlatformError``; an edit of a message still streaming → ``PlatformError``
+  (``streaming_state_conflict``); appending to a stream older than ``stream_ttl`` seconds or
+  one the user stopped (:meth:`RecordingConnector.stop_by_user`) →
+  ``StreamEndedError`` (``message_not_in_streaming_state``);
+* per-method budgets (``method_budgets``, default the policy's): a request over its sliding
+  window → ``PlatformRateLimitError`` until the window frees;
+* header buckets (``buckets``: method → (limit, seconds) per chat, Discord style): after every
+  accepted call the fake reports the bucket with ``observe_bucket`` as Discord's
+  ``X-RateLimit-*`` headers would, and a request over the bucket gets a 429.
+
+Every primitive records the :class:`~relaybot.core.connector.Outgoing` descriptor it got
+(:attr:`RecordedOp.outgoing`). A final frame with ``outgoing.interrupted`` is rendered like
+Telegram does (:func:`~relaybot.core.streaming.mark_interrupted`), and the length rule applies
+to the rendered text.
 
 Typing indicators are recorded but not interval-checked (they are not messages). The
 ``final`` flag counts as part of a message's state: editing a frame's identical text with
@@ -37,17 +53,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..connector import BaseConnector, MessageHandler, StreamPolicy
+from ..connector import NOTICE, BaseConnector, MessageHandler, Method, MethodBudget, Outgoing, StreamPolicy
 from ..errors import (
     MessageGoneError,
     MessageNotModifiedError,
     PlatformError,
     PlatformRateLimitError,
+    StreamEndedError,
 )
 from ..models import ChatKey, IncomingMessage
+from ..streaming.budgets import MethodBudgets
+from ..streaming.reply import mark_interrupted
 from ..streaming.text import text_length
 
-OPS = ("send", "edit", "draft", "typing", "image")
+OPS = ("send", "edit", "draft", "typing", "image", "start", "append", "stop", "delete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +84,8 @@ class RecordedOp:
     final: bool
     #: the message a send answered (sends only)
     reply_to: str | None = None
+    #: the descriptor the call carried (``None`` for typing)
+    outgoing: Outgoing | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +106,11 @@ class _Message:
     text: str
     final: bool
     deleted: bool = False
+    #: an append stream is open on it (since ``started``)
+    streaming: bool = False
+    started: float = 0.0
+    stopped_by_user: bool = False
+    outgoing: Outgoing = NOTICE
 
 
 class RecordingConnector(BaseConnector):
@@ -95,8 +121,11 @@ class RecordingConnector(BaseConnector):
     rule checks (default: the policy's private or group interval minus ``tolerance``);
     ``groups`` lists chat ids (``ChatKey.chat``) that are group chats; ``retry_after`` is the
     first 429 wait per chat, multiplied by ``escalate`` for each further 429 there;
-    ``drafts_unsupported`` refuses every draft; ``first_id`` is the id of the first message
-    (a connector standing in for the same platform after a restart must not reuse ids).
+    ``drafts_unsupported`` refuses every draft; ``stream_ttl`` is how long an append stream
+    lives (Slack: about 5 minutes; ``None``: forever); ``method_budgets`` the per-method
+    windows enforced (default: the policy's); ``buckets`` the Discord-style header buckets;
+    ``first_id`` is the id of the first message (a connector standing in for the same
+    platform after a restart must not reuse ids).
     """
 
     def __init__(
@@ -112,6 +141,9 @@ class RecordingConnector(BaseConnector):
         retry_after: float = 1.0,
         escalate: float = 2.0,
         drafts_unsupported: bool = False,
+        stream_ttl: float | None = 300.0,
+        method_budgets: tuple[MethodBudget, ...] | None = None,
+        buckets: dict[Method, tuple[int, float]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         first_id: int = 1,
     ) -> None:
@@ -126,6 +158,12 @@ class RecordingConnector(BaseConnector):
         self.escalate = escalate
         self.drafts_unsupported = drafts_unsupported
         self.clock = clock
+        self.stream_ttl = stream_ttl
+        budgets = self.policy.method_budgets if method_budgets is None else method_budgets
+        self._budgets = MethodBudgets(budgets, self.budget_group) if budgets else None
+        self.buckets = dict(buckets or {})
+        # (chat, method) -> (requests in the current bucket window, window end)
+        self._bucket_use: dict[tuple[ChatKey, str], tuple[int, float]] = {}
         #: every accepted call, in order
         self.timeline: list[RecordedOp] = []
         #: every refused call, in order
@@ -155,6 +193,10 @@ class RecordingConnector(BaseConnector):
         """Simulate the user deleting a message: later edits raise ``MessageGoneError``."""
         self._messages[message_id].deleted = True
 
+    def stop_by_user(self, message_id: str) -> None:
+        """Simulate the user pressing stop on a streaming message (Slack ``stopped_by_user``)."""
+        self._messages[message_id].stopped_by_user = True
+
     def interval_for(self, chat: ChatKey) -> float:
         """The minimum spacing the fake enforces between requests into ``chat``."""
         if self.enforce_interval is not None:
@@ -182,6 +224,14 @@ class RecordingConnector(BaseConnector):
     def is_final(self, message_id: str) -> bool:
         """Whether the message's current text was delivered with ``final=True``."""
         return self._messages[message_id].final
+
+    def outgoing_of(self, message_id: str) -> Outgoing:
+        """The descriptor of the last accepted call that changed the message."""
+        return self._messages[message_id].outgoing
+
+    def is_streaming(self, message_id: str) -> bool:
+        """Whether an append stream is still open on the message."""
+        return self._messages[message_id].streaming
 
     def draft(self, chat: ChatKey, draft_id: int) -> str | None:
         """The text last shown in a draft (``None`` if that draft was never shown)."""
@@ -215,26 +265,33 @@ class RecordingConnector(BaseConnector):
     # -- primitives ------------------------------------------------------------------------
 
     async def send_text(
-        self, chat: ChatKey, text: str, *, final: bool = True, reply_to: str | None = None
+        self,
+        chat: ChatKey,
+        text: str,
+        *,
+        final: bool = True,
+        reply_to: str | None = None,
+        outgoing: Outgoing = NOTICE,
     ) -> str:
         """Record a new message and return its id ("1", "2", …)."""
         now = self._arrive("send", chat, None, text, message=True)
-        self._check_text("send", chat, None, text, now)
-        self._ids += 1
-        message_id = str(self._ids)
-        self._messages[message_id] = _Message(chat, text, final)
-        self._order[chat].append(message_id)
-        self.timeline.append(RecordedOp(now, "send", chat, message_id, text, final, reply_to))
+        shown = self._render(text, final, outgoing)
+        self._check_text("send", chat, None, shown, now)
+        message_id = self._new_message(_Message(chat, shown, final, outgoing=outgoing))
+        self.timeline.append(RecordedOp(now, "send", chat, message_id, text, final, reply_to, outgoing))
         await self._latency()
         return message_id
 
-    async def edit_text(self, chat: ChatKey, message_id: str, text: str, *, final: bool) -> None:
+    async def edit_text(
+        self, chat: ChatKey, message_id: str, text: str, *, final: bool, outgoing: Outgoing = NOTICE
+    ) -> None:
         """Replace a message's text (with the rules in the module docstring)."""
         now = self._arrive("edit", chat, message_id, text, message=True)
-        message = self._messages.get(message_id)
-        if message is None or message.deleted or message.chat != chat:
-            self._reject("edit", chat, message_id, text, now, MessageGoneError("message to edit not found"))
-        if message.text == text and message.final == final:
+        message = self._existing("edit", chat, message_id, text, now)
+        if message.streaming:
+            self._reject("edit", chat, message_id, text, now, PlatformError("streaming_state_conflict"))
+        shown = self._render(text, final, outgoing)
+        if message.text == shown and message.final == final:
             self._reject(
                 "edit",
                 chat,
@@ -243,13 +300,16 @@ class RecordingConnector(BaseConnector):
                 now,
                 MessageNotModifiedError("Bad Request: message is not modified"),
             )
-        self._check_text("edit", chat, message_id, text, now)
-        message.text = text
+        self._check_text("edit", chat, message_id, shown, now)
+        message.text = shown
         message.final = final
-        self.timeline.append(RecordedOp(now, "edit", chat, message_id, text, final))
+        message.outgoing = outgoing
+        self.timeline.append(RecordedOp(now, "edit", chat, message_id, text, final, outgoing=outgoing))
         await self._latency()
 
-    async def send_draft(self, chat: ChatKey, draft_id: int, text: str) -> None:
+    async def send_draft(
+        self, chat: ChatKey, draft_id: int, text: str, *, outgoing: Outgoing = NOTICE
+    ) -> None:
         """Show a draft (empty text: the "Thinking…" placeholder)."""
         now = self._arrive("draft", chat, None, text, message=True)
         if (
@@ -262,7 +322,47 @@ class RecordingConnector(BaseConnector):
         if text_length(text, self.policy.length_unit) > self.policy.max_length:
             self._reject("draft", chat, None, text, now, PlatformError("draft text is too long"))
         self._drafts[(chat, draft_id)] = text
-        self.timeline.append(RecordedOp(now, "draft", chat, str(draft_id), text, False))
+        self.timeline.append(RecordedOp(now, "draft", chat, str(draft_id), text, False, outgoing=outgoing))
+        await self._latency()
+
+    async def start_stream(
+        self, chat: ChatKey, text: str, *, reply_to: str | None = None, outgoing: Outgoing = NOTICE
+    ) -> str:
+        """Open an append stream (Slack ``chat.startStream``) showing ``text``."""
+        now = self._arrive("start", chat, None, text, message=True)
+        if not self.policy.native_append:
+            self._reject("start", chat, None, text, now, PlatformError("unknown_method"))
+        self._check_chunk("start", chat, None, text, now, empty_ok=True)
+        message = _Message(chat, text, False, streaming=True, started=now, outgoing=outgoing)
+        message_id = self._new_message(message)
+        self.timeline.append(RecordedOp(now, "start", chat, message_id, text, False, reply_to, outgoing))
+        await self._latency()
+        return message_id
+
+    async def append_stream(
+        self, chat: ChatKey, message_id: str, text: str, *, outgoing: Outgoing = NOTICE
+    ) -> None:
+        """Append to a stream (``chat.appendStream``), with the module docstring's rules."""
+        now = self._arrive("append", chat, message_id, text, message=True)
+        message = self._streaming("append", chat, message_id, text, now)
+        self._check_chunk("append", chat, message_id, text, now, empty_ok=False)
+        self._grow("append", message, message_id, message.text + text, now)
+        message.outgoing = outgoing
+        self.timeline.append(RecordedOp(now, "append", chat, message_id, text, False, outgoing=outgoing))
+        await self._latency()
+
+    async def stop_stream(
+        self, chat: ChatKey, message_id: str, text: str, *, outgoing: Outgoing = NOTICE
+    ) -> None:
+        """End a stream with ``text`` last (``chat.stopStream``); the message is final then."""
+        now = self._arrive("stop", chat, message_id, text, message=True)
+        message = self._streaming("stop", chat, message_id, text, now)
+        self._check_chunk("stop", chat, message_id, text, now, empty_ok=True)
+        self._grow("stop", message, message_id, self._render(message.text + text, True, outgoing), now)
+        message.streaming = False
+        message.final = True
+        message.outgoing = outgoing
+        self.timeline.append(RecordedOp(now, "stop", chat, message_id, text, True, outgoing=outgoing))
         await self._latency()
 
     async def send_typing(self, chat: ChatKey) -> None:
@@ -272,17 +372,40 @@ class RecordingConnector(BaseConnector):
         await self._latency()
 
     async def send_image(
-        self, chat: ChatKey, image: bytes, *, caption: str = "", mime_type: str = "image/png"
+        self,
+        chat: ChatKey,
+        image: bytes,
+        *,
+        caption: str = "",
+        mime_type: str = "image/png",
+        outgoing: Outgoing = NOTICE,
     ) -> str:
         """Record an image message (its caption as text)."""
         now = self._arrive("image", chat, None, caption, message=True)
-        self._ids += 1
-        message_id = str(self._ids)
-        self._messages[message_id] = _Message(chat, caption, True)
-        self._order[chat].append(message_id)
-        self.timeline.append(RecordedOp(now, "image", chat, message_id, caption, True))
+        if not image:
+            self._reject("image", chat, None, caption, now, PlatformError("the image is empty"))
+        message_id = self._new_message(_Message(chat, caption, True, outgoing=outgoing))
+        self.timeline.append(RecordedOp(now, "image", chat, message_id, caption, True, outgoing=outgoing))
         await self._latency()
         return message_id
+
+    async def delete_message(self, chat: ChatKey, message_id: str) -> None:
+        """Delete a message (later edits of it raise ``MessageGoneError``)."""
+        now = self._arrive("delete", chat, message_id, "", message=True)
+        self._existing("delete", chat, message_id, "", now).deleted = True
+        self.timeline.append(RecordedOp(now, "delete", chat, message_id, "", True))
+        await self._latency()
+
+    def _new_message(self, message: _Message) -> str:
+        self._ids += 1
+        message_id = str(self._ids)
+        self._messages[message_id] = message
+        self._order[message.chat].append(message_id)
+        return message_id
+
+    def _render(self, text: str, final: bool, outgoing: Outgoing) -> str:
+        """What the platform shows: a final interrupted frame gets the marker paragraph."""
+        return mark_interrupted(text) if final and outgoing.interrupted else text
 
     # -- rules -----------------------------------------------------------------------------
 
@@ -306,9 +429,76 @@ class RecordingConnector(BaseConnector):
                 self._blocked[chat] = now + retry_after
                 self.rate_limited += 1
                 self._reject(op, chat, message_id, text, now, PlatformRateLimitError(retry_after))
+        if message and self._budgets is not None:
+            wait = self._budgets.wait(op, chat, now)
+            if wait > 0:
+                self.rate_limited += 1
+                self._reject(op, chat, message_id, text, now, PlatformRateLimitError(wait))
+            self._budgets.take(op, chat, now)
+        if message and op in self.buckets:
+            self._bucket(op, chat, message_id, text, now)
         if message:
             self._last[chat] = now
         return now
+
+    def _bucket(self, op: str, chat: ChatKey, message_id: str | None, text: str, now: float) -> None:
+        """A Discord-style bucket: ``limit`` requests per window, reported after each call."""
+        limit, per = self.buckets[op]  # type: ignore[index]
+        used, reset_at = self._bucket_use.get((chat, op), (0, now + per))
+        if now >= reset_at:
+            used, reset_at = 0, now + per
+        if used >= limit:
+            self.rate_limited += 1
+            self._reject(op, chat, message_id, text, now, PlatformRateLimitError(reset_at - now))
+        used += 1
+        self._bucket_use[(chat, op)] = (used, reset_at)
+        # the answer's X-RateLimit-Remaining / -Reset-After
+        self.observe_bucket(chat, op, remaining=limit - used, reset_after=reset_at - now)  # type: ignore[arg-type]
+
+    def _existing(self, op: str, chat: ChatKey, message_id: str, text: str, now: float) -> _Message:
+        message = self._messages.get(message_id)
+        if message is None or message.deleted or message.chat != chat:
+            self._reject(op, chat, message_id, text, now, MessageGoneError("message not found"))
+        return message
+
+    def _streaming(self, op: str, chat: ChatKey, message_id: str, text: str, now: float) -> _Message:
+        message = self._existing(op, chat, message_id, text, now)
+        expired = self.stream_ttl is not None and now - message.started > self.stream_ttl
+        if message.streaming and (expired or message.stopped_by_user):
+            message.streaming = False  # the platform closed it: it can be edited from now on
+        if not message.streaming:
+            reason = "stopped_by_user" if message.stopped_by_user else "message_not_in_streaming_state"
+            self._reject(op, chat, message_id, text, now, StreamEndedError(reason))
+        return message
+
+    def _check_chunk(
+        self, op: str, chat: ChatKey, message_id: str | None, text: str, now: float, *, empty_ok: bool
+    ) -> None:
+        if not text and not empty_ok:
+            self._reject(op, chat, message_id, text, now, PlatformError("no_text"))
+        length = text_length(text, self.policy.length_unit)
+        if length > self.policy.append_max:
+            self._reject(
+                op,
+                chat,
+                message_id,
+                text,
+                now,
+                PlatformError(f"msg_too_long ({length} > {self.policy.append_max})"),
+            )
+
+    def _grow(self, op: str, message: _Message, message_id: str, text: str, now: float) -> None:
+        length = text_length(text, self.policy.length_unit)
+        if length > self.policy.max_length:
+            self._reject(
+                op,
+                message.chat,
+                message_id,
+                text,
+                now,
+                PlatformError(f"message is too long ({length} > {self.policy.max_length})"),
+            )
+        message.text = text
 
     def _check_text(self, op: str, chat: ChatKey, message_id: str | None, text: str, now: float) -> None:
         if not text.strip():

@@ -14,8 +14,9 @@ Config (``[providers.NAME]``, ``type = "openai"``)::
 
 The provider streams ``POST {base_url}/chat/completions`` with ``stream: true`` and
 ``stream_options.include_usage``, parses the ``data:`` frames with httpx-sse and yields
-:class:`TextDelta` / :class:`Usage` / :class:`Finish` per :meth:`BaseProvider.stream`. It does not
-retry: retries and fallbacks are a separate resilience layer that sees the typed errors.
+:class:`TextDelta` / :class:`Usage` / :class:`Finish` per :meth:`BaseProvider.stream`. It also
+draws images (``images/generations``, see :mod:`._openai_images`). It does not retry: retries
+and fallbacks are a separate resilience layer that sees the typed errors.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ from relaybot.core.models import (
     TextPart,
     Usage,
 )
-from relaybot.core.provider import ProviderCapabilities, ProviderType
+from relaybot.core.provider import GeneratedImage, ImageRequest, ProviderCapabilities, ProviderType
 
-from . import _http
+from . import _http, _openai_images
 from ._sse import BaseSSEProvider, HTTPProviderConfig, SSEState
 
 __all__ = ["OpenAIConfig", "OpenAIProvider"]
@@ -180,6 +181,7 @@ class OpenAIProvider(BaseSSEProvider[OpenAIConfig, _StreamState]):
             max_output_tokens=config.max_output_tokens or max_output,
             tokenizer=tokenizer,
             image_limits=OPENAI_IMAGE_LIMITS,
+            image_generation=True,  # the images API (a compatible server may lack it: 404)
         )
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         super().__init__(name, config, capabilities, transport=transport)
@@ -189,6 +191,11 @@ class OpenAIProvider(BaseSSEProvider[OpenAIConfig, _StreamState]):
         self._max_tokens_key = (
             "max_completion_tokens" if host.endswith(("openai.com", "openai.azure.com")) else "max_tokens"
         )
+
+    async def generate_image(self, request: ImageRequest) -> GeneratedImage:
+        """Draw one picture with ``POST {base_url}/images/generations`` (see
+        :mod:`._openai_images`); typed errors like :meth:`stream`."""
+        return await _openai_images.generate_image(self, request)
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 
 import httpx
 import pytest
 from PIL import Image
 
-from relaybot import ConfigError, ImagePart, Role, TextPart, parse_config
+from relaybot import ConfigError, ImagePart, PlatformRateLimitError, Role, TextPart, parse_config
+from relaybot.core.testing.pytest_plugin import FAST_POLICY
 from relaybot.plugins import imagine as imagine_plugin
-from relaybot.testing import BotHarness, FakeOpenAIServer
+from relaybot.testing import BotHarness, FakeOpenAIServer, RecordingConnector
 
 
 async def active_path(bot: BotHarness) -> list:
@@ -28,7 +30,12 @@ def image_requests(fake: FakeOpenAIServer) -> list[dict]:
 async def test_imagine_sends_the_picture_and_stores_it(make_bot, fake_openai, recording_connector) -> None:
     bot = await make_bot()
     answer = await bot.say("/imagine a red fox in the snow")
-    assert answer.startswith("🎨 Generating")
+    # the progress notice was shown, then the image took its place: it is not left behind
+    [notice] = recording_connector.ops(bot.chat(), "send")
+    assert notice.text.startswith("🎨 Generating") and notice.outgoing.kind == "command"
+    assert answer == "a red fox in the snow"
+    [deleted] = recording_connector.ops(bot.chat(), "delete")
+    assert deleted.message_id == notice.message_id
 
     [request] = image_requests(fake_openai)
     assert request == {
@@ -43,6 +50,7 @@ async def test_imagine_sends_the_picture_and_stores_it(make_bot, fake_openai, re
 
     [sent] = recording_connector.ops(bot.chat(), "image")
     assert sent.text == "a red fox in the snow"  # the caption
+    assert deleted.t > sent.t  # removed only once the picture is there
 
     user, reply = await active_path(bot)
     assert (user.role, user.text, user.user_id) == (Role.USER, "/imagine a red fox in the snow", "user-1")
@@ -55,6 +63,7 @@ async def test_imagine_sends_the_picture_and_stores_it(make_bot, fake_openai, re
     # the platform message maps to the stored image (replying to it continues from there)
     found = await bot.app.store.find_by_platform_id(bot.chat(), sent.message_id)
     assert found is not None and found.id == reply.id
+    assert (sent.outgoing.conversation_id, sent.outgoing.reply_id) == (reply.conversation_id, reply.id)
 
     history = await bot.say("/history")
     assert "/imagine a red fox in the snow" in history and "assistant: a red fox in the snow" in history
@@ -87,15 +96,26 @@ async def test_dall_e_3_options(make_bot, fake_openai, recording_connector) -> N
     assert image.size == (112, 64)  # the fake draws 1/16 of the requested size
 
 
-async def test_progress_while_generating(make_bot, fake_openai, recording_connector, monkeypatch) -> None:
-    monkeypatch.setattr(imagine_plugin, "TYPING_EVERY", 0.05)
-    bot = await make_bot()
+async def test_progress_while_generating(make_bot, fake_openai) -> None:
+    # typing comes from the scheduler (the policy's typing interval), like for any reply
+    connector = RecordingConnector(replace(FAST_POLICY, typing_interval=0.05))
+    bot = await make_bot(connector=connector)
     fake_openai.add_image(delay=0.6)
     await bot.say("/imagine a slow picture")
-    ops = [op.op for op in recording_connector.ops(bot.chat())]
-    assert ops[0] == "send" and recording_connector.ops(bot.chat(), "send")[0].text.startswith("🎨")
-    assert ops[-1] == "image"
+    ops = [op.op for op in connector.ops(bot.chat())]
+    assert connector.ops(bot.chat(), "send")[0].text.startswith("🎨")
+    assert ops[-2:] == ["image", "delete"]
     assert ops.count("typing") >= 3  # refreshed while waiting, not just once
+    assert connector.ops(bot.chat(), "typing")[-1].t < connector.ops(bot.chat(), "image")[0].t
+
+
+async def test_the_picture_waits_out_a_platform_429(make_bot, fake_openai, recording_connector) -> None:
+    bot = await make_bot()
+    recording_connector.fail_next("image", PlatformRateLimitError(0.3))
+    await bot.say("/imagine a patient cat")
+    [sent] = recording_connector.ops(bot.chat(), "image")
+    assert sent.t >= recording_connector.rejected[0].t + 0.29  # paced by the scheduler
+    assert recording_connector.messages(bot.chat()) == ["a patient cat"]
 
 
 @pytest.mark.parametrize(
@@ -112,19 +132,34 @@ async def test_progress_while_generating(make_bot, fake_openai, recording_connec
 async def test_failures_give_a_clear_message_and_store_nothing(
     make_bot, fake_openai, recording_connector, status, message, code, expected
 ) -> None:
-    bot = await make_bot()
-    fake_openai.add_error(status, message, code=code, retry_after=20 if status == 429 else None)
+    # a 429 asking for 20 s is more than this provider waits (retry_max_wait): no retry
+    bot = await make_bot(config={"providers": {"fake": {"retry_max_wait": 5, "max_retries": 2}}})
+    for _ in range(3):  # transient errors are retried (max_retries = 2): fail every attempt
+        fake_openai.add_error(status, message, code=code, retry_after=20 if status == 429 else None)
     answer = await bot.say("/imagine something")
     assert expected in answer
     assert "sk-test-key" not in answer
+    assert "Generating" not in answer  # the notice turned into the error
     assert recording_connector.count("image") == 0
     assert await active_path(bot) == []
+    attempts = len(image_requests(fake_openai))
+    assert attempts == (3 if status == 500 else 1)  # only the transient error was retried
     if status == 429:
         assert "about 20 s" in answer
 
 
-async def test_bot_keeps_answering_after_a_failed_picture(make_bot, fake_openai) -> None:
+async def test_a_transient_failure_is_retried_by_the_resilience_layer(
+    make_bot, fake_openai, recording_connector
+) -> None:
     bot = await make_bot()
+    fake_openai.add_error(503, "overloaded")
+    assert await bot.say("/imagine a second try") == "a second try"
+    assert len(image_requests(fake_openai)) == 2
+    assert recording_connector.count("image") == 1
+
+
+async def test_bot_keeps_answering_after_a_failed_picture(make_bot, fake_openai) -> None:
+    bot = await make_bot(config={"providers": {"fake": {"max_retries": 0}}})
     fake_openai.add_error(503, "overloaded")
     await bot.say("/imagine a cat")
     assert await bot.say("hello") == "You said: hello"

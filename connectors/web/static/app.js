@@ -13,7 +13,7 @@ const $ = (sel) => document.querySelector(sel);
 const id = identity();
 const api = makeApi(id);
 const listEl = $("#list");
-const EVENTS = ["delta", "replace", "done", "interrupted", "error", "image", "user", "thinking", "reset"];
+const EVENTS = ["delta", "replace", "done", "interrupted", "error", "image", "remove", "user", "thinking", "reset"];
 
 const state = {
   info: { title: "relaybot", max_upload_mb: 20, max_text: 100000 },
@@ -313,9 +313,19 @@ function onEvent(name, d) {
     }
     case "image":
       hideThinking();
-      addMessage({ role: "assistant", text: d.caption || "", images: [{ url: d.url }], live: true });
+      addMessage({ role: "assistant", text: d.caption || "", images: [{ url: d.url }], id: d.reply_id, live: true });
       scrollToBottom();
       break;
+    case "remove": {
+      // a progress notice the image replaced: it leaves the page
+      const i = state.messages.findIndex((m) => m.messageId && m.messageId === d.message_id);
+      if (i >= 0) {
+        const [gone] = state.messages.splice(i, 1);
+        if (gone.node) gone.node.remove();
+        renderRegenerate();
+      }
+      break;
+    }
   }
 }
 

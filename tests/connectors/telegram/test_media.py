@@ -166,3 +166,35 @@ async def test_send_image_with_short_and_long_captions(tg: FakeTelegramServer, m
     await connector.send_image(chat, png(), caption=long_caption)
     await wait_until(lambda: any(t == long_caption.strip() for t in texts(tg, 76)), what="caption as text")
     await asyncio.sleep(0.1)
+
+
+async def test_an_image_frame_replaces_the_progress_notice(tg: FakeTelegramServer, make_tg_bot) -> None:
+    from relaybot import ChatKey
+
+    app = await make_tg_bot(tg)
+    tg.send_user_message(77, "hi")
+    await wait_text(tg, 77, "You said: hi")
+    chat = ChatKey("telegram", "77")
+    stream = app.scheduler("telegram").open(chat, private=False, kind="command")  # send + edit
+    stream.append("🎨 Generating…")
+    notice = await wait_text(tg, 77, "🎨 Generating…")
+    result = await stream.finish_image(png(), caption="A red square")
+    assert result.delivered
+    photo = tg.message(77, int(result.message_ids[0]))
+    assert photo is not None and photo.kind == "photo" and photo.text == "A red square"
+    assert tg.message(77, notice.message_id).deleted  # deleteMessage: nothing left behind
+    assert "🎨 Generating…" not in texts(tg, 77)
+
+
+async def test_an_interrupted_reply_ends_with_the_marker(tg: FakeTelegramServer, make_tg_bot) -> None:
+    from relaybot import INTERRUPTED_MARKER, ChatKey
+
+    app = await make_tg_bot(tg)
+    tg.send_user_message(78, "hi")
+    await wait_text(tg, 78, "You said: hi")
+    stream = app.scheduler("telegram").open(ChatKey("telegram", "78"), private=False)
+    stream.append("A **partial** answer")
+    result = await stream.finish(interrupted=True)
+    assert result.interrupted and result.text == "A **partial** answer"
+    shown = await wait_text(tg, 78, f"A partial answer\n\n{INTERRUPTED_MARKER}")  # formatted + marker
+    assert any(e["type"] == "bold" for e in shown.entities)

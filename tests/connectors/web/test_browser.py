@@ -389,3 +389,15 @@ async def test_markdown_renderer_is_safe_and_complete(tab: Page) -> None:
     assert html["snake"] == "<p>call my_var_name now</p>"
     assert html["html"] == "<p>&lt;b&gt;hi&lt;/b&gt; &amp; &lt;i onclick=x&gt;</p>"
     assert html["quote"] == "<blockquote>quoted</blockquote><hr>"
+
+
+async def test_imagine_notice_gives_way_to_the_picture(tab: Page, web, fake_openai) -> None:
+    fake_openai.add_image(delay=0.5)
+    await tab.open()
+    await tab.say("/imagine a green triangle")
+    notice = tab.page.locator("#list .msg.assistant .text", has_text="Generating")
+    await notice.wait_for()  # the notice is shown while the picture is drawn …
+    await tab.page.locator("#list .msg.assistant img").wait_for()
+    await notice.wait_for(state="detached")  # … and leaves once the picture is there
+    assert await tab.page.locator("#list .msg.assistant img").count() == 1
+    assert "a green triangle" in "\n".join(await tab.texts())

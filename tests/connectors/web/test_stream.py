@@ -191,3 +191,19 @@ async def test_shutdown_tells_open_tabs_before_their_stream_closes(
     (text,) = rebuild_texts(tab.events).values()
     assert 0 < len(text) < len(LONG) and LONG.startswith(text.rstrip())
     assert len(fake_openai.requests) == 1
+
+
+async def test_imagine_shows_the_picture_in_place_of_its_notice(web, fake_openai, events_of) -> None:
+    fake_openai.add_image(delay=0.3)
+    log = await events_of(web)
+    await send(web, "/imagine a cat on a mat")
+    await log.wait_for(lambda ev: any(e.event == "remove" for e in ev))
+    notice = json.loads(log.named("delta")[0].data)
+    assert notice["text"].startswith("🎨 Generating") and notice["reply_id"] is None  # a command's notice
+    [image] = [json.loads(e.data) for e in log.named("image")]
+    [removed] = [json.loads(e.data) for e in log.named("remove")]
+    assert removed["message_id"] == notice["message_id"]  # the notice leaves, the picture stays
+    assert [e.event for e in log.events if e.event in ("image", "remove")] == ["image", "remove"]
+    stored = await web.stored()
+    assert image["caption"] == "a cat on a mat" and image["reply_id"] == stored[-1].id
+    assert image["conversation_id"] == stored[-1].conversation_id

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
-from relaybot.core.connector import StreamPolicy
+from relaybot.core.connector import MethodBudget, Outgoing, StreamPolicy
 from relaybot.core.errors import (
     MessageGoneError,
     MessageNotModifiedError,
     PlatformError,
     PlatformRateLimitError,
+    StreamEndedError,
 )
 from relaybot.core.models import ChatKey, IncomingMessage, User
 from relaybot.core.testing.recording_connector import RecordingConnector
@@ -105,3 +107,80 @@ async def test_latency_is_applied():
     start = loop.time()
     await conn.send_text(DM, "slow")
     assert loop.time() - start >= 0.045
+
+
+# -- an append platform's rules (Slack-like) ---------------------------------------------------
+
+APPEND = StreamPolicy(max_length=100, private_interval=0, native_append=True, append_max=10)
+
+
+async def test_append_streams_enforce_call_size_state_and_lifetime():
+    now = [0.0]
+    conn = RecordingConnector(APPEND, stream_ttl=300.0, clock=lambda: now[0])
+    mid = await conn.start_stream(DM, "Hello")
+    with pytest.raises(PlatformError, match="msg_too_long"):
+        await conn.append_stream(DM, mid, " this is more than ten")
+    with pytest.raises(PlatformError, match="no_text"):
+        await conn.append_stream(DM, mid, "")
+    with pytest.raises(PlatformError, match="streaming_state_conflict"):
+        await conn.edit_text(DM, mid, "Hello there", final=True)  # no chat.update while streaming
+    await conn.append_stream(DM, mid, " there")
+    assert conn.messages(DM) == ["Hello there"] and conn.is_streaming(mid)
+    now[0] = 301.0  # Slack closes streams after about five minutes
+    with pytest.raises(StreamEndedError, match="message_not_in_streaming_state") as ended:
+        await conn.append_stream(DM, mid, "!")
+    assert ended.value.editable
+    await conn.edit_text(DM, mid, "Hello there!", final=True)  # editable once it ended
+    assert conn.messages(DM) == ["Hello there!"] and conn.is_final(mid)
+
+    other = await conn.start_stream(DM, "")
+    conn.stop_by_user(other)
+    with pytest.raises(StreamEndedError, match="stopped_by_user"):
+        await conn.stop_stream(DM, other, "bye")
+    with pytest.raises(PlatformError):
+        await RecordingConnector(StreamPolicy()).start_stream(DM, "no streams on this platform")
+
+
+async def test_stop_renders_the_interrupted_marker_and_descriptors_are_recorded():
+    conn = RecordingConnector(APPEND)
+    out = Outgoing("reply", conversation_id=3, reply_id=9, interrupted=True)
+    mid = await conn.start_stream(DM, "Partial", outgoing=replace(out, interrupted=False))
+    await conn.stop_stream(DM, mid, " text", outgoing=out)
+    assert conn.messages(DM) == ["Partial text\n\n⏹ interrupted"]
+    assert conn.outgoing_of(mid) == out and conn.ops(DM, "stop")[0].outgoing == out
+    assert not conn.is_streaming(mid) and conn.is_final(mid)
+
+
+async def test_method_budgets_and_header_buckets_answer_429():
+    now = [0.0]
+    budget = MethodBudget(frozenset({"start"}), limit=2, per=60.0)
+    conn = RecordingConnector(
+        replace(APPEND, method_budgets=(budget,)), buckets={"send": (2, 5.0)}, clock=lambda: now[0]
+    )
+    seen = []
+    conn.bucket_observer = lambda chat, method, remaining, reset: seen.append((method, remaining, reset))
+    await conn.start_stream(DM, "a")
+    await conn.start_stream(OTHER, "b")  # the budget is the workspace's, not the chat's
+    with pytest.raises(PlatformRateLimitError) as limited:
+        await conn.start_stream(DM, "c")
+    assert limited.value.retry_after == pytest.approx(60.0)
+    now[0] = 60.5
+    await conn.start_stream(DM, "c")  # the window moved on
+
+    await conn.send_text(DM, "one")
+    now[0] = 61.0
+    await conn.send_text(DM, "two")
+    assert seen == [("send", 1, 5.0), ("send", 0, pytest.approx(4.5))]  # X-RateLimit-* as reported
+    with pytest.raises(PlatformRateLimitError) as bucket:
+        await conn.send_text(DM, "three")
+    assert bucket.value.retry_after == pytest.approx(4.5)
+    assert conn.rate_limited == 2
+
+
+async def test_delete_removes_a_message():
+    conn = make(enforce=False)
+    mid = await conn.send_text(DM, "🎨 …")
+    await conn.delete_message(DM, mid)
+    assert conn.messages(DM) == []
+    with pytest.raises(MessageGoneError):
+        await conn.delete_message(DM, mid)

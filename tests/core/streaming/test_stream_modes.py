@@ -170,8 +170,13 @@ async def test_interrupted_reply_gets_a_visible_marker_and_note(rig):
     stream = sched.open(DM, private=True)
     stream.append("Partial answer")
     result = await stream.finish(interrupted=True, note="Stopped by /stop.")
-    assert result.interrupted
-    assert conn.messages(DM) == [f"Partial answer\n\n{INTERRUPTED_MARKER}\n\nStopped by /stop."]
+    assert result.interrupted and result.text == "Partial answer\n\nStopped by /stop."
+    # the marker is data: the final frame says "interrupted" and carries the text without it;
+    # the platform (here: rendered like Telegram) shows it as the last paragraph
+    final = rig.requests(conn, DM)[-1]
+    assert final.final and final.outgoing.interrupted
+    assert final.text == "Partial answer\n\nStopped by /stop."
+    assert conn.messages(DM) == [f"Partial answer\n\nStopped by /stop.\n\n{INTERRUPTED_MARKER}"]
 
 
 async def test_interrupted_inside_a_code_block_closes_it_first(rig):
