@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .pricing import PriceConfig
 from .redact import register_secret
 
 #: the file used when neither ``--config`` nor ``RELAYBOT_CONFIG`` names one
@@ -115,6 +116,8 @@ class RelaybotConfig(BaseModel):
     connectors: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(EMBEDDED_CONNECTOR))
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    #: model prices correcting or adding to the shipped table (see relaybot.core.pricing)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
     source: str = "<defaults>"
 
     @property

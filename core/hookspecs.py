@@ -8,7 +8,7 @@ decisions or transformations and run for every message, streamed replies include
 Groups
 ------
 registration (once at start-up):  register_providers, register_connectors,
-                                   register_commands, register_jobs
+                                   register_commands, register_jobs, register_spend_guard
 lifecycle:                         relaybot_startup, relaybot_shutdown
 per message (in this order):       check_access → build_context → before_provider_request
                                    → (streaming) → after_reply;  on_error on failures
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .jobs import Job
     from .models import IncomingMessage, ProviderRequest
     from .provider import ProviderType
+    from .spending import BaseSpendGuard
 
 PROJECT = "relaybot"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -68,6 +69,16 @@ def register_jobs(register: Callable[[Job], None]) -> None:
     """Offer scheduled jobs: call ``register(Job(...))`` for each.
 
     Mode: called once per plugin at start-up; duplicate job names are a start-up error.
+    """
+
+
+@hookspec
+def register_spend_guard(register: Callable[[BaseSpendGuard], None]) -> None:
+    """Offer the spend guard: call ``register(guard)`` with a :class:`~relaybot.core.spending.BaseSpendGuard`.
+
+    The guard reserves the worst case of every provider call before it is made and settles it
+    afterwards (budgets). Mode: called once per plugin at start-up; at most one guard may be
+    registered (two is a start-up error naming both plugins).
     """
 
 

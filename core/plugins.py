@@ -25,6 +25,7 @@ from .connector import ConnectorType
 from .errors import PluginError
 from .jobs import Job
 from .provider import ProviderType
+from .spending import BaseSpendGuard
 
 log = logging.getLogger("relaybot.plugins")
 
@@ -44,6 +45,8 @@ class Registrations:
     connectors: dict[str, tuple[ConnectorType, str]] = field(default_factory=dict)
     commands: CommandRegistry = field(default_factory=CommandRegistry)
     jobs: dict[str, tuple[Job, str]] = field(default_factory=dict)
+    #: the spend guard and its plugin, when one registered (``register_spend_guard``)
+    spend_guard: tuple[BaseSpendGuard, str] | None = None
 
     def by_plugin(self, plugin: str) -> list[str]:
         """Human-readable list of what ``plugin`` registered (for ``relaybot plugins``)."""
@@ -51,6 +54,8 @@ class Registrations:
         out += [f"connector type {k!r}" for k, (_, p) in self.connectors.items() if p == plugin]
         out += [f"command /{c.name}" for c in self.commands if self.commands.owner(c.name) == plugin]
         out += [f"job {k!r}" for k, (_, p) in self.jobs.items() if p == plugin]
+        if self.spend_guard is not None and self.spend_guard[1] == plugin:
+            out.append(f"spend guard {type(self.spend_guard[0]).__name__}")
         return out
 
 
@@ -131,13 +136,22 @@ class PluginHost:
                 elif hook == "register_commands":
                     _expect(obj, Command, plugin)
                     regs.commands.register(obj, plugin=plugin)
+                elif hook == "register_spend_guard":
+                    _expect(obj, BaseSpendGuard, plugin)
+                    if regs.spend_guard is not None:
+                        raise PluginError(
+                            f"a spend guard is registered by both plugin {regs.spend_guard[1]!r} and "
+                            f"{plugin!r}; disable one with plugins.disabled"
+                        )
+                    regs.spend_guard = (obj, plugin)
                 else:
                     _expect(obj, Job, plugin)
                     unique(regs.jobs, "job", obj.name, obj, plugin)
 
             return add
 
-        for hook in ("register_providers", "register_connectors", "register_commands", "register_jobs"):
+        hooks = ("register_providers", "register_connectors", "register_commands", "register_jobs")
+        for hook in (*hooks, "register_spend_guard"):
             for impl in self.impls(hook):
                 try:
                     impl.function(register=adder(impl.plugin_name, hook))
