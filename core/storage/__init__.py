@@ -13,14 +13,19 @@ from relaybot.core.storage.records import (
     Path,
     StoredMessage,
 )
+from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
 from relaybot.core.storage.store import Store
 
 __all__ = [
     "USE_LEAF",
+    "BudgetCheck",
     "Conversation",
     "NewMessage",
     "NotFoundError",
+    "Override",
     "Path",
+    "Shortfall",
+    "SpendDraft",
     "Store",
     "StoredMessage",
 ]

@@ -51,6 +51,7 @@ from relaybot.core.storage.records import (
     replace_text,
 )
 from relaybot.core.storage.schema import chats, conversations, messages, platform_messages, utcnow
+from relaybot.core.storage.spending import SpendingStore
 
 # one statement for a batch of checkpoints (executemany); compiled once
 _CHECKPOINT_UPDATE = (
@@ -65,7 +66,7 @@ _LINK_UPSERTS: dict[str, Any] = {}
 log = logging.getLogger(__name__)
 
 
-class Store(StoreBase):
+class Store(SpendingStore, StoreBase):
     """Async conversation storage on SQLite (default) or PostgreSQL.
 
     Create with ``await Store.open(url)`` (which migrates the schema) and ``await close()`` at

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_test"
-down_revision = "0001"
+down_revision = "0002_budgets"
 branch_labels = None
 depends_on = None
 
@@ -51,7 +51,7 @@ def head_revision_in_package() -> str:
 
 
 async def test_alembic_version_holds_head(store: Store) -> None:
-    assert await store.schema_revision() == head_revision_in_package() == "0001"
+    assert await store.schema_revision() == head_revision_in_package() == "0002_budgets"
 
 
 async def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ async def test_reopen_keeps_data_and_migrations_are_a_no_op(db_url: str) -> None
         assert active is not None and active.title == "persisted" and active.leaf_id == msg.id
         assert [m.text for m in await reopened.path(msg.id)] == ["remember me"]
         assert (await reopened.find_by_platform_id(CHAT, "p-1")).id == msg.id  # type: ignore[union-attr]
-        assert await reopened.schema_revision() == "0001"
+        assert await reopened.schema_revision() == "0002_budgets"
     finally:
         await reopened.close()
 
