@@ -152,8 +152,11 @@ class BudgetExceededError(ProviderError):
 
     user_message = "A spending budget is used up, so I can't answer right now."
 
-    def __init__(self, budget: str, remaining: str, resets: str, *, provider: str = "") -> None:
-        text = f"This would go over {budget}: {remaining} left, it resets {resets}."
+    def __init__(
+        self, budget: str, remaining: str, resets: str, *, provider: str = "", reason: str = ""
+    ) -> None:
+        # ``reason`` replaces the sentence when the budget cannot even be computed
+        text = reason or f"This would go over {budget}: {remaining} left, it resets {resets}."
         super().__init__(f"budget refused a call: {text}", provider=provider, user_message=text)
         self.budget = budget
         self.remaining = remaining

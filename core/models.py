@@ -146,6 +146,8 @@ class ProviderRequest:
     options: dict[str, Any] = field(default_factory=dict)
     #: who the request is for (budgets are charged to them); never sent to the provider
     origin: RequestOrigin | None = None
+    #: the core's count of the prompt's tokens (``None``: not counted); never sent either
+    input_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

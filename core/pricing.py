@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .models import Usage
@@ -78,11 +78,16 @@ class PriceConfig(BaseModel):
     #: per generated image, by size ("1024x1024" …)
     images: dict[str, float] = Field(default_factory=dict)
 
-    def to_price(self) -> ModelPrice:
-        """The immutable price."""
-        for size, value in self.images.items():
+    @field_validator("images")
+    @classmethod
+    def _sane_images(cls, images: dict[str, float]) -> dict[str, float]:
+        for size, value in images.items():
             if not 0 <= value <= MAX_IMAGE_PRICE:
                 raise ValueError(f"images.{size} must be between 0 and {MAX_IMAGE_PRICE:g} dollars")
+        return images
+
+    def to_price(self) -> ModelPrice:
+        """The immutable price."""
         return ModelPrice(self.input, self.output, self.cached_input, dict(self.images))
 
 
@@ -168,19 +173,23 @@ class PriceTable:
 def price_table(config: Any) -> PriceTable:
     """The shipped table with the config's ``[prices]`` and ``[plugins.usage].prices`` applied.
 
-    Raises :class:`ConfigError` naming the key for a negative, absurd or misspelt price.
+    Raises :class:`ConfigError` naming the key for a negative, absurd or misspelt ``[prices]``
+    entry (``[config.prices]`` is validated with the rest of the config already).
     """
     overrides: dict[str, ModelPrice] = {}
     legacy = config.plugins.settings("usage").get("prices") or {}
-    for section, table in (("plugins.usage.prices", legacy), ("prices", config.prices)):
-        if not isinstance(table, dict):
-            raise ConfigError("must be a table of models", path=config.source, key=section)
-        for model, raw in table.items():
-            try:
-                value = raw if isinstance(raw, PriceConfig) else PriceConfig.model_validate(raw)
-                overrides[model] = value.to_price()
-            except (ValidationError, ValueError) as exc:
-                raise ConfigError(_why(exc), path=config.source, key=f"{section}.{model}") from None
+    for model, raw in legacy.items() if isinstance(legacy, dict) else ():
+        # the older section stays as forgiving as it was: a bad entry is skipped here and
+        # reported by the usage plugin at start-up (and a budget refuses an unpriced model)
+        try:
+            overrides[model] = PriceConfig.model_validate(raw).to_price()
+        except (ValidationError, ValueError):
+            continue
+    for model, value in config.prices.items():
+        try:
+            overrides[model] = value.to_price()
+        except ValueError as exc:
+            raise ConfigError(_why(exc), path=config.source, key=f"prices.{model}") from None
     return PriceTable.shipped().with_overrides(overrides)
 
 

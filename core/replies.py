@@ -38,6 +38,7 @@ from .models import (
     IncomingMessage,
     ProviderRequest,
     ReplyStatus,
+    RequestOrigin,
     Role,
     TextDelta,
     TextPart,
@@ -175,6 +176,7 @@ class ReplyRunner:
             status = ReplyStatus.INTERRUPTED if self.text_parts else ReplyStatus.FAILED
             notes.append("⚠️ " + RelaybotError.user_message)
 
+        notes.extend(getattr(self._events, "notes", ()))  # e.g. a budget downgrade
         text = "".join(self.text_parts)
         await self._save(reply_row.id, text, status, counter)
         delivered: tuple[str, ...] = ()
@@ -266,6 +268,8 @@ class ReplyRunner:
             max_output_tokens=caps.max_output_tokens,
             # no model pinned: each provider of a fallback chain sends its own
             model=None,
+            origin=RequestOrigin(self.chat, self.message.user.id),
+            input_tokens=draft.token_count,
         )
         app.plugins.transform(
             "before_provider_request", request=request, provider=provider_name, message=self.message

@@ -41,6 +41,7 @@ from relaybot import (
     CommandError,
     ConfigError,
     ImagePart,
+    PlannedCall,
     PlatformRateLimitError,
     ProviderAuthError,
     ProviderError,
@@ -48,6 +49,7 @@ from relaybot import (
     ProviderRateLimitError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    RequestOrigin,
     Role,
     TextPart,
     Usage,
@@ -311,18 +313,32 @@ async def _imagine(ctx: CommandContext, settings: ImagineSettings, prompt: str) 
     app = ctx.app
     chat = ctx.message.chat
     connector = app.connectors[chat.platform]
-    await ctx.reply(_PROGRESS)
-    typing = asyncio.create_task(_keep_typing(connector, chat))
+    name = _provider_name(app, settings)
+    # budgets: the image's worst case is reserved before the request and settled after it
+    call = PlannedCall(
+        provider=name,
+        model=settings.model,
+        kind="image",
+        origin=RequestOrigin(chat, ctx.message.user.id),
+        prompt=prompt,
+        image_size=settings.size,
+    )
+    typing: asyncio.Task[None] | None = None
     try:
-        png, provider, usage = await generate(app, settings, prompt)
+        async with app.providers[name].guarded(call) as spend:
+            await ctx.reply(_PROGRESS)
+            typing = asyncio.create_task(_keep_typing(connector, chat))
+            png, provider, usage = await generate(app, settings, prompt)
+            spend.usage, spend.images = usage, 1
     except ProviderError as exc:
         log.warning("/imagine failed in %s: %s", chat, exc)
         await ctx.reply("⚠️ " + exc.user_message)
         return
     finally:
-        typing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await typing
+        if typing is not None:
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
     ref = await app.media.save(png, mime_type="image/png")
     reply_id = await _store(ctx, prompt, ref, provider, settings.model, usage)
     try:

@@ -15,6 +15,7 @@ from relaybot.core.connector import (
 )
 from relaybot.core.context import ContextDraft
 from relaybot.core.errors import (
+    BudgetExceededError,
     CapabilityError,
     CommandError,
     ConfigError,
@@ -48,6 +49,7 @@ from relaybot.core.models import (
     ProviderEvent,
     ProviderRequest,
     ReplyStatus,
+    RequestOrigin,
     Role,
     TextDelta,
     TextPart,
@@ -55,12 +57,15 @@ from relaybot.core.models import (
     User,
 )
 from relaybot.core.optional import use_optional
+from relaybot.core.pricing import ModelPrice, PriceTable, from_micros, to_micros
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
     ProviderCapabilities,
     ProviderType,
 )
+from relaybot.core.spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
+from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
 
 __version__ = "0.1.0"
 
@@ -70,6 +75,10 @@ __all__ = [
     "BaseConnectorConfig",
     "BaseProvider",
     "BaseProviderConfig",
+    "BaseSpendGuard",
+    "BudgetCheck",
+    "BudgetExceededError",
+    "CallOutcome",
     "CapabilityError",
     "ChatKey",
     "ChatMessage",
@@ -89,9 +98,13 @@ __all__ = [
     "MessageGoneError",
     "MessageHandler",
     "MessageNotModifiedError",
+    "ModelPrice",
+    "Override",
+    "PlannedCall",
     "PlatformError",
     "PlatformRateLimitError",
     "PluginError",
+    "PriceTable",
     "ProviderAuthError",
     "ProviderCapabilities",
     "ProviderError",
@@ -107,15 +120,21 @@ __all__ = [
     "RelaybotError",
     "ReplyRecord",
     "ReplyStatus",
+    "RequestOrigin",
+    "Reservation",
     "Role",
+    "Shortfall",
+    "SpendDraft",
     "StorageError",
     "StreamPolicy",
     "TextDelta",
     "TextPart",
     "Usage",
     "User",
+    "from_micros",
     "hookimpl",
     "load_config",
     "parse_config",
+    "to_micros",
     "use_optional",
 ]

@@ -133,7 +133,9 @@ def _usage(usage: dict[str, Any]) -> Usage:
     details = usage.get("prompt_tokens_details")
     cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     return Usage(
-        int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached_input_tokens=cached
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        cached_input_tokens=cached,
     )
 
 
