@@ -64,7 +64,7 @@ def origin_of(ctx: CommandContext) -> RequestOrigin:
 
 
 async def status_lines(
-    guard: BudgetGuard, budgets: list[Applicable], *, now: datetime | None = None
+    guard: BudgetGuard, budgets: list[Applicable], *, now: datetime | None = None, yours: bool = True
 ) -> list[str]:
     """One line per budget: what is used and left, and when it resets."""
     now = now or guard.now()
@@ -83,7 +83,7 @@ async def status_lines(
         win = window(spec, now, guard.settings.zone)
         resets = describe_reset(spec, win, now, guard.settings.zone, None)
         mark = " (set by an admin)" if budget.overridden else ""
-        label = budget.label()
+        label = budget.label(yours=yours)
         lines.append(f"• {label[:1].upper()}{label[1:]}{mark}: {' and '.join(used)}; resets {resets}")
     return lines
 
@@ -133,7 +133,7 @@ async def show(ctx: CommandContext, args: list[str]) -> None:
         await ctx.reply(f"💰 {scope.title()} {name}: no budget ({state}).")
         return
     budget = Applicable(scope, name, spec, overridden=override is not None)
-    (line,) = await status_lines(guard, [budget])
+    (line,) = await status_lines(guard, [budget], yours=mine)
     await ctx.reply(f"💰 {scope.title()} {name}\n{line}")
 
 
@@ -281,9 +281,13 @@ async def usage_report(ctx: CommandContext) -> None:
     if not calls:
         await ctx.reply(lines[0] + "\nNothing yet.")
         return
-    lines.append(f"Total: {money(micros)} · {tokens:,} tokens · {calls:,} calls")
+    lines.append(f"Total: {money(micros)} · {tokens:,} tokens · {_calls(calls)}")
     for column, title in (("user_id", "Top users"), ("chat", "Top chats"), ("model", "Top models")):
         lines.append(f"\n{title}:")
         for i, (name, m, t, n) in enumerate(await store.top_spenders(column, since=since, now=now), start=1):
-            lines.append(f"{i}. {name or '(none)'} — {money(m)} · {t:,} tokens · {n:,} calls")
+            lines.append(f"{i}. {name or '(none)'} — {money(m)} · {t:,} tokens · {_calls(n)}")
     await ctx.reply("\n".join(lines))
+
+
+def _calls(n: int) -> str:
+    return f"{n:,} call" + ("" if n == 1 else "s")

@@ -62,11 +62,12 @@ class Applicable:
             self.scope
         )
 
-    def label(self) -> str:
+    def label(self, *, yours: bool = True) -> str:
+        """How the budget is named in a chat (``yours``: speaking to the user it belongs to)."""
         adjective = self.spec.adjective()
         return {
-            "user": f"your {adjective} budget",
-            "chat": f"this chat's {adjective} budget",
+            "user": f"your {adjective} budget" if yours else f"the {adjective} budget of {self.subject}",
+            "chat": f"this chat's {adjective} budget" if yours else f"the {adjective} budget of {self.subject}",
             "platform": f"the {adjective} budget of {self.subject}",
             "global": f"the bot's {adjective} budget",
             "provider": f"the {adjective} budget for {self.subject}",

@@ -204,4 +204,6 @@ def money(micros: int) -> str:
     dollars = from_micros(micros)
     if 0 < dollars < 0.0001:
         return "<$0.0001"
-    return f"${dollars:,.2f}" if dollars >= 0.1 or dollars == 0 else f"${dollars:.4f}"
+    if dollars < 0.1 or (dollars < 100 and micros % 10_000):
+        return f"${dollars:.4f}"  # cents would hide what is left of a small budget
+    return f"${dollars:,.2f}"
