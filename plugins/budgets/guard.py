@@ -67,7 +67,9 @@ class Applicable:
         adjective = self.spec.adjective()
         return {
             "user": f"your {adjective} budget" if yours else f"the {adjective} budget of {self.subject}",
-            "chat": f"this chat's {adjective} budget" if yours else f"the {adjective} budget of {self.subject}",
+            "chat": f"this chat's {adjective} budget"
+            if yours
+            else f"the {adjective} budget of {self.subject}",
             "platform": f"the {adjective} budget of {self.subject}",
             "global": f"the bot's {adjective} budget",
             "provider": f"the {adjective} budget for {self.subject}",
