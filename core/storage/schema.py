@@ -175,6 +175,7 @@ platform_messages = sa.Table(
 # ── spending and budgets (migration 0002_budgets) ───────────────────────────────────────────
 #
 #   spend_records      one row per provider call: reserved (worst case, expires) → settled
+#   spend_buckets      settled spend per budget scope and UTC hour (what budget checks sum)
 #   budget_locks       one row per budget; PostgreSQL reservations lock theirs FOR UPDATE
 #   budget_overrides   budgets admins set with /budget (per user or chat), over config defaults
 
@@ -208,6 +209,24 @@ spend_records = sa.Table(
     sa.Index("ix_spend_records_platform_created_at", "platform", "created_at"),
     sa.Index("ix_spend_records_provider_created_at", "provider", "created_at"),
     sa.Index("ix_spend_records_created_at", "created_at"),
+    # live reservations only: what a budget check adds to the settled buckets
+    sa.Index(
+        "ix_spend_records_reserved",
+        "expires_at",
+        sqlite_where=sa.text("state = 'reserved'"),
+        postgresql_where=sa.text("state = 'reserved'"),
+    ),
+)
+
+spend_buckets = sa.Table(
+    "spend_buckets",
+    metadata,
+    # a budget's key: "user:telegram:42", "chat:…", "platform:telegram", "provider:openai", "global"
+    sa.Column("scope_key", sa.String(400), nullable=False),
+    sa.Column("hour", UTCDateTime(), nullable=False),  # the UTC hour the calls were reserved in
+    sa.Column("tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("cost_micros", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.PrimaryKeyConstraint("scope_key", "hour", name="pk_spend_buckets"),
 )
 
 budget_locks = sa.Table(

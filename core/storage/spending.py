@@ -1,10 +1,19 @@
 """Spend records and budgets in the database: reserve atomically, settle, sum, override.
 
 A provider call is one row of ``spend_records``: inserted as *reserved* with its worst case
-(tokens and micro-dollars) and an expiry, then updated to *settled* with the real numbers. A
-budget's spend is the sum of its scope's rows in its period, counting settled rows and
-reservations that have not expired — so a crashed process's reservation simply stops counting
-once it expires, with no sweeper needed for correctness.
+(tokens and micro-dollars) and an expiry, then updated to *settled* with the real numbers —
+and, in the same transaction, added to ``spend_buckets``: one row per budget scope (the user,
+the chat, the platform, the provider, everything) and UTC hour. A budget's spend is the sum of
+its scope's buckets since its period began plus its scope's reservations that have not
+expired, read in one statement (one snapshot, so a reservation being settled meanwhile is
+counted exactly once). That keeps a check proportional to the hours in the period, not to
+the calls; and a crashed process's reservation simply stops counting once it expires, with
+no sweeper needed for correctness.
+
+Buckets are whole UTC hours and a period's first bucket is counted whole, so in a time zone
+whose offset is not a whole hour (India, Nepal …) a day's budget also counts the spend of
+the half hour before its midnight: budgets err on the safe side, never over. The same holds
+for rolling windows (up to an hour more than the window is counted).
 
 Atomicity of :meth:`SpendingStore.reserve_spend` (check every budget, insert the reservation):
 
@@ -30,7 +39,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import translated
-from relaybot.core.storage.schema import budget_locks, budget_overrides, spend_records, utcnow
+from relaybot.core.storage.schema import (
+    budget_locks,
+    budget_overrides,
+    spend_buckets,
+    spend_records,
+    utcnow,
+)
 
 #: the ``spend_records`` columns a budget scope can filter on
 SCOPE_COLUMNS = frozenset({"user_id", "chat", "platform", "provider"})
@@ -96,6 +111,25 @@ class Override:
     updated_by: str
 
 
+def hour_of(when: datetime) -> datetime:
+    """The UTC hour (bucket) ``when`` falls in."""
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+def scope_keys(draft: SpendDraft) -> list[str]:
+    """The budget keys a record counts for (as the budgets plugin names them), sorted."""
+    keys = ["global"]
+    for scope, value in (
+        ("user", draft.user_id),
+        ("chat", draft.chat),
+        ("platform", draft.platform),
+        ("provider", draft.provider),
+    ):
+        if value:
+            keys.append(f"{scope}:{value}")
+    return sorted(keys)
+
+
 def _live(now: datetime) -> Any:
     """Rows that count: settled, or reserved and not expired yet."""
     return sa.or_(spend_records.c.state == "settled", spend_records.c.expires_at > now)
@@ -132,15 +166,18 @@ class SpendingStore:
                     .order_by(budget_locks.c.key)
                     .with_for_update()
                 )
-            for check in checks:
-                tokens, micros = await self._spent(conn, check, now)
+            for check, (tokens, micros) in zip(checks, await self._sums(conn, checks, now), strict=True):
                 over_tokens = check.token_limit is not None and tokens + draft.tokens > check.token_limit
                 over_money = check.micros_limit is not None and (
                     draft.cost_micros is None or micros + draft.cost_micros > check.micros_limit
                 )
                 if over_tokens or over_money:
                     oldest = await conn.scalar(
-                        sa.select(sa.func.min(spend_records.c.created_at)).where(*_scope(check), _live(now))
+                        sa.select(sa.func.min(spend_buckets.c.hour)).where(
+                            spend_buckets.c.scope_key == check.key,
+                            spend_buckets.c.hour >= hour_of(check.since),
+                            sa.or_(spend_buckets.c.tokens > 0, spend_buckets.c.cost_micros > 0),
+                        )
                     )
                     return Shortfall(check, tokens, micros, oldest)
             result = await conn.execute(
@@ -167,38 +204,83 @@ class SpendingStore:
             )
         self._lock_keys.update(missing)
 
-    async def _spent(self, conn: AsyncConnection, check: BudgetCheck, now: datetime) -> tuple[int, int]:
-        row = (
-            await conn.execute(
-                sa.select(
-                    sa.func.coalesce(sa.func.sum(spend_records.c.tokens), 0),
-                    sa.func.coalesce(sa.func.sum(spend_records.c.cost_micros), 0),
-                ).where(*_scope(check), _live(now))
-            )
-        ).one()
-        return int(row[0]), int(row[1])
+    async def _sums(
+        self, conn: AsyncConnection, checks: Sequence[BudgetCheck], now: datetime
+    ) -> list[tuple[int, int]]:
+        """``(tokens, micro-dollars)`` of every check, in one statement (one round trip):
+        one pair of ``SUM(...) FILTER (WHERE scope)`` per check over the union of the scopes."""
+        if not checks:
+            return []
+        since_min = min(c.since for c in checks)
+        params: dict[str, Any] = {"now": now, "since_min": since_min, "hour_min": hour_of(since_min)}
+        for i, check in enumerate(checks):
+            params[f"since_{i}"] = check.since
+            params[f"hour_{i}"] = hour_of(check.since)
+            params[f"key_{i}"] = check.key
+            if check.column is not None:
+                params[f"value_{i}"] = check.value
+        row = (await conn.execute(_sums_statement(tuple(c.column for c in checks)), params)).one()
+        n = len(checks)
+        # columns: settled (tokens, micros) per check from the buckets, then reserved ones
+        return [
+            (int(row[2 * i]) + int(row[2 * n + 2 * i]), int(row[2 * i + 1]) + int(row[2 * n + 2 * i + 1]))
+            for i in range(n)
+        ]
 
     @translated
     async def settle_spend(self, record_id: int, draft: SpendDraft) -> None:
-        """Replace reservation ``record_id`` by the real numbers in ``draft`` (it counts for
-        good now, also when it had expired)."""
+        """Replace reservation ``record_id`` by the real numbers in ``draft`` and add them to
+        the buckets of the hour it was reserved in (it counts for good now, also when it had
+        expired). Settling twice changes nothing the second time."""
         async with self._write() as conn:  # type: ignore[attr-defined]
-            await conn.execute(
+            created = await conn.scalar(
                 sa.update(spend_records)
-                .where(spend_records.c.id == record_id)
+                .where(spend_records.c.id == record_id, spend_records.c.state == "reserved")
                 .values(**_columns(draft), state="settled", expires_at=None)
+                .returning(spend_records.c.created_at)
             )
+            if created is not None:
+                await self._add_to_buckets(conn, draft, created)
 
     @translated
     async def record_spend(self, draft: SpendDraft, *, now: datetime | None = None) -> int:
-        """Insert a settled record directly (a call no budget applied to)."""
+        """Insert a settled record directly (a call no budget applied to) and count it."""
+        now = now or utcnow()
         async with self._write() as conn:  # type: ignore[attr-defined]
             result = await conn.execute(
                 sa.insert(spend_records).values(
-                    **_columns(draft), created_at=now or utcnow(), state="settled", expires_at=None
+                    **_columns(draft), created_at=now, state="settled", expires_at=None
                 )
             )
+            await self._add_to_buckets(conn, draft, now)
             return int(result.inserted_primary_key[0])
+
+    async def _add_to_buckets(self, conn: AsyncConnection, draft: SpendDraft, when: datetime) -> None:
+        """One upsert adding ``draft`` to each of its scopes' bucket for ``when``'s hour (rows in
+        key order: concurrent settles lock them in the same order, so they never deadlock)."""
+        if not draft.tokens and not draft.cost_micros:
+            return
+        hour = hour_of(when)
+        insert = q.upsert(conn.dialect, spend_buckets).values(
+            [
+                {
+                    "scope_key": key,
+                    "hour": hour,
+                    "tokens": draft.tokens,
+                    "cost_micros": draft.cost_micros or 0,
+                }
+                for key in scope_keys(draft)
+            ]
+        )
+        await conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["scope_key", "hour"],
+                set_={
+                    "tokens": spend_buckets.c.tokens + insert.excluded.tokens,
+                    "cost_micros": spend_buckets.c.cost_micros + insert.excluded.cost_micros,
+                },
+            )
+        )
 
     @translated
     async def spent(
@@ -207,7 +289,7 @@ class SpendingStore:
         """``(tokens, micro-dollars)`` spent (reservations included) for each check."""
         now = now or utcnow()
         async with self._read() as conn:  # type: ignore[attr-defined]
-            return [await self._spent(conn, check, now) for check in checks]
+            return await self._sums(conn, checks, now)
 
     @translated
     async def list_spend_records(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -279,6 +361,54 @@ class SpendingStore:
         async with self._read() as conn:  # type: ignore[attr-defined]
             rows = (await conn.execute(sa.select(budget_overrides).where(wanted))).all()
         return {(r.scope, r.subject): Override(**r._mapping) for r in rows}
+
+
+#: the sums statement per tuple of scope columns, built once (building SQL costs more CPU than
+#: running it); bind parameters key_N / hour_N / since_N / value_N per check, hour_min,
+#: since_min and now
+_SUMS: dict[tuple[str | None, ...], Any] = {}
+
+
+def _sums_statement(columns: tuple[str | None, ...]) -> Any:
+    """``SELECT`` of two one-row aggregates joined: per check, the settled tokens and
+    micro-dollars of its buckets, then those of its live reservations (one snapshot)."""
+    stmt = _SUMS.get(columns)
+    if stmt is not None:
+        return stmt
+    b, r = spend_buckets.c, spend_records.c
+    settled = []
+    reserved = []
+    for i, column in enumerate(columns):
+        in_bucket = sa.and_(b.scope_key == sa.bindparam(f"key_{i}"), b.hour >= sa.bindparam(f"hour_{i}"))
+        settled.append(sa.func.coalesce(sa.func.sum(b.tokens).filter(in_bucket), 0).label(f"st{i}"))
+        settled.append(sa.func.coalesce(sa.func.sum(b.cost_micros).filter(in_bucket), 0).label(f"sm{i}"))
+        scope = [r.created_at >= sa.bindparam(f"since_{i}")]
+        if column is not None:
+            scope.append(r[column] == sa.bindparam(f"value_{i}"))
+        reserved.append(sa.func.coalesce(sa.func.sum(r.tokens).filter(sa.and_(*scope)), 0).label(f"rt{i}"))
+        reserved.append(
+            sa.func.coalesce(sa.func.sum(r.cost_micros).filter(sa.and_(*scope)), 0).label(f"rm{i}")
+        )
+    buckets = (
+        sa.select(*settled)
+        .where(
+            b.scope_key.in_([sa.bindparam(f"key_{i}") for i in range(len(columns))]),
+            b.hour >= sa.bindparam("hour_min"),
+        )
+        .subquery("settled")
+    )
+    live = (
+        sa.select(*reserved)
+        .where(
+            # a literal, so PostgreSQL can use the partial index on live reservations
+            sa.text("spend_records.state = 'reserved'"),
+            r.expires_at > sa.bindparam("now"),
+            r.created_at >= sa.bindparam("since_min"),
+        )
+        .subquery("reserved")
+    )
+    stmt = _SUMS[columns] = sa.select(*buckets.c, *live.c).select_from(buckets.join(live, sa.true()))
+    return stmt
 
 
 def _columns(draft: SpendDraft) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Spending and budgets: spend records (reservations and settled costs), budget locks, overrides.
+"""Spending and budgets: spend records (reservations and settled costs), hourly spend buckets,
+budget locks, overrides.
 
 Revision ID: 0002_budgets
 Revises: 0001
@@ -48,6 +49,21 @@ def upgrade() -> None:
     for column in ("user_id", "chat", "platform", "provider"):
         op.create_index(f"ix_spend_records_{column}_created_at", "spend_records", [column, "created_at"])
     op.create_index("ix_spend_records_created_at", "spend_records", ["created_at"])
+    op.create_index(
+        "ix_spend_records_reserved",
+        "spend_records",
+        ["expires_at"],
+        sqlite_where=sa.text("state = 'reserved'"),
+        postgresql_where=sa.text("state = 'reserved'"),
+    )
+    op.create_table(
+        "spend_buckets",
+        sa.Column("scope_key", sa.String(400), nullable=False),
+        sa.Column("hour", TS, nullable=False),
+        sa.Column("tokens", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("cost_micros", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.PrimaryKeyConstraint("scope_key", "hour", name="pk_spend_buckets"),
+    )
     op.create_table(
         "budget_locks",
         sa.Column("key", sa.String(400), nullable=False),
@@ -70,6 +86,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("budget_overrides")
     op.drop_table("budget_locks")
+    op.drop_table("spend_buckets")
+    op.drop_index("ix_spend_records_reserved", table_name="spend_records")
     for column in ("user_id", "chat", "platform", "provider"):
         op.drop_index(f"ix_spend_records_{column}_created_at", table_name="spend_records")
     op.drop_index("ix_spend_records_created_at", table_name="spend_records")
