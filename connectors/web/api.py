@@ -17,6 +17,7 @@ browser's client id, header ``X-Relaybot-Client`` or ``?client=``)::
     POST   /api/stop                           stop the streaming reply
     POST   /api/regenerate                     answer the last user message again
     POST   /api/uploads                        multipart image (field "file") → media reference
+    POST   /api/estimate                       tokens and cost of sending {"text", "conversation_id"?}
     GET    /media/{sha256}                     an image
 """
 
@@ -101,6 +102,7 @@ def build_app(connector: WebConnector) -> Any:
         Route("/api/stop", api.stop, methods=["POST"]),
         Route("/api/regenerate", api.regenerate, methods=["POST"]),
         Route("/api/uploads", api.upload, methods=["POST"]),
+        Route("/api/estimate", api.estimate, methods=["POST"]),
         Route("/media/{sha:str}", api.media),
     ]
 
@@ -353,6 +355,13 @@ class _Api:
         if active is None or active.id != conv.id:
             await service.activate(conv.id)
         return conv
+
+    async def estimate(self, request: Request) -> Response:
+        """Tokens and cost of sending a text now (see :mod:`.costs`)."""
+        from .costs import estimate
+
+        client = self._client(request)
+        return JSONResponse(await estimate(self.connector, client, await self._json(request)))
 
     async def stop(self, request: Request) -> Response:
         client = self._client(request)
