@@ -146,6 +146,8 @@ class Relaybot:
             providers.append(f"{name}: {self.config.provider_type(name)} model={p.model!r}{chain}{star}")
         resolve_fallbacks(settings, self.config.source)
         resolve_downgrades(built, settings, self.config.source)
+        if self.spend_guard is not None:
+            self.spend_guard.validate(self.config)
         connectors = []
         for name in self.config.connectors:
             c = self.build_connector(name)

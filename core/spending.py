@@ -93,8 +93,13 @@ class BaseSpendGuard(abc.ABC):
     the database, and must let reservations expire.
     """
 
+    def validate(self, config: Any) -> None:  # noqa: B027 - optional
+        """Check the guard's settings in ``config`` (raise ConfigError); ``relaybot check``."""
+
     async def start(self, app: Any) -> None:  # noqa: B027 - optional
-        """Called once when the bot starts, after storage is open and before any call."""
+        """Called once when the bot starts, after storage is open and before any call.
+
+        Raising :class:`~relaybot.core.errors.ConfigError` stops start-up."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional
         """Called once at shutdown, after the last call."""

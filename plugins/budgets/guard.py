@@ -106,6 +106,9 @@ class BudgetGuard(BaseSpendGuard):
         self.settings = BudgetsSettings()
         self._clock = clock or (lambda: datetime.now(UTC))
 
+    def validate(self, config: Any) -> None:
+        load_settings(config)
+
     async def start(self, app: Any) -> None:
         self.app = app
         self.settings = load_settings(app.config)
