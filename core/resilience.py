@@ -46,7 +46,7 @@ import logging
 import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import RateLimitConfig
@@ -64,7 +64,7 @@ from .models import ImagePart, ProviderEvent, ProviderRequest, TextDelta, TextPa
 from .provider import BaseProvider
 from .ratelimit import BaseRateLimiter, LocalRateLimiter, RateLimit, RedisRateLimiter
 from .redact import redact
-from .spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
+from .spending import BaseSpendGuard, PlannedCall, Reservation, SpendRecord
 
 __all__ = [
     "ResilientProvider",
@@ -152,24 +152,6 @@ def _describe(exc: BaseException) -> str:
         return "configured rpm/tpm limit"
     status = getattr(exc, "status", None)
     return type(exc).__name__ + (f" HTTP {status}" if status else "")
-
-
-@dataclass(slots=True)
-class SpendRecord:
-    """What one guarded call used, filled in while it runs (see :meth:`ResilientProvider.guarded`).
-
-    ``answered`` turns false when the call failed before the model ran (nothing is charged).
-    """
-
-    usage: Usage | None = None
-    images: int = 0
-    answered: bool = True
-    text: list[str] = field(default_factory=list)
-
-    def outcome(self) -> CallOutcome:
-        return CallOutcome(
-            usage=self.usage, output_text="".join(self.text), answered=self.answered, images=self.images
-        )
 
 
 class ResilientStream:

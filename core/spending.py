@@ -24,12 +24,12 @@ The built-in guard is the ``budgets`` plugin (:mod:`relaybot.plugins.budgets`).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .models import ProviderRequest, RequestOrigin, Usage
 
-__all__ = ["BaseSpendGuard", "CallOutcome", "PlannedCall", "Reservation"]
+__all__ = ["BaseSpendGuard", "CallOutcome", "PlannedCall", "Reservation", "SpendRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +84,24 @@ class CallOutcome:
     output_text: str = ""
     answered: bool = True
     images: int = 0
+
+
+@dataclass(slots=True)
+class SpendRecord:
+    """What one guarded call used, filled in while it runs (see
+    :meth:`~relaybot.core.resilience.ResilientProvider.guarded`): the block sets ``usage`` and
+    ``images``; ``answered`` turns false when the call failed before the model ran."""
+
+    usage: Usage | None = None
+    images: int = 0
+    answered: bool = True
+    text: list[str] = field(default_factory=list)
+
+    def outcome(self) -> CallOutcome:
+        """The :class:`CallOutcome` to settle with."""
+        return CallOutcome(
+            usage=self.usage, output_text="".join(self.text), answered=self.answered, images=self.images
+        )
 
 
 class BaseSpendGuard(abc.ABC):

@@ -38,3 +38,11 @@ def test_storage_benchmark_reports_each_call():
     assert result["replies"] == 20 and result["backend"] == "sqlite"
     assert result["statements_per_reply"] > 10
     assert all(result[f"{name}_ms"] > 0 for name in ("active", "create", "add", "path", "update", "link"))
+
+
+def test_budgets_benchmark_reserves_and_settles_every_reply():
+    result = run_benchmark("budgets.py", "--replies", "20", "--prefill", "50", "--chats", "5", "--users", "3")
+    assert result["replies"] == 20 and result["backend"] == "sqlite" and result["budgets"] == 3
+    # per reply: a reservation (overrides read, checks, insert) and a settlement
+    assert result["statements_per_reply"] >= 4
+    assert 0 < result["reserve_ms_p50"] <= result["reserve_ms_p99"]
