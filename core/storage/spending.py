@@ -42,6 +42,8 @@ from relaybot.core.storage.base import translated
 from relaybot.core.storage.schema import (
     budget_locks,
     budget_overrides,
+    chats,
+    messages,
     spend_buckets,
     spend_records,
     utcnow,
@@ -320,6 +322,34 @@ class SpendingStore:
         )
         async with self._read() as conn:  # type: ignore[attr-defined]
             return [(str(v), int(m), int(t), int(n)) for v, m, t, n in (await conn.execute(stmt)).all()]
+
+    @translated
+    async def usage_rows(self, *, since: datetime) -> list[tuple[str, str, str, str, int, int, int]]:
+        """Replies' stored usage since ``since``, summed per platform, chat, user and model:
+        ``(platform, chat, user id, model, input tokens, output tokens, replies)`` — what
+        usage reports price (every reply has its usage stored, budgets or not)."""
+        stmt = (
+            sa.select(
+                chats.c.platform,
+                chats.c.chat,
+                messages.c.user_id,
+                messages.c.model,
+                sa.func.coalesce(sa.func.sum(messages.c.input_tokens), 0),
+                sa.func.coalesce(sa.func.sum(messages.c.output_tokens), 0),
+                sa.func.count(),
+            )
+            .select_from(messages.join(chats, chats.c.id == messages.c.chat_id))
+            .where(
+                messages.c.created_at >= since,
+                messages.c.input_tokens.is_not(None) | messages.c.output_tokens.is_not(None),
+            )
+            .group_by(chats.c.platform, chats.c.chat, messages.c.user_id, messages.c.model)
+        )
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            return [
+                (str(p), str(c), str(u), str(m), int(i), int(o), int(n))
+                for p, c, u, m, i, o, n in (await conn.execute(stmt)).all()
+            ]
 
     # -- overrides ----------------------------------------------------------------------------
 

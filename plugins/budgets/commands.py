@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from relaybot import CommandContext, CommandError, Override, RequestOrigin, to_micros
+from relaybot import CommandContext, CommandError, Override, RequestOrigin, Usage, to_micros
 
 from .guard import Applicable, BudgetGuard, chat_subject, spec_of, user_subject
 from .settings import MAX_TOKENS, MAX_USD, BudgetSpec, describe_reset, money, window
@@ -262,7 +262,11 @@ async def budget(ctx: CommandContext) -> None:
 
 
 async def usage_report(ctx: CommandContext) -> None:
-    """``/usage-report [day|week|month]``: the biggest users, chats and models (admins)."""
+    """``/usage-report [day|week|month]``: the biggest users, chats and models (admins).
+
+    Built from every reply's stored usage priced with the app's price table, so it covers
+    replies no budget applied to as well.
+    """
     guard = guard_of(ctx.app)
     word = (ctx.args.strip().lower() or "month").removeprefix("this ")
     period = _PERIODS.get(word)
@@ -270,24 +274,43 @@ async def usage_report(ctx: CommandContext) -> None:
         raise CommandError("Usage: /usage-report [day|week|month]")
     now = guard.now()
     since = window(BudgetSpec(usd=1, period=period), now, guard.settings.zone).since  # type: ignore[arg-type]
-    store = ctx.app.store
     label = {"day": "Today", "week": "This week", "month": "This month"}[period]
-    lines = [f"📈 Usage report — {label} (since {since.astimezone(guard.settings.zone):%Y-%m-%d %H:%M} "
-             f"{guard.settings.timezone})"]  # fmt: skip
-    total = await store.top_spenders("provider", since=since, limit=1000, now=now)
-    micros = sum(m for _, m, _, _ in total)
-    tokens = sum(t for _, _, t, _ in total)
-    calls = sum(n for _, _, _, n in total)
-    if not calls:
-        await ctx.reply(lines[0] + "\nNothing yet.")
+    zone = guard.settings.zone
+    head = (
+        f"📈 Usage report — {label} (since {since.astimezone(zone):%Y-%m-%d %H:%M} {guard.settings.timezone})"
+    )
+    rows = await ctx.app.store.usage_rows(since=since)
+    if not rows:
+        await ctx.reply(head + "\nNothing yet.")
         return
-    lines.append(f"Total: {money(micros)} · {tokens:,} tokens · {_calls(calls)}")
-    for column, title in (("user_id", "Top users"), ("chat", "Top chats"), ("model", "Top models")):
+    groups: dict[str, dict[str, list[int]]] = {"user": {}, "chat": {}, "model": {}}
+    unpriced: set[str] = set()
+    total = [0, 0, 0]
+    for platform, chat, user, model, tokens_in, tokens_out, replies in rows:
+        price = ctx.app.prices.price_of(model) if model else None
+        micros = to_micros(price.cost(Usage(tokens_in, tokens_out))) if price is not None else 0
+        if price is None and tokens_in + tokens_out:
+            unpriced.add(model or "(unknown model)")
+        for group, key in (
+            ("user", f"{platform}:{user}" if user else "(unknown)"),
+            ("chat", f"{platform}:{chat}"),
+            ("model", model or "(unknown model)"),
+        ):
+            entry = groups[group].setdefault(key, [0, 0, 0])
+            entry[0] += micros
+            entry[1] += tokens_in + tokens_out
+            entry[2] += replies
+        total = [total[0] + micros, total[1] + tokens_in + tokens_out, total[2] + replies]
+    lines = [head, f"Total: {money(total[0])} · {total[1]:,} tokens · {_calls(total[2])}"]
+    for group, title in (("user", "Top users"), ("chat", "Top chats"), ("model", "Top models")):
         lines.append(f"\n{title}:")
-        for i, (name, m, t, n) in enumerate(await store.top_spenders(column, since=since, now=now), start=1):
-            lines.append(f"{i}. {name or '(none)'} — {money(m)} · {t:,} tokens · {_calls(n)}")
+        ranked = sorted(groups[group].items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:5]
+        for i, (name, (m, t, n)) in enumerate(ranked, start=1):
+            lines.append(f"{i}. {name} — {money(m)} · {t:,} tokens · {_calls(n)}")
+    if unpriced:
+        lines.append(f"\nNo price is known for {', '.join(sorted(unpriced))}; not included in the cost.")
     await ctx.reply("\n".join(lines))
 
 
 def _calls(n: int) -> str:
-    return f"{n:,} call" + ("" if n == 1 else "s")
+    return f"{n:,} repl" + ("y" if n == 1 else "ies")

@@ -7,7 +7,10 @@ config default. The worst case reserved is the prompt's tokens (the core's count
 configured margin) plus the request's output limit, at the model's price; settling records
 what the provider reported, or our estimate (flagged) when it reported nothing.
 
-A call no budget applies to is not reserved at all: its cost is recorded once when it ends.
+A call no budget applies to is not reserved at all: its cost is recorded once when it ends
+(one write), so a budget added later for its scope sees it — unless the config sets no budget
+at all: then nothing is written (every reply's usage is stored with the reply anyway, which
+``/usage`` and ``/usage-report`` price), and a reply costs no write more than without budgets.
 """
 
 from __future__ import annotations
@@ -237,7 +240,7 @@ class BudgetGuard(BaseSpendGuard):
                 estimated=estimated,
             )
             if reservation.handle is None:
-                if outcome.answered or outcome.usage is not None:
+                if self.settings.configured and (outcome.answered or outcome.usage is not None):
                     await self.app.store.record_spend(draft, now=self.now())
             else:
                 await self.app.store.settle_spend(reservation.handle, draft)

@@ -123,6 +123,11 @@ class BudgetsSettings(BaseModel):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def configured(self) -> bool:
+        """True when the config sets any budget (then every call's spend is recorded)."""
+        return any((self.user, self.chat, self.global_, self.platforms, self.providers))
+
 
 def load_settings(config: Any) -> BudgetsSettings:
     """Validate ``[plugins.budgets]`` (raises :class:`ConfigError` naming each bad key)."""

@@ -261,7 +261,7 @@ async def test_usage_report_for_admins(make_bot, fake_openai) -> None:
     assert "for admins only" in await bot.say("/usage-report", user="alice")
     report = await bot.say("/usage-report week", user="admin")
     assert "Usage report — This week" in report
-    assert "Total: $0.0030 · 321 tokens · 3 calls" in report
+    assert "Total: $0.0030 · 321 tokens · 3 replies" in report
     users = report.split("Top users:")[1].split("Top chats:")[0]
     assert users.index("fake:alice — $0.0020") < users.index("fake:bob — $0.0010")
     assert "gpt-4o-mini — $0.0030" in report
