@@ -26,10 +26,11 @@ from .media import MediaStore
 from .models import IncomingMessage
 from .plugin_settings import validate_plugin_tables
 from .plugins import PluginHost, Registrations
+from .pricing import PriceTable, price_table
 from .provider import BaseProvider, ProviderType
 from .ratelimit import BaseRateLimiter
 from .redact import redact_url, register_secret
-from .resilience import build_rate_limiter, resolve_fallbacks, wrap_providers
+from .resilience import build_rate_limiter, resolve_downgrades, resolve_fallbacks, wrap_providers
 from .streaming import StreamScheduler
 from .tokens import TokenCounter, counter_for
 from .turns import TurnManager
@@ -86,6 +87,10 @@ class Relaybot:
         #: validated ``[plugins.NAME]`` settings by table name (read them with
         #: ``PluginSettings.of(app)``); filled by :meth:`validate_plugin_settings`
         self.plugin_settings: dict[str, Any] = {}
+        #: model prices: the shipped table with the config's corrections (relaybot.core.pricing)
+        self.prices: PriceTable = price_table(config)
+        #: the plugin that reserves and settles every provider call (budgets), if any
+        self.spend_guard = self.registrations.spend_guard[0] if self.registrations.spend_guard else None
         self.started = False
 
     # ── building ────────────────────────────────────────────────────────────────────────────
@@ -164,14 +169,18 @@ class Relaybot:
         self.validate_plugin_settings()
         providers = []
         settings: dict[str, Any] = {}
+        built: dict[str, BaseProvider] = {}
         for name in self.config.providers:
             provider_type, settings[name] = self._provider_settings(name)
-            p = provider_type.factory(name, settings[name])
+            p = built[name] = provider_type.factory(name, settings[name])
             star = " (default)" if name == self.config.default_provider else ""
             fallbacks = getattr(settings[name], "fallbacks", [])
             chain = f" fallbacks={','.join(fallbacks)}" if fallbacks else ""
             providers.append(f"{name}: {self.config.provider_type(name)} model={p.model!r}{chain}{star}")
         resolve_fallbacks(settings, self.config.source)
+        resolve_downgrades(built, settings, self.config.source)
+        if self.spend_guard is not None:
+            self.spend_guard.validate(self.config)
         connectors = []
         for name in self.config.connectors:
             c = self.build_connector(name)
@@ -237,8 +246,12 @@ class Relaybot:
             log.warning("%d reply(ies) were cut off by a previous crash; marked interrupted", recovered)
         raw = {name: types[name].factory(name, settings[name]) for name in self.config.providers}
         self.rate_limiter = build_rate_limiter(self.config.ratelimit, settings)
+        if self.spend_guard is not None:
+            await self.spend_guard.start(self)
         self.providers = dict(
-            wrap_providers(raw, settings, limiter=self.rate_limiter, source=self.config.source)
+            wrap_providers(
+                raw, settings, limiter=self.rate_limiter, source=self.config.source, guard=self.spend_guard
+            )
         )
         for connector in wanted:
             self.connectors[connector.name] = connector
@@ -313,6 +326,11 @@ class Relaybot:
             self.plugins.notify("relaybot_shutdown", app=self)
         if self.checkpoints is not None:
             await self.checkpoints.aclose()
+        if self.spend_guard is not None and self.store is not None:
+            try:
+                await self.spend_guard.aclose()
+            except Exception:
+                log.exception("the spend guard did not close cleanly")
         if self.store is not None:
             await self.store.close()
         self.started = False
@@ -340,6 +358,10 @@ class Relaybot:
                 counter = _ProviderCounter(counter, provider)
             self._counters[provider_name] = counter
         return counter
+
+    def provider_type(self, name: str) -> str:
+        """The ``type`` of the running provider ``name`` (``openai``, ``llama_cpp`` …)."""
+        return self.config.provider_type(name)
 
     def scheduler(self, platform: str) -> StreamScheduler:
         """The streaming scheduler of connector ``platform`` (one per connector)."""

@@ -63,7 +63,8 @@ def parse_command(text: str) -> tuple[str, str] | None:
     if not text.startswith("/") or len(text) < 2:
         return None
     head, _, rest = text[1:].partition(" ")
-    name = head.split("@", 1)[0].strip().lower()
+    # "/usage-report" is "/usage_report": Telegram allows only underscores in command names
+    name = head.split("@", 1)[0].strip().lower().replace("-", "_")
     if not name or not name.replace("_", "").isalnum():
         return None
     return name, rest.strip()

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .pricing import PriceConfig
 from .redact import register_secret
 
 #: the file used when neither ``--config`` nor ``RELAYBOT_CONFIG`` names one
@@ -193,6 +194,8 @@ class RelaybotConfig(BaseModel):
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
+    #: model prices correcting or adding to the shipped table (see relaybot.core.pricing)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
     source: str = "<defaults>"
 
     @property

@@ -15,7 +15,8 @@
     │   ├── ProviderUnavailableError 5xx/529/overloaded, network failure
     │   ├── ProviderTimeoutError     no connection or no chunk within the timeout
     │   ├── ProviderResponseError    malformed stream / invalid JSON / mid-stream error event
-    │   └── ContextTooLongError      the prompt exceeds the model's context window
+    │   ├── ContextTooLongError      the prompt exceeds the model's context window
+    │   └── BudgetExceededError      a spending budget has no room for the call (never retried)
     └── PlatformError          a chat platform refused a request
         ├── PlatformRateLimitError   429 with ``retry_after``; ``scope`` is "chat" or "global"
         ├── MessageNotModifiedError  an edit to identical text (callers treat it as success)
@@ -140,6 +141,27 @@ class ContextTooLongError(ProviderError):
     """The prompt is longer than the model accepts."""
 
     user_message = "This conversation is too long for the model. Start a new one with /new."
+
+
+class BudgetExceededError(ProviderError):
+    """A budget has no room for the worst case of a provider call, so it was not made.
+
+    ``budget`` names the budget ("your daily budget"), ``remaining`` says what is left in its
+    unit ("$0.0123", "1,200 tokens") and ``resets`` when it frees up ("at 00:00 UTC"). The
+    ``user_message`` puts the three together; it is never retried nor sent to a fallback.
+    """
+
+    user_message = "A spending budget is used up, so I can't answer right now."
+
+    def __init__(
+        self, budget: str, remaining: str, resets: str, *, provider: str = "", reason: str = ""
+    ) -> None:
+        # ``reason`` replaces the sentence when the budget cannot even be computed
+        text = reason or f"This would go over {budget}: {remaining} left, it resets {resets}."
+        super().__init__(f"budget refused a call: {text}", provider=provider, user_message=text)
+        self.budget = budget
+        self.remaining = remaining
+        self.resets = resets
 
 
 class PlatformError(RelaybotError):

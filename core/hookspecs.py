@@ -10,7 +10,8 @@ decisions or transformations and run for every message, streamed replies include
 Groups
 ------
 registration (once at start-up):  register_providers, register_connectors,
-                                   register_commands, register_jobs, register_settings
+                                   register_commands, register_jobs, register_settings,
+                                   register_spend_guard
 lifecycle:                         relaybot_startup, relaybot_shutdown
 per message (in this order):       check_access → build_context → before_provider_request
                                    → (streaming) → after_reply;  on_error on failures
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .models import IncomingMessage, ProviderRequest
     from .plugin_settings import PluginSettings
     from .provider import ProviderType
+    from .spending import BaseSpendGuard
 
 PROJECT = "relaybot"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -84,6 +86,16 @@ def register_settings(register: Callable[[PluginSettings[Any]], None]) -> None:
     start-up and in ``relaybot check`` (an invalid or unknown table is a config error naming
     file, key and fix); the plugin reads its settings with ``SETTINGS.of(app)``. Mode: called
     once per plugin at start-up; a table declared twice is a start-up error.
+    """
+
+
+@hookspec
+def register_spend_guard(register: Callable[[BaseSpendGuard], None]) -> None:
+    """Offer the spend guard: call ``register(guard)`` with a :class:`~relaybot.core.spending.BaseSpendGuard`.
+
+    The guard reserves the worst case of every provider call before it is made and settles it
+    afterwards (budgets). Mode: called once per plugin at start-up; at most one guard may be
+    registered (two is a start-up error naming both plugins).
     """
 
 

@@ -172,6 +172,22 @@ class ProviderRequest:
     max_output_tokens: int | None = None
     model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: who the request is for (budgets are charged to them); never sent to the provider
+    origin: RequestOrigin | None = None
+    #: the core's count of the prompt's tokens (``None``: not counted); never sent either
+    input_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOrigin:
+    """Whom a provider call is made for: the chat and the user (the platform's user id).
+
+    Set by the core on every :class:`ProviderRequest` it builds, so code around providers
+    (the resilience layer's spend guard) can charge the right user, chat and platform.
+    """
+
+    chat: ChatKey
+    user_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +200,16 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token usage of one reply. ``estimated`` is true when no provider reported it."""
+    """Token usage of one reply. ``estimated`` is true when no provider reported it.
+
+    ``cached_input_tokens`` is the part of ``input_tokens`` the provider read from its prompt
+    cache (billed at the cheaper cached-input price); 0 when not reported.
+    """
 
     input_tokens: int
     output_tokens: int
     estimated: bool = False
+    cached_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from .errors import PluginError
 from .jobs import Job
 from .plugin_settings import PluginSettings
 from .provider import ProviderType
+from .spending import BaseSpendGuard
 
 log = logging.getLogger("relaybot.plugins")
 
@@ -54,6 +55,8 @@ class Registrations:
     def declared_settings(self) -> dict[str, PluginSettings[Any]]:
         """The declared ``[plugins.NAME]`` tables by name."""
         return {name: decl for name, (decl, _) in self.settings.items()}
+    #: the spend guard and its plugin, when one registered (``register_spend_guard``)
+    spend_guard: tuple[BaseSpendGuard, str] | None = None
 
     def by_plugin(self, plugin: str) -> list[str]:
         """Human-readable list of what ``plugin`` registered (for ``relaybot plugins``)."""
@@ -62,6 +65,8 @@ class Registrations:
         out += [f"command /{c.name}" for c in self.commands if self.commands.owner(c.name) == plugin]
         out += [f"job {k!r}" for k, (_, p) in self.jobs.items() if p == plugin]
         out += [f"settings [plugins.{k}]" for k, (_, p) in self.settings.items() if p == plugin]
+        if self.spend_guard is not None and self.spend_guard[1] == plugin:
+            out.append(f"spend guard {type(self.spend_guard[0]).__name__}")
         return out
 
 
@@ -163,6 +168,14 @@ class PluginHost:
                 elif hook == "register_settings":
                     _expect(obj, PluginSettings, plugin)
                     unique(regs.settings, "settings table [plugins.NAME] named", obj.name, obj, plugin)
+                elif hook == "register_spend_guard":
+                    _expect(obj, BaseSpendGuard, plugin)
+                    if regs.spend_guard is not None:
+                        raise PluginError(
+                            f"a spend guard is registered by both plugin {regs.spend_guard[1]!r} and "
+                            f"{plugin!r}; disable one with plugins.disabled"
+                        )
+                    regs.spend_guard = (obj, plugin)
                 else:
                     _expect(obj, Job, plugin)
                     unique(regs.jobs, "job", obj.name, obj, plugin)
@@ -170,7 +183,7 @@ class PluginHost:
             return add
 
         hooks = ("register_providers", "register_connectors", "register_commands", "register_settings",
-                 "register_jobs")  # fmt: skip
+                 "register_jobs", "register_spend_guard")  # fmt: skip
         for hook in hooks:
             for impl in self.impls(hook):
                 try:

@@ -99,6 +99,9 @@ class BaseProviderConfig(BaseModel):
     #: requests / tokens per minute allowed by the provider; waited for before sending
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
+    #: when a budget has no room for this model: a cheaper model of this provider, or another
+    #: ``[providers.*]`` name, that answers instead (the user is told); empty: refuse
+    downgrade_to: str = ""
 
 
 class BaseProvider(abc.ABC):

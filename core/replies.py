@@ -51,6 +51,7 @@ from .models import (
     IncomingMessage,
     ProviderRequest,
     ReplyStatus,
+    RequestOrigin,
     Role,
     TextDelta,
     TextPart,
@@ -381,6 +382,7 @@ class ReplyRunner:
             status = ReplyStatus.INTERRUPTED if self.text_parts else ReplyStatus.FAILED
             notes.append("⚠️ " + RelaybotError.user_message)
 
+        notes.extend(getattr(self._events, "notes", ()))  # e.g. a budget downgrade
         text = "".join(self.text_parts)
         note = "\n\n".join(n for n in notes if n)
         # a failed reply keeps the reason it showed, so history and exports can say why; the
@@ -461,6 +463,8 @@ class ReplyRunner:
             max_output_tokens=caps.max_output_tokens,
             # no model pinned: each provider of a fallback chain sends its own
             model=None,
+            origin=RequestOrigin(self.chat, self.message.user.id),
+            input_tokens=draft.token_count,
         )
         app.plugins.transform(
             "before_provider_request", request=request, provider=provider_name, message=self.message

@@ -25,6 +25,14 @@ errors (:mod:`relaybot.core.errors`). :class:`ResilientProvider` wraps a chain
 
 Images: :meth:`ResilientProvider.generate_image` draws through the same chain, retries and
 rate limits (providers whose capabilities say ``image_generation``).
+- **Reserve before sending, settle after** when a :class:`~relaybot.core.spending.BaseSpendGuard`
+  is given (the budgets plugin): every attempt — retries and fallbacks included — first
+  reserves its worst case; a call no budget has room for raises
+  :class:`~relaybot.core.errors.BudgetExceededError` (never retried, never sent to a
+  fallback), unless the provider has a ``downgrade_to`` that fits: then the cheaper model
+  answers and :attr:`ResilientStream.notes` says so. The reservation is settled to the real
+  cost when the attempt ends, however it ends. :meth:`ResilientProvider.guarded` does the
+  same for calls that are not chat streams (``/imagine``).
 
 Which provider answered: ``stream()`` returns a :class:`ResilientStream` whose
 :attr:`~ResilientStream.answered_by` / :attr:`~ResilientStream.answered_model` name it once
@@ -39,12 +47,13 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import RateLimitConfig
 from .errors import (
+    BudgetExceededError,
     CapabilityError,
     ConfigError,
     ProviderAuthError,
@@ -58,13 +67,16 @@ from .models import ImagePart, ProviderEvent, ProviderRequest, TextDelta, TextPa
 from .provider import BaseProvider, GeneratedImage, ImageRequest
 from .ratelimit import BaseRateLimiter, LocalRateLimiter, RateLimit, RedisRateLimiter
 from .redact import redact
+from .spending import BaseSpendGuard, PlannedCall, Reservation, SpendRecord
 
 __all__ = [
     "ResilientProvider",
     "ResilientStream",
     "RetryPolicy",
+    "SpendRecord",
     "build_rate_limiter",
     "estimate_request_tokens",
+    "resolve_downgrades",
     "resolve_fallbacks",
     "wrap_providers",
 ]
@@ -162,6 +174,8 @@ class ResilientStream:
         self.answered_model: str | None = None
         #: one entry per failed attempt: ``(provider name, error)``, for logs and tests
         self.failures: list[tuple[str, ProviderError]] = []
+        #: sentences for the user about how the answer was made (a budget downgrade …)
+        self.notes: list[str] = []
         self._gen: AsyncGenerator[ProviderEvent, None] = owner._run(request, self)
 
     def __aiter__(self) -> ResilientStream:
@@ -184,7 +198,9 @@ class ResilientProvider(BaseProvider):
     name (each ``[providers.*]`` table has its own ``max_retries``). ``limiter`` is consulted
     under each provider's ``name`` before every request. ``aclose`` closes the primary, and the
     fallbacks too unless ``close_fallbacks`` is false (the app shares fallbacks between chains
-    and closes each provider once).
+    and closes each provider once). ``guard`` reserves and settles every request (see the module
+    docstring); ``downgrades`` maps a provider name to ``(provider, model)`` to try when a
+    budget has no room (``model`` ``None``: that provider's own model).
     """
 
     def __init__(
@@ -197,6 +213,8 @@ class ResilientProvider(BaseProvider):
         limiter: BaseRateLimiter | None = None,
         close_fallbacks: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        guard: BaseSpendGuard | None = None,
+        downgrades: Mapping[str, tuple[BaseProvider, str | None]] | None = None,
     ) -> None:
         self._primary = primary
         self._fallbacks = tuple(fallbacks)
@@ -205,6 +223,8 @@ class ResilientProvider(BaseProvider):
         self.limiter = limiter
         self._close_fallbacks = close_fallbacks
         self._sleep = sleep
+        self.guard = guard
+        self._downgrades = dict(downgrades or {})
         self.name = primary.name
         self.model = primary.model
         self.capabilities = primary.capabilities
@@ -255,13 +275,26 @@ class ResilientProvider(BaseProvider):
                 attempt += 1
                 shown = False
                 try:
-                    await self._acquire(provider, request, policy)
-                    # aclosing: a consumer that stops early must close the HTTP stream now,
-                    # not whenever the garbage collector finalises the generator
-                    async with contextlib.aclosing(self._attempt(provider, request, stream)) as events:
-                        async for event in events:
-                            shown = True
-                            yield event
+                    target, attempt_request, reservation = await self._reserve(
+                        provider, request, stream, attempt
+                    )
+                    record = SpendRecord()
+                    try:
+                        await self._acquire(target, attempt_request, policy)
+                        # aclosing: a consumer that stops early must close the HTTP stream now,
+                        # not whenever the garbage collector finalises the generator
+                        async with contextlib.aclosing(
+                            self._attempt(target, attempt_request, stream, record)
+                        ) as events:
+                            async for event in events:
+                                shown = True
+                                yield event
+                    except _LimiterTimeout:
+                        record.answered = False  # never sent
+                        raise
+                    finally:
+                        if reservation is not None:
+                            await self._settle(reservation, record)
                     return
                 except ProviderError as exc:
                     if shown:
@@ -333,6 +366,98 @@ class ResilientProvider(BaseProvider):
             return None
         raise exc
 
+    def _downgrade_path(self, provider: BaseProvider) -> list[tuple[BaseProvider, str | None]]:
+        """``provider`` itself, then its ``downgrade_to`` chain (each step once)."""
+        path: list[tuple[BaseProvider, str | None]] = [(provider, None)]
+        seen = {(provider.name, provider.model)}
+        current = provider
+        while (step := self._downgrades.get(current.name)) is not None:
+            target, model = step
+            key = (target.name, model or target.model)
+            if key in seen:
+                break
+            seen.add(key)
+            path.append(step)
+            if target is current:
+                break  # a cheaper model of the same provider: its own downgrade_to is this one
+            current = target
+        return path
+
+    async def _reserve(
+        self, provider: BaseProvider, request: ProviderRequest, stream: ResilientStream, attempt: int
+    ) -> tuple[BaseProvider, ProviderRequest, Reservation | None]:
+        """Reserve the worst case of one attempt (downgrading when configured and needed).
+
+        Returns the provider and request to send and the reservation (``None`` without a
+        guard); raises the first BudgetExceededError when nothing on the path fits.
+        """
+        guard = self.guard
+        if guard is None:
+            return provider, request, None
+        refused: BudgetExceededError | None = None
+        for target, model in self._downgrade_path(provider):
+            attempt_request = request if model is None else replace(request, model=model)
+            call = PlannedCall(
+                provider=target.name,
+                model=model or target.model,
+                kind="chat",
+                origin=request.origin,
+                request=attempt_request,
+                max_output_tokens=request.max_output_tokens or target.capabilities.max_output_tokens,
+                attempt=attempt,
+            )
+            try:
+                reservation = await guard.reserve(call)
+            except BudgetExceededError as exc:
+                refused = refused or exc
+                continue
+            if refused is not None:
+                note = (
+                    f"💸 {refused.budget[:1].upper()}{refused.budget[1:]} has no room for "
+                    f"{provider.model}, so the cheaper {call.model} answered instead."
+                )
+                if note not in stream.notes:
+                    stream.notes.append(note)
+                log.info(
+                    "%s: budget downgrade %s -> %s (%s)", provider.name, provider.model, call.model, refused
+                )
+            return target, attempt_request, reservation
+        assert refused is not None
+        raise refused
+
+    async def _settle(self, reservation: Reservation, record: SpendRecord) -> None:
+        """Settle one reservation; shielded, so a cancelled reply still settles."""
+        assert self.guard is not None
+        try:
+            await asyncio.shield(self.guard.settle(reservation, record.outcome()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not settle a budget reservation (it expires on its own)")
+
+    @contextlib.asynccontextmanager
+    async def guarded(self, call: PlannedCall) -> AsyncIterator[SpendRecord]:
+        """Reserve ``call`` (an image, or another request that is not a chat stream), run the
+        block, settle with what the block put in the yielded :class:`SpendRecord`.
+
+        Raises :class:`BudgetExceededError` before the block when no budget has room. A
+        :class:`ProviderError` leaving the block with no usage recorded charges nothing (the
+        provider refused before working).
+        """
+        record = SpendRecord()
+        if self.guard is None:
+            yield record
+            return
+        reservation = await self.guard.reserve(call)
+        try:
+            yield record
+        except ProviderError:
+            if record.usage is None and not record.images:
+                record.answered = False
+            raise
+        finally:
+            await self._settle(reservation, record)
+
     def _retry_wait(self, exc: ProviderError, policy: RetryPolicy, attempt: int) -> float | None:
         """Seconds to wait before asking the same provider again, or ``None`` to move on."""
         if not _retryable(exc) or attempt >= policy.max_attempts or isinstance(exc, _LimiterTimeout):
@@ -364,27 +489,33 @@ class ResilientProvider(BaseProvider):
             ) from None
 
     async def _attempt(
-        self, provider: BaseProvider, request: ProviderRequest, stream: ResilientStream
+        self, provider: BaseProvider, request: ProviderRequest, stream: ResilientStream, record: SpendRecord
     ) -> AsyncGenerator[ProviderEvent, None]:
-        """One request to ``provider``: yield its events, settle the rate-limit estimate."""
+        """One request to ``provider``: yield its events, settle the rate-limit estimate, and
+        note in ``record`` what it used (for the spend guard)."""
         limiter = self.limiter if self.limiter and self.limiter.limit(provider.name) else None
         reserved = estimate_request_tokens(request, provider.capabilities.max_output_tokens) if limiter else 0
         usage: Usage | None = None
         answered = False
+        model = request.model or provider.model
         events = provider.stream(request)
         try:
             async for event in events:
                 if not answered and isinstance(event, TextDelta):
                     answered = True
-                    stream.answered_by, stream.answered_model = provider.name, provider.model
+                    stream.answered_by, stream.answered_model = provider.name, model
                     self.last_provider = provider.name
                 if isinstance(event, Usage):
-                    usage = event
+                    usage = record.usage = event
+                elif isinstance(event, TextDelta):
+                    record.text.append(event.text)
                 yield event
             if not answered:  # an empty answer is still this provider's answer
-                stream.answered_by, stream.answered_model = provider.name, provider.model
+                stream.answered_by, stream.answered_model = provider.name, model
                 self.last_provider = provider.name
         except ProviderError:
+            if usage is None and not answered:
+                record.answered = False  # refused before the model ran: nothing to charge
             if limiter is not None and usage is None and not answered:
                 # refused before the model ran (429, 503 …): give the estimate back
                 await _quietly(limiter.record(provider.name, -reserved))
@@ -472,19 +603,46 @@ def policy_from_config(cfg: Any) -> RetryPolicy:
     )
 
 
+def resolve_downgrades(
+    providers: Mapping[str, BaseProvider], settings: Mapping[str, Any], source: str = "<config>"
+) -> dict[str, tuple[BaseProvider, str | None]]:
+    """Each provider's ``downgrade_to``: another ``[providers.NAME]`` (its own model), or else a
+    model name of the same provider. Raises :class:`ConfigError` when it names the provider's
+    own model."""
+    downgrades: dict[str, tuple[BaseProvider, str | None]] = {}
+    for name, cfg in settings.items():
+        target = str(getattr(cfg, "downgrade_to", "") or "")
+        if not target or name not in providers:
+            continue
+        if target == name or target == providers[name].model:
+            raise ConfigError(
+                "names this provider's own model; name a cheaper model or another [providers.*] table",
+                path=source,
+                key=f"providers.{name}.downgrade_to",
+            )
+        if target in providers:
+            downgrades[name] = (providers[target], None)
+        else:
+            downgrades[name] = (providers[name], target)
+    return downgrades
+
+
 def wrap_providers(
     providers: Mapping[str, BaseProvider],
     settings: Mapping[str, Any],
     *,
     limiter: BaseRateLimiter | None = None,
     source: str = "<config>",
+    guard: BaseSpendGuard | None = None,
 ) -> dict[str, ResilientProvider]:
     """Wrap every built provider in a :class:`ResilientProvider` with its configured chain.
 
     The chain members are the *unwrapped* providers, shared between chains; each wrapper
-    closes only its own primary, so every provider is closed once.
+    closes only its own primary, so every provider is closed once. ``guard`` (the spend guard)
+    is consulted before every request of every wrapper.
     """
     chains = resolve_fallbacks(settings, source)
+    downgrades = resolve_downgrades(providers, settings, source)
     policies = {name: policy_from_config(cfg) for name, cfg in settings.items()}
     return {
         name: ResilientProvider(
@@ -494,6 +652,8 @@ def wrap_providers(
             policies=policies,
             limiter=limiter,
             close_fallbacks=False,
+            guard=guard,
+            downgrades=downgrades,
         )
         for name, provider in providers.items()
     }

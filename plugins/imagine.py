@@ -44,6 +44,7 @@ from relaybot import (
     ConfigError,
     ImagePart,
     ImageRequest,
+    PlannedCall,
     PluginSettings,
     ProviderError,
     ProviderNotFoundError,
@@ -53,6 +54,7 @@ from relaybot import (
     ProviderUnavailableError,
     RelaybotConfig,
     RelaybotError,
+    RequestOrigin,
     Role,
     TextPart,
     Usage,
@@ -230,6 +232,16 @@ async def imagine(ctx: CommandContext) -> None:
 async def _imagine(ctx: CommandContext, settings: ImagineSettings, prompt: str) -> None:
     app = ctx.app
     chat = ctx.message.chat
+    # budgets: the image's worst case is reserved before the request and settled after it
+    name = _provider_name(app.config, settings)
+    call = PlannedCall(
+        provider=name,
+        model=settings.model,
+        kind="image",
+        origin=RequestOrigin(chat, ctx.message.user.id),
+        prompt=prompt,
+        image_size=settings.size,
+    )
     # One stream carries the whole command: the progress notice (with typing while the image
     # is drawn), then the image in its place, or the error in the notice's place. Every
     # request is a paced scheduler frame, so 429s are waited out within the chat's budget.
@@ -238,7 +250,9 @@ async def _imagine(ctx: CommandContext, settings: ImagineSettings, prompt: str) 
         stream.keep_typing()
         stream.append(_PROGRESS)
         try:
-            png, provider, usage = await generate(app, settings, prompt)
+            async with app.providers[name].guarded(call) as spend:
+                png, provider, usage = await generate(app, settings, prompt)
+                spend.usage, spend.images = usage, 1
         except ProviderError as exc:
             log.warning("/imagine failed in %s: %s", chat, exc)
             stream.replace_text("⚠️ " + exc.user_message)

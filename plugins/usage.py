@@ -1,23 +1,25 @@
-"""``/usage``: a user's tokens and cost for today and this month.
+"""``/usage``: a user's tokens and cost for today and this month, and their budgets.
 
 Token counts come from the replies' stored usage (what the provider reported, or the core's
-estimate when it reported nothing — the answer says when estimates are included). Prices are
-configured per model, in US dollars per million tokens::
+estimate when it reported nothing — the answer says when estimates are included). Costs use
+the app's price table (:mod:`relaybot.core.pricing`: shipped prices, corrected by ``[prices]``
+and by this section's older ``prices`` key, in US dollars per million tokens)::
 
     [plugins.usage]
     timezone = "Europe/Berlin"   # when "today" and "this month" start (default UTC)
-    prices = { "gpt-4o-mini" = { input = 0.15, output = 0.60 }, "gpt-image-1" = { input = 5, output = 40 } }
+    prices = { "my-model" = { input = 0.15, output = 0.60 } }   # still honoured; prefer [prices]
 
 A price for ``gpt-4o-mini`` also applies to dated snapshots (``gpt-4o-mini-2024-07-18``) and to
 router names (``openai/gpt-4o-mini``); models without a price are counted but not costed, and
-the answer names them.
+the answer names them. When the budgets plugin runs, the answer ends with each budget that
+applies: used, left, and when it resets.
 
 A plugin like any other, using only the public API (``from relaybot import …``).
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,23 +27,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from relaybot import Command, CommandContext, PluginSettings, Usage, hookimpl
+from relaybot import (
+    Command,
+    CommandContext,
+    CommandError,
+    ConfigError,
+    ModelPrice,
+    PluginSettings,
+    PriceTable,
+    RequestOrigin,
+    Usage,
+    hookimpl,
+)
+from relaybot.core.pricing import PriceConfig
 
-#: what may follow a priced model name and still be the same model: a date or version snapshot
-_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest|preview(?:-\d{2}-\d{2})?)$")
+log = logging.getLogger("relaybot.plugins.usage")
 
-
-class Price(BaseModel):
-    """US dollars per million tokens, for prompt (``input``) and answer (``output``) tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-
-    def cost(self, usage: Usage) -> float:
-        """The price of ``usage`` in US dollars."""
-        return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1_000_000
+#: the older name of a configured price (``[plugins.usage].prices.MODEL``)
+Price = PriceConfig
 
 
 class UsageSettings(BaseModel):
@@ -49,7 +52,8 @@ class UsageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prices: dict[str, Price] = Field(default_factory=dict)
+    #: older spelling of ``[prices]``; merged into the app's price table
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
     #: IANA time zone in which "today" and "this month" begin
     timezone: str = "UTC"
 
@@ -62,15 +66,10 @@ class UsageSettings(BaseModel):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
         return value
 
-    def price_of(self, model: str) -> Price | None:
-        """The configured price of ``model`` (exact name, router-prefixed name or snapshot)."""
-        for name in dict.fromkeys((model, model.rsplit("/", 1)[-1])):
-            if name in self.prices:
-                return self.prices[name]
-            base = _SNAPSHOT.sub("", name)
-            if base != name and base in self.prices:
-                return self.prices[base]
-        return None
+    def price_of(self, model: str) -> ModelPrice | None:
+        """The price this section sets for ``model`` (exact name, router-prefixed name or snapshot)."""
+        table = PriceTable({name: price.to_price() for name, price in self.prices.items()})
+        return table.price_of(model)
 
 
 #: ``[plugins.usage]``, validated by the core at start-up and by ``relaybot check``
@@ -83,7 +82,8 @@ class PeriodReport:
 
     label: str
     by_model: dict[str, Usage]
-    settings: UsageSettings
+    #: the app's price table (anything with ``price_of(model)``)
+    prices: Any
 
     @property
     def total(self) -> Usage:
@@ -100,7 +100,7 @@ class PeriodReport:
         """The cost of the priced models, in US dollars."""
         total = 0.0
         for model, usage in self.by_model.items():
-            price = self.settings.price_of(model)
+            price = self.prices.price_of(model)
             if price is not None:
                 total += price.cost(usage)
         return total
@@ -108,18 +108,18 @@ class PeriodReport:
     @property
     def unpriced(self) -> list[str]:
         """Models used in this period that have no configured price."""
-        return sorted(m for m, u in self.by_model.items() if self.settings.price_of(m) is None and _tokens(u))
+        return sorted(m for m, u in self.by_model.items() if self.prices.price_of(m) is None and _tokens(u))
 
     def render(self) -> list[str]:
         """Lines for the chat: the total, then one line per model when there are several."""
         total = self.total
         if not _tokens(total):
             return [f"{self.label}: nothing yet"]
-        cost = f" · {_money(self.cost)}" if self.settings.prices else ""
+        cost = f" · {_money(self.cost)}" if len(self.unpriced) < len(self.by_model) else ""
         lines = [f"{self.label}: {_count(total)}{cost}"]
         if len(self.by_model) > 1:
             for model, usage in sorted(self.by_model.items(), key=lambda kv: -_tokens(kv[1])):
-                price = self.settings.price_of(model)
+                price = self.prices.price_of(model)
                 priced = f" · {_money(price.cost(usage))}" if price is not None else ""
                 lines.append(f"  {model or '(unknown model)'}: {_count(usage)}{priced}")
         return lines
@@ -136,6 +136,8 @@ def _count(usage: Usage) -> str:
 
 def _money(dollars: float) -> str:
     # cents hide the cost of light use entirely; four decimals show it
+    if 0 < dollars < 0.0001:
+        return "<$0.0001"
     return f"${dollars:,.2f}" if dollars >= 0.1 or dollars == 0 else f"${dollars:.4f}"
 
 
@@ -146,13 +148,15 @@ def period_starts(now: datetime, timezone: str) -> tuple[datetime, datetime]:
     return day.astimezone(UTC), day.replace(day=1).astimezone(UTC)
 
 
-async def usage_report(app: Any, user_id: str, *, now: datetime | None = None) -> str:
-    """The text ``/usage`` answers for ``user_id``."""
+async def usage_report(
+    app: Any, user_id: str, *, now: datetime | None = None, origin: RequestOrigin | None = None
+) -> str:
+    """The text ``/usage`` answers for ``user_id`` (with ``origin``: and its budgets)."""
     settings = SETTINGS.of(app)
     today, month = period_starts(now or datetime.now(UTC), settings.timezone)
     periods = [
-        PeriodReport("Today", await app.store.usage_by_model(user_id=user_id, since=today), settings),
-        PeriodReport("This month", await app.store.usage_by_model(user_id=user_id, since=month), settings),
+        PeriodReport("Today", await app.store.usage_by_model(user_id=user_id, since=today), app.prices),
+        PeriodReport("This month", await app.store.usage_by_model(user_id=user_id, since=month), app.prices),
     ]
     lines = ["📊 Your usage"]
     for period in periods:
@@ -161,18 +165,35 @@ async def usage_report(app: Any, user_id: str, *, now: datetime | None = None) -
     notes = []
     if month_report.total.estimated:
         notes.append("~ marks estimates: the provider did not report exact counts for some replies.")
-    if settings.prices and month_report.unpriced:
+    if month_report.unpriced:
         notes.append(
             f"No price is configured for {', '.join(month_report.unpriced)}; not included in the cost."
         )
-    if not settings.prices and _tokens(month_report.total):
-        notes.append("Costs are not shown: no prices are configured.")
+    if origin is not None:
+        budgets = await _budget_lines(app, origin)
+        if budgets:
+            lines += ["", "💰 Budgets", *budgets]
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+async def _budget_lines(app: Any, origin: RequestOrigin) -> list[str]:
+    """The budgets plugin's lines for ``origin`` (none when it does not run)."""
+    status = getattr(getattr(app, "spend_guard", None), "status_lines_for", None)
+    return list(await status(origin)) if status is not None else []
 
 
 async def usage(ctx: CommandContext) -> None:
     """``/usage``: the sender's tokens and cost for today and this month."""
-    await ctx.reply(await usage_report(ctx.app, ctx.message.user.id))
+    try:
+        text = await usage_report(
+            ctx.app, ctx.message.user.id, origin=RequestOrigin(ctx.message.chat, ctx.message.user.id)
+        )
+    except ConfigError as exc:
+        log.error("/usage is not set up: %s", exc)
+        raise CommandError(
+            "Usage reports are not set up correctly; an admin has to fix the config."
+        ) from None
+    await ctx.reply(text)
 
 
 @hookimpl

@@ -18,6 +18,7 @@ from relaybot.core.connector import (
 )
 from relaybot.core.context import ContextDraft
 from relaybot.core.errors import (
+    BudgetExceededError,
     CapabilityError,
     CommandError,
     ConfigError,
@@ -53,6 +54,7 @@ from relaybot.core.models import (
     ProviderEvent,
     ProviderRequest,
     ReplyStatus,
+    RequestOrigin,
     Role,
     TextDelta,
     TextPart,
@@ -64,6 +66,7 @@ from relaybot.core.models import (
 from relaybot.core.normalise import clean_text
 from relaybot.core.optional import use_optional
 from relaybot.core.plugin_settings import PluginSettings
+from relaybot.core.pricing import ModelPrice, PriceTable, from_micros, to_micros
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
@@ -72,6 +75,8 @@ from relaybot.core.provider import (
     ProviderCapabilities,
     ProviderType,
 )
+from relaybot.core.spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
+from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
 from relaybot.core.streaming import INTERRUPTED_MARKER, mark_interrupted
 from relaybot.core.webserver import WebServer
 
@@ -85,6 +90,10 @@ __all__ = [
     "BaseConnectorConfig",
     "BaseProvider",
     "BaseProviderConfig",
+    "BaseSpendGuard",
+    "BudgetCheck",
+    "BudgetExceededError",
+    "CallOutcome",
     "CapabilityError",
     "ChatKey",
     "ChatMessage",
@@ -109,11 +118,15 @@ __all__ = [
     "MessageHandler",
     "MessageNotModifiedError",
     "MethodBudget",
+    "ModelPrice",
     "Outgoing",
+    "Override",
+    "PlannedCall",
     "PlatformError",
     "PlatformRateLimitError",
     "PluginError",
     "PluginSettings",
+    "PriceTable",
     "ProviderAuthError",
     "ProviderCapabilities",
     "ProviderError",
@@ -129,7 +142,11 @@ __all__ = [
     "RelaybotError",
     "ReplyRecord",
     "ReplyStatus",
+    "RequestOrigin",
+    "Reservation",
     "Role",
+    "Shortfall",
+    "SpendDraft",
     "StorageError",
     "StreamEndedError",
     "StreamPolicy",
@@ -141,9 +158,11 @@ __all__ = [
     "VideoRef",
     "WebServer",
     "clean_text",
+    "from_micros",
     "hookimpl",
     "load_config",
     "mark_interrupted",
     "parse_config",
+    "to_micros",
     "use_optional",
 ]

@@ -46,3 +46,11 @@ def test_web_latency_benchmark_measures_every_run():
     # every run saw its first delta, then its done event, after the POST
     assert 0 < result["p50_ms"] <= result["max_ms"]
     assert result["done_p50_ms"] >= result["p50_ms"]
+
+
+def test_budgets_benchmark_reserves_and_settles_every_reply():
+    result = run_benchmark("budgets.py", "--replies", "20", "--prefill", "50", "--chats", "5", "--users", "3")
+    assert result["replies"] == 20 and result["backend"] == "sqlite" and result["budgets"] == 3
+    # per reply: a reservation (overrides read, checks, insert) and a settlement
+    assert result["statements_per_reply"] >= 4
+    assert 0 < result["reserve_ms_p50"] <= result["reserve_ms_p99"]

@@ -20,6 +20,7 @@ and every error is a JSON ``{"error": …}``, never a plain-text 500::
     POST   /api/stop                           stop the streaming reply
     POST   /api/regenerate                     answer the last user message again
     POST   /api/uploads                        multipart image or video (field "file") → media reference
+    POST   /api/estimate                       tokens and cost of sending {"text", "conversation_id"?}
     GET    /media/{sha256}                     an image or video
 """
 
@@ -128,6 +129,7 @@ def build_app(connector: WebConnector) -> Any:
         Route("/api/stop", api.stop, methods=["POST"]),
         Route("/api/regenerate", api.regenerate, methods=["POST"]),
         Route("/api/uploads", api.upload, methods=["POST"]),
+        Route("/api/estimate", api.estimate, methods=["POST"]),
         Route("/media/{sha:str}", api.media),
     ]
 
@@ -407,6 +409,13 @@ class _Api:
         if active is None or active.id != conv.id:
             await service.activate(conv.id)
         return conv
+
+    async def estimate(self, request: Request) -> Response:
+        """Tokens and cost of sending a text now (see :mod:`.costs`)."""
+        from .costs import estimate
+
+        client = self._client(request)
+        return JSONResponse(await estimate(self.connector, client, await self._json(request)))
 
     async def stop(self, request: Request) -> Response:
         client = self._client(request)

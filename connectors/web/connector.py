@@ -66,14 +66,21 @@ class LiveMessage:
 
 
 class _ReplyHooks:
-    """Per-connector hook object: tells the page when a stored reply failed."""
+    """Per-connector hook object: tells the page what a reply cost, and when it failed."""
 
     def __init__(self, connector: WebConnector) -> None:
         self.connector = connector
 
     @hookimpl
     def after_reply(self, reply: ReplyRecord) -> None:
-        if reply.chat.platform != self.connector.name or reply.status != ReplyStatus.FAILED:
+        if reply.chat.platform != self.connector.name:
+            return
+        from .costs import reply_cost_event
+
+        cost = reply_cost_event(self.connector.app, reply)
+        if cost is not None:  # the page shows what the reply cost under it
+            self.connector.hub.publish(reply.chat.chat, "cost", cost)
+        if reply.status != ReplyStatus.FAILED:
             return
         self.connector.hub.publish(
             reply.chat.chat,

@@ -15,16 +15,21 @@ from relaybot.core.storage.records import (
     Path,
     StoredMessage,
 )
+from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
 from relaybot.core.storage.store import Store
 
 __all__ = [
     "USE_LEAF",
     "AlreadyStoredError",
+    "BudgetCheck",
     "Conversation",
     "NewMessage",
     "NotFoundError",
+    "Override",
     "Path",
     "PendingMessage",
+    "Shortfall",
+    "SpendDraft",
     "Store",
     "StoredMessage",
 ]

@@ -86,6 +86,8 @@ class StoreBase:
         #: PostgreSQL: the async engine (asyncpg needs no thread)
         self._engine = engine if isinstance(engine, AsyncEngine) else None
         self._chat_ids: dict[tuple[str, str, str], int] = {}
+        #: budget_locks rows known to exist (see relaybot.core.storage.spending)
+        self._lock_keys: set[str] = set()
 
     @property
     def sql_engine(self) -> sa.Engine:

@@ -195,3 +195,80 @@ scheduled_jobs = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint("name", name="pk_scheduled_jobs"),
 )
+
+# ── spending and budgets (migration 0004_budgets) ───────────────────────────────────────────
+#
+#   spend_records      one row per provider call: reserved (worst case, expires) → settled
+#   spend_buckets      settled spend per budget scope and UTC hour (what budget checks sum)
+#   budget_locks       one row per budget; PostgreSQL reservations lock theirs FOR UPDATE
+#   budget_overrides   budgets admins set with /budget (per user or chat), over config defaults
+
+spend_records = sa.Table(
+    "spend_records",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    # when the call was reserved: the budget period it counts in
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # a reservation stops counting after this (a crashed process leaks nothing); NULL once settled
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),  # reserved | settled
+    sa.Column("platform", sa.String(64), nullable=False, server_default=""),
+    sa.Column("chat", sa.String(320), nullable=False, server_default=""),  # platform:chat
+    sa.Column("user_id", sa.String(320), nullable=False, server_default=""),  # platform:user
+    sa.Column("provider", sa.String(64), nullable=False, server_default=""),
+    sa.Column("model", sa.String(255), nullable=False, server_default=""),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="chat"),
+    sa.Column("input_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("cached_input_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("images", sa.Integer(), nullable=False, server_default="0"),
+    # what token budgets count: input + output (the worst case while reserved)
+    sa.Column("tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    # micro-dollars (the worst case while reserved); NULL: the model has no price
+    sa.Column("cost_micros", sa.BigInteger(), nullable=True),
+    sa.Column("estimated", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # one index per budget scope: a budget's spend is a sum over its scope and period
+    sa.Index("ix_spend_records_user_id_created_at", "user_id", "created_at"),
+    sa.Index("ix_spend_records_chat_created_at", "chat", "created_at"),
+    sa.Index("ix_spend_records_platform_created_at", "platform", "created_at"),
+    sa.Index("ix_spend_records_provider_created_at", "provider", "created_at"),
+    sa.Index("ix_spend_records_created_at", "created_at"),
+    # live reservations only: what a budget check adds to the settled buckets
+    sa.Index(
+        "ix_spend_records_reserved",
+        "expires_at",
+        sqlite_where=sa.text("state = 'reserved'"),
+        postgresql_where=sa.text("state = 'reserved'"),
+    ),
+)
+
+spend_buckets = sa.Table(
+    "spend_buckets",
+    metadata,
+    # a budget's key: "user:telegram:42", "chat:…", "platform:telegram", "provider:openai", "global"
+    sa.Column("scope_key", sa.String(400), nullable=False),
+    sa.Column("hour", UTCDateTime(), nullable=False),  # the UTC hour the calls were reserved in
+    sa.Column("tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("cost_micros", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.PrimaryKeyConstraint("scope_key", "hour", name="pk_spend_buckets"),
+)
+
+budget_locks = sa.Table(
+    "budget_locks",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+)
+
+budget_overrides = sa.Table(
+    "budget_overrides",
+    metadata,
+    sa.Column("scope", sa.String(16), nullable=False),  # user | chat
+    sa.Column("subject", sa.String(320), nullable=False),  # platform:user or platform:chat
+    sa.Column("tokens", sa.BigInteger(), nullable=True),
+    sa.Column("usd_micros", sa.BigInteger(), nullable=True),
+    sa.Column("period", sa.String(16), nullable=False),  # day | week | month | rolling
+    sa.Column("window_seconds", sa.Integer(), nullable=True),  # rolling only
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_by", sa.String(320), nullable=False, server_default=""),
+    sa.PrimaryKeyConstraint("scope", "subject", name="pk_budget_overrides"),
+)

@@ -52,6 +52,7 @@ from relaybot.core.storage.records import (
     replace_text,
 )
 from relaybot.core.storage.schema import chats, conversations, messages, platform_messages, utcnow
+from relaybot.core.storage.spending import SpendingStore
 
 # one statement for a batch of checkpoints (executemany); compiled once
 _CHECKPOINT_UPDATE = (
@@ -66,7 +67,7 @@ _LINK_UPSERTS: dict[str, Any] = {}
 log = logging.getLogger(__name__)
 
 
-class Store(ReceiptsMixin):
+class Store(SpendingStore, ReceiptsMixin):
     """Async conversation storage on SQLite (default) or PostgreSQL.
 
     Create with ``await Store.open(url)`` (which migrates the schema) and ``await close()`` at

@@ -58,6 +58,8 @@ class FakeReply(ScriptedReply):
     refusal: bool = False
     #: for image requests: the PNG to return (``None``: one drawn from the prompt)
     image: bytes | None = None
+    #: answer without any usage (like servers that ignore ``stream_options.include_usage``)
+    no_usage: bool = False
 
 
 def _last_user_text(request_json: dict[str, Any]) -> str:
@@ -143,6 +145,7 @@ class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
         error_body: Any = None,
         headers: dict[str, str] | None = None,
         refusal: bool = False,
+        no_usage: bool = False,
     ) -> FakeReply:
         """Queue one reply.
 
@@ -151,7 +154,8 @@ class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
         (``None``: as fast as possible) after ``first_token_delay``. ``usage`` is reported as is
         (``None``: a rough estimate). ``drop_after_chars`` ends the body after that many
         characters, with no ``finish_reason`` and no ``[DONE]``. ``refusal`` sends the text in
-        ``delta.refusal``. A ``status`` other than 200 answers with ``error_body`` (JSON for a
+        ``delta.refusal``. ``no_usage`` leaves the usage out entirely (a server that reports
+        none). A ``status`` other than 200 answers with ``error_body`` (JSON for a
         dict, else as is) and ``headers`` instead of a stream.
         """
         text, chunks = split_text(text, chunk_size_chars)
@@ -169,6 +173,7 @@ class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
             error_body=error_body,
             headers=dict(headers or {}),
             refusal=refusal,
+            no_usage=no_usage,
         )
         return self._enqueue(reply)
 
@@ -325,7 +330,7 @@ class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
         if cut is not None and reply.chunks and sum(len(c) for c in reply.chunks) >= cut:
             return  # the text was cut: the body ends here, with no finish_reason and no [DONE]
         yield frame(choice({}, reply.finish_reason))
-        if (request_json.get("stream_options") or {}).get("include_usage"):
+        if (request_json.get("stream_options") or {}).get("include_usage") and not reply.no_usage:
             prompt, completion = reply.usage or estimate_usage(request_json, reply.text)
             usage = {
                 "prompt_tokens": prompt,
@@ -342,7 +347,7 @@ class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
             "content": None if reply.refusal else reply.text,
             "refusal": reply.text if reply.refusal else None,
         }
-        return {
+        answer: dict[str, Any] = {
             "id": "chatcmpl-" + uuid.uuid4().hex[:29],
             "object": "chat.completion",
             "created": int(time.time()),
@@ -361,6 +366,9 @@ class FakeOpenAIServer(FakeStreamingServer[FakeReply]):
                 "total_tokens": prompt + completion,
             },
         }
+        if reply.no_usage:
+            del answer["usage"]
+        return answer
 
 
 #: per model family: allowed sizes, qualities, max n, whether response_format is accepted

@@ -124,6 +124,7 @@ class _StreamState(SSEState):
 
     input_tokens: int | None = None
     cache_tokens: int = 0
+    cache_read_tokens: int = 0
     output_tokens: int | None = None
     stop_reason: str | None = None
     stop_details: dict[str, Any] | None = None
@@ -153,10 +154,16 @@ class _StreamState(SSEState):
             self.cache_tokens = _int(usage.get("cache_creation_input_tokens")) + _int(
                 usage.get("cache_read_input_tokens")
             )
+            # reads are billed at the cached-input price (writes at about the full one)
+            self.cache_read_tokens = _int(usage.get("cache_read_input_tokens"))
         if "output_tokens" in usage:
             self.output_tokens = _int(usage["output_tokens"])
         if self.input_tokens is not None or self.output_tokens is not None:
-            self.usage = Usage((self.input_tokens or 0) + self.cache_tokens, self.output_tokens or 0)
+            self.usage = Usage(
+                (self.input_tokens or 0) + self.cache_tokens,
+                self.output_tokens or 0,
+                cached_input_tokens=self.cache_read_tokens,
+            )
 
     def finish(self) -> Finish:
         raw = self.stop_reason or "end_turn"

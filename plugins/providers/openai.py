@@ -131,7 +131,13 @@ def _guess_vision(model: str) -> bool:
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    details = usage.get("prompt_tokens_details")
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    return Usage(
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        cached_input_tokens=cached,
+    )
 
 
 @dataclass(slots=True)

@@ -49,8 +49,8 @@ async def test_only_the_senders_usage_counts(make_bot, fake_openai) -> None:
     await bot.say("hi", user="alice")
     await bot.say("hi", chat="chat-2", user="bob")
     answer = await bot.say("/usage", user="alice")
-    assert "Today: 110 tokens (100 in, 10 out)" in answer
-    assert "Costs are not shown: no prices are configured." in answer
+    # priced from the shipped table: 100 × $0.15/M + 10 × $0.60/M = $0.000021
+    assert "Today: 110 tokens (100 in, 10 out) · <$0.0001" in answer
     assert "Today: nothing yet" in await bot.say("/usage", user="carol")
 
 
@@ -76,15 +76,19 @@ async def test_estimates_and_unpriced_models_are_named(make_bot, fake_openai) ->
     await bot.say("priced")
     fake_openai.add_reply("b", usage=(10, 10))
     await bot.say("estimated")
-    await bot.say("/imagine a kite")  # gpt-image-1 has no price configured
-    _, estimated, image = await replies(bot)
+    await bot.say("/imagine a kite")
+    fake_openai.add_reply("c", usage=(10, 10))
+    bot.app.providers["fake"].primary.model = "house-model-7"  # a model no table prices
+    await bot.say("unpriced")
+    _, estimated, image, unpriced = await replies(bot)
+    assert unpriced.model == "house-model-7"
     await bot.app.store.update_message(estimated.id, usage=Usage(10, 10, estimated=True))
     assert image.model == "gpt-image-1"
 
     answer = await bot.say("/usage")
     assert "Today: ~" in answer  # the total includes an estimate
     assert "~ marks estimates" in answer
-    assert "No price is configured for gpt-image-1" in answer
+    assert "No price is configured for house-model-7" in answer
     assert "gpt-4o-mini: ~2,020 tokens (1,010 in, 1,010 out) · $0.0008" in answer  # per model
     assert "gpt-image-1: " in answer
 
@@ -106,9 +110,9 @@ async def test_interrupted_reply_is_counted_as_an_estimate(make_bot, fake_openai
 
 def test_prices_match_snapshots_and_router_names() -> None:
     settings = usage_plugin.UsageSettings.model_validate({"prices": PRICES})
-    price = settings.prices["gpt-4o-mini"]
-    assert settings.price_of("gpt-4o-mini-2024-07-18") is price
-    assert settings.price_of("openai/gpt-4o-mini") is price
+    price = settings.prices["gpt-4o-mini"].to_price()
+    assert settings.price_of("gpt-4o-mini-2024-07-18") == price
+    assert settings.price_of("openai/gpt-4o-mini") == price
     assert settings.price_of("gpt-4o") is None  # a different model, not a prefix match
     assert settings.price_of("gpt-4o-mini-tts") is None
 

@@ -5,6 +5,7 @@
 // so one conversation's text can never appear in another.
 
 import { ApiError, OfflineError, identity, makeApi, setToken } from "./api.js";
+import { makeEstimate, showCost } from "./costs.js";
 import { cache } from "./store.js";
 import { downscale, isVideo } from "./upload.js";
 import { animate, nearBottom, renderBody, scrollToBottom, stopAnimations, toView } from "./view.js";
@@ -13,7 +14,9 @@ const $ = (sel) => document.querySelector(sel);
 const id = identity();
 const api = makeApi(id);
 const listEl = $("#list");
-const EVENTS = ["delta", "replace", "done", "interrupted", "error", "image", "remove", "user", "thinking", "reset"];
+// tokens and cost of what would be sent, under the composer (see costs.js)
+const estimate = makeEstimate(api, $("#estimate"), () => state.current);
+const EVENTS = ["delta", "replace", "done", "interrupted", "error", "image", "remove", "user", "thinking", "reset", "cost"];
 
 const state = {
   info: { title: "relaybot", max_upload_mb: 20, max_text: 100000 },
@@ -182,6 +185,7 @@ async function switchTo(cid) {
     if (!(err instanceof OfflineError)) notice(err.message);
   }
   await openConversation(cid);
+  estimate.soon($("#input").value);
 }
 
 async function openConversation(cid, before = null) {
@@ -288,6 +292,10 @@ function onEvent(name, d) {
       animate(m);
       break;
     }
+    case "cost":
+      showCost(findLive(d), d);
+      estimate.soon($("#input").value);
+      break;
     case "done":
     case "interrupted": {
       const m = findLive(d);
@@ -534,7 +542,7 @@ function wire() {
       send();
     }
   });
-  input.addEventListener("input", () => { autosize(); updateButtons(); });
+  input.addEventListener("input", () => { autosize(); updateButtons(); estimate.soon(input.value); });
   $("#send").addEventListener("click", send);
   $("#stop").addEventListener("click", stop);
   $("#new-chat").addEventListener("click", newChat);
@@ -586,6 +594,7 @@ async function boot() {
   $("#input").placeholder = `Message ${state.info.title}`;
   await loadList();
   if (state.current != null) await openConversation(state.current);
+  estimate.soon();
   api.events(EVENTS, onEvent, (up) => {
     if (up && !state.online) pollServer();
     if (!up) api.call("GET", "/api/info").catch(() => setOnline(false));

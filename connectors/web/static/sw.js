@@ -5,7 +5,7 @@
 
 const CACHE = "relaybot-shell-v1";
 const SHELL = ["/", "/static/app.js", "/static/markdown.js", "/static/store.js", "/static/api.js",
-               "/static/view.js", "/static/upload.js",
+               "/static/view.js", "/static/upload.js", "/static/costs.js",
                "/static/style.css", "/manifest.webmanifest"];
 
 self.addEventListener("install", (event) => {

@@ -323,3 +323,37 @@ async def test_a_vanished_conversation_is_a_clear_404_not_a_500(web) -> None:
     response = await web.call("POST", "/api/messages", json={"text": "hi", "conversation_id": conv_id})
     assert response.status_code == 404
     assert response.json()["error"]
+
+
+async def test_estimate_before_sending_and_cost_after_the_reply(web, fake_openai, events_of) -> None:
+    empty = (await web.call("POST", "/api/estimate", json={"text": ""})).json()
+    typed = (await web.call("POST", "/api/estimate", json={"text": "word " * 200})).json()
+    assert typed["context_tokens"] >= empty["context_tokens"] + 200
+    assert typed["model"] == "gpt-4o-mini" and typed["priced"] is True and typed["prices_as_of"]
+    # shipped gpt-4o-mini price: $0.15 / M input, $0.60 / M output
+    assert typed["input_usd"] == pytest.approx(typed["context_tokens"] * 0.15 / 1e6)
+    assert typed["max_usd"] == pytest.approx(
+        typed["input_usd"] + typed["max_output_tokens"] * 0.60 / 1e6
+    )
+    fake_openai.add_reply("A short answer.", usage=(1200, 300))
+    log = await events_of(web)
+    sent = await send(web, "hi")
+    events = await log.wait_for(lambda ev: any(e.event == "cost" for e in ev))
+    cost = json.loads(log.named("cost")[-1].data)
+    done = json.loads(log.named("done")[-1].data)
+    assert cost["message_id"] == done["message_id"] and cost["conversation_id"] == sent["conversation_id"]
+    assert (cost["input_tokens"], cost["output_tokens"], cost["estimated"]) == (1200, 300, False)
+    assert cost["cost_usd"] == pytest.approx((1200 * 0.15 + 300 * 0.60) / 1e6)
+    assert [e.event for e in events].index("done") < [e.event for e in events].index("cost")
+    # the conversation now holds the exchange: its estimate grew
+    body = {"conversation_id": sent["conversation_id"]}
+    after = (await web.call("POST", "/api/estimate", json=body)).json()
+    assert after["context_tokens"] > empty["context_tokens"]
+
+
+async def test_estimate_rejects_bad_input_and_other_peoples_conversations(web) -> None:
+    assert (await web.call("POST", "/api/estimate", json={"text": 5})).status_code == 400
+    sent = await send(web, "mine")
+    body = {"conversation_id": sent["conversation_id"]}
+    other = await web.call("POST", "/api/estimate", json=body, client="x" * 32)
+    assert other.status_code == 404

@@ -401,3 +401,19 @@ async def test_imagine_notice_gives_way_to_the_picture(tab: Page, web, fake_open
     await notice.wait_for(state="detached")  # … and leaves once the picture is there
     assert await tab.page.locator("#list .msg.assistant img").count() == 1
     assert "a green triangle" in "\n".join(await tab.texts())
+
+
+async def test_tokens_and_cost_before_sending_and_after_the_reply(tab: Page, web, fake_openai) -> None:
+    fake_openai.add_reply("Priced answer.", usage=(1200, 300))
+    await tab.open()
+    estimate = tab.page.locator("#estimate")
+    await tab.page.fill("#input", "how much will this cost?")
+    await tab.page.locator("#estimate", has_text="tokens in context").wait_for()
+    line = await estimate.inner_text()
+    assert "to send, at most $" in line and "with the answer" in line
+    await tab.page.press("#input", "Enter")
+    await tab.wait_reply_done()
+    cost = tab.assistant().locator(".cost")
+    await cost.wait_for()
+    # (1200 × $0.15 + 300 × $0.60) / 1M = $0.00036
+    assert await cost.inner_text() == "1,200 in · 300 out · $0.0004"

@@ -40,7 +40,7 @@ def downgrade():
 
 
 #: the newest revision this package ships (a new migration changes it here, deliberately)
-PACKAGED_HEAD = "0003_jobs"
+PACKAGED_HEAD = "0004_budgets"
 
 
 def head_revision_in_package() -> str:

@@ -182,7 +182,8 @@ async def test_later_message_delta_totals_replace_earlier_ones():
     events_out = await collect(provider)
     await provider.aclose()
     # cached prompt tokens are part of the prompt the model read
-    assert events_out[-2:] == [Usage(100, 5), Finish("stop", "")]
+    # … and the cache reads among them are billed at the cached-input price
+    assert events_out[-2:] == [Usage(100, 5, cached_input_tokens=90), Finish("stop", "")]
 
 
 async def test_ping_thinking_and_unknown_events_are_ignored(fake: FakeAnthropicServer, make):

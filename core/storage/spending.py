@@ -1,0 +1,459 @@
+"""Spend records and budgets in the database: reserve atomically, settle, sum, override.
+
+A provider call is one row of ``spend_records``: inserted as *reserved* with its worst case
+(tokens and micro-dollars) and an expiry, then updated to *settled* with the real numbers —
+and, in the same transaction, added to ``spend_buckets``: one row per budget scope (the user,
+the chat, the platform, the provider, everything) and UTC hour. A budget's spend is the sum of
+its scope's buckets since its period began plus its scope's reservations that have not
+expired, read in one statement (one snapshot, so a reservation being settled meanwhile is
+counted exactly once). That keeps a check proportional to the hours in the period, not to
+the calls; and a crashed process's reservation simply stops counting once it expires, with
+no sweeper needed for correctness.
+
+Buckets are whole UTC hours and a period's first bucket is counted whole, so in a time zone
+whose offset is not a whole hour (India, Nepal …) a day's budget also counts the spend of
+the half hour before its midnight: budgets err on the safe side, never over. The same holds
+for rolling windows (up to an hour more than the window is counted).
+
+Atomicity of :meth:`SpendingStore.reserve_spend` (check every budget, insert the reservation):
+
+* **SQLite**: the write transaction begins with ``BEGIN IMMEDIATE``, which takes the database's
+  single write lock before the sums are read; every other writer, in this process or another,
+  waits its turn (``busy_timeout``).
+* **PostgreSQL**: each budget has a row in ``budget_locks``; the transaction locks the rows of
+  the budgets it checks (``SELECT … FOR UPDATE``, in key order so two reservations never
+  deadlock) before summing. Under READ COMMITTED each later statement sees what the previous
+  lock holder committed, so two processes reserving the last cent serialise and exactly one
+  fits. Calls that share no budget never wait for each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relaybot.core.storage import queries as q
+from relaybot.core.storage.base import translated
+from relaybot.core.storage.schema import (
+    budget_locks,
+    budget_overrides,
+    chats,
+    messages,
+    spend_buckets,
+    spend_records,
+    utcnow,
+)
+
+#: the ``spend_records`` columns a budget scope can filter on
+SCOPE_COLUMNS = frozenset({"user_id", "chat", "platform", "provider"})
+
+
+@dataclass(frozen=True, slots=True)
+class SpendDraft:
+    """The columns of a new spend record (the worst case while it is a reservation)."""
+
+    platform: str
+    chat: str
+    user_id: str
+    provider: str
+    model: str
+    kind: str
+    tokens: int
+    cost_micros: int | None
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    images: int = 0
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """One budget a reservation must fit: its spend is the rows where ``column == value``
+    (every row when ``column`` is ``None``) since ``since``; the limits are inclusive."""
+
+    key: str
+    column: str | None
+    value: str
+    since: datetime
+    token_limit: int | None = None
+    micros_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.column is not None and self.column not in SCOPE_COLUMNS:
+            raise ValueError(f"unknown budget column {self.column!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """Why a reservation did not fit: the first budget without room and what it had spent."""
+
+    check: BudgetCheck
+    spent_tokens: int
+    spent_micros: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A budget an admin set for a user or chat (``usd_micros``/``tokens``: ``None`` = no limit)."""
+
+    scope: str
+    subject: str
+    tokens: int | None
+    usd_micros: int | None
+    period: str
+    window_seconds: int | None
+    updated_at: datetime
+    updated_by: str
+
+
+def hour_of(when: datetime) -> datetime:
+    """The UTC hour (bucket) ``when`` falls in."""
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+def scope_keys(draft: SpendDraft) -> list[str]:
+    """The budget keys a record counts for (as the budgets plugin names them), sorted."""
+    keys = ["global"]
+    for scope, value in (
+        ("user", draft.user_id),
+        ("chat", draft.chat),
+        ("platform", draft.platform),
+        ("provider", draft.provider),
+    ):
+        if value:
+            keys.append(f"{scope}:{value}")
+    return sorted(keys)
+
+
+def _live(now: datetime) -> Any:
+    """Rows that count: settled, or reserved and not expired yet."""
+    return sa.or_(spend_records.c.state == "settled", spend_records.c.expires_at > now)
+
+
+def _scope(check: BudgetCheck) -> list[Any]:
+    where = [spend_records.c.created_at >= check.since]
+    if check.column is not None:
+        where.append(spend_records.c[check.column] == check.value)
+    return where
+
+
+class SpendingStore:
+    """The spending half of :class:`~relaybot.core.storage.Store` (a mixin over StoreBase)."""
+
+    _lock_keys: set[str]
+
+    @translated
+    async def reserve_spend(
+        self, draft: SpendDraft, checks: Sequence[BudgetCheck], *, ttl: float, now: datetime | None = None
+    ) -> int | Shortfall:
+        """Insert ``draft`` as a reservation expiring after ``ttl`` seconds if it fits every
+        check, atomically (see the module docstring); return its id, or the first
+        :class:`Shortfall` (nothing is written then)."""
+        now = now or utcnow()
+        keys = sorted({c.key for c in checks})
+        if keys and self.backend == "postgresql":  # type: ignore[attr-defined]
+            await self._ensure_lock_rows(keys)
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            if keys and conn.dialect.name == "postgresql":
+                await conn.execute(
+                    sa.select(budget_locks.c.key)
+                    .where(budget_locks.c.key.in_(keys))
+                    .order_by(budget_locks.c.key)
+                    .with_for_update()
+                )
+            for check, (tokens, micros) in zip(checks, await self._sums(conn, checks, now), strict=True):
+                over_tokens = check.token_limit is not None and tokens + draft.tokens > check.token_limit
+                over_money = check.micros_limit is not None and (
+                    draft.cost_micros is None or micros + draft.cost_micros > check.micros_limit
+                )
+                if over_tokens or over_money:
+                    oldest = await conn.scalar(
+                        sa.select(sa.func.min(spend_buckets.c.hour)).where(
+                            spend_buckets.c.scope_key == check.key,
+                            spend_buckets.c.hour >= hour_of(check.since),
+                            sa.or_(spend_buckets.c.tokens > 0, spend_buckets.c.cost_micros > 0),
+                        )
+                    )
+                    return Shortfall(check, tokens, micros, oldest)
+            result = await conn.execute(
+                sa.insert(spend_records).values(
+                    **_columns(draft),
+                    created_at=now,
+                    state="reserved",
+                    expires_at=now + timedelta(seconds=ttl),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    async def _ensure_lock_rows(self, keys: list[str]) -> None:
+        """Create missing ``budget_locks`` rows in their own committed transaction (so the
+        reservation's transaction only ever locks existing rows, in key order)."""
+        missing = [k for k in keys if k not in self._lock_keys]
+        if not missing:
+            return
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            await conn.execute(
+                q.upsert(conn.dialect, budget_locks)
+                .values([{"key": k} for k in missing])
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+        self._lock_keys.update(missing)
+
+    async def _sums(
+        self, conn: AsyncConnection, checks: Sequence[BudgetCheck], now: datetime
+    ) -> list[tuple[int, int]]:
+        """``(tokens, micro-dollars)`` of every check, in one statement (one round trip):
+        one pair of ``SUM(...) FILTER (WHERE scope)`` per check over the union of the scopes."""
+        if not checks:
+            return []
+        since_min = min(c.since for c in checks)
+        params: dict[str, Any] = {"now": now, "since_min": since_min, "hour_min": hour_of(since_min)}
+        for i, check in enumerate(checks):
+            params[f"since_{i}"] = check.since
+            params[f"hour_{i}"] = hour_of(check.since)
+            params[f"key_{i}"] = check.key
+            if check.column is not None:
+                params[f"value_{i}"] = check.value
+        row = (await conn.execute(_sums_statement(tuple(c.column for c in checks)), params)).one()
+        n = len(checks)
+        # columns: settled (tokens, micros) per check from the buckets, then reserved ones
+        return [
+            (int(row[2 * i]) + int(row[2 * n + 2 * i]), int(row[2 * i + 1]) + int(row[2 * n + 2 * i + 1]))
+            for i in range(n)
+        ]
+
+    @translated
+    async def settle_spend(self, record_id: int, draft: SpendDraft) -> None:
+        """Replace reservation ``record_id`` by the real numbers in ``draft`` and add them to
+        the buckets of the hour it was reserved in (it counts for good now, also when it had
+        expired). Settling twice changes nothing the second time."""
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            created = await conn.scalar(
+                sa.update(spend_records)
+                .where(spend_records.c.id == record_id, spend_records.c.state == "reserved")
+                .values(**_columns(draft), state="settled", expires_at=None)
+                .returning(spend_records.c.created_at)
+            )
+            if created is not None:
+                await self._add_to_buckets(conn, draft, created)
+
+    @translated
+    async def record_spend(self, draft: SpendDraft, *, now: datetime | None = None) -> int:
+        """Insert a settled record directly (a call no budget applied to) and count it."""
+        now = now or utcnow()
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            result = await conn.execute(
+                sa.insert(spend_records).values(
+                    **_columns(draft), created_at=now, state="settled", expires_at=None
+                )
+            )
+            await self._add_to_buckets(conn, draft, now)
+            return int(result.inserted_primary_key[0])
+
+    async def _add_to_buckets(self, conn: AsyncConnection, draft: SpendDraft, when: datetime) -> None:
+        """One upsert adding ``draft`` to each of its scopes' bucket for ``when``'s hour (rows in
+        key order: concurrent settles lock them in the same order, so they never deadlock)."""
+        if not draft.tokens and not draft.cost_micros:
+            return
+        hour = hour_of(when)
+        insert = q.upsert(conn.dialect, spend_buckets).values(
+            [
+                {
+                    "scope_key": key,
+                    "hour": hour,
+                    "tokens": draft.tokens,
+                    "cost_micros": draft.cost_micros or 0,
+                }
+                for key in scope_keys(draft)
+            ]
+        )
+        await conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["scope_key", "hour"],
+                set_={
+                    "tokens": spend_buckets.c.tokens + insert.excluded.tokens,
+                    "cost_micros": spend_buckets.c.cost_micros + insert.excluded.cost_micros,
+                },
+            )
+        )
+
+    @translated
+    async def spent(
+        self, checks: Sequence[BudgetCheck], *, now: datetime | None = None
+    ) -> list[tuple[int, int]]:
+        """``(tokens, micro-dollars)`` spent (reservations included) for each check."""
+        now = now or utcnow()
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            return await self._sums(conn, checks, now)
+
+    @translated
+    async def list_spend_records(self, *, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Every spend record (since ``since``), oldest first, as dicts (reports and tests)."""
+        stmt = sa.select(spend_records).order_by(spend_records.c.id)
+        if since is not None:
+            stmt = stmt.where(spend_records.c.created_at >= since)
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+    @translated
+    async def top_spenders(
+        self, column: str, *, since: datetime, limit: int = 5, now: datetime | None = None
+    ) -> list[tuple[str, int, int, int]]:
+        """The ``limit`` biggest ``column`` values (user_id, chat, model, provider) since
+        ``since`` by cost then tokens: ``(value, micro-dollars, tokens, calls)``."""
+        if column not in SCOPE_COLUMNS | {"model"}:
+            raise ValueError(f"unknown column {column!r}")
+        col = spend_records.c[column]
+        micros = sa.func.coalesce(sa.func.sum(spend_records.c.cost_micros), 0)
+        tokens = sa.func.coalesce(sa.func.sum(spend_records.c.tokens), 0)
+        stmt = (
+            sa.select(col, micros, tokens, sa.func.count())
+            .where(spend_records.c.created_at >= since, _live(now or utcnow()))
+            .group_by(col)
+            .order_by(micros.desc(), tokens.desc(), col)
+            .limit(limit)
+        )
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            return [(str(v), int(m), int(t), int(n)) for v, m, t, n in (await conn.execute(stmt)).all()]
+
+    @translated
+    async def usage_rows(self, *, since: datetime) -> list[tuple[str, str, str, str, int, int, int]]:
+        """Replies' stored usage since ``since``, summed per platform, chat, user and model:
+        ``(platform, chat, user id, model, input tokens, output tokens, replies)`` — what
+        usage reports price (every reply has its usage stored, budgets or not)."""
+        stmt = (
+            sa.select(
+                chats.c.platform,
+                chats.c.chat,
+                messages.c.user_id,
+                messages.c.model,
+                sa.func.coalesce(sa.func.sum(messages.c.input_tokens), 0),
+                sa.func.coalesce(sa.func.sum(messages.c.output_tokens), 0),
+                sa.func.count(),
+            )
+            .select_from(messages.join(chats, chats.c.id == messages.c.chat_id))
+            .where(
+                messages.c.created_at >= since,
+                messages.c.input_tokens.is_not(None) | messages.c.output_tokens.is_not(None),
+            )
+            .group_by(chats.c.platform, chats.c.chat, messages.c.user_id, messages.c.model)
+        )
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            return [
+                (str(p), str(c), str(u), str(m), int(i), int(o), int(n))
+                for p, c, u, m, i, o, n in (await conn.execute(stmt)).all()
+            ]
+
+    # -- overrides ----------------------------------------------------------------------------
+
+    @translated
+    async def set_budget_override(self, override: Override) -> None:
+        """Create or replace the budget of ``(override.scope, override.subject)``."""
+        values = {
+            "tokens": override.tokens,
+            "usd_micros": override.usd_micros,
+            "period": override.period,
+            "window_seconds": override.window_seconds,
+            "updated_at": override.updated_at,
+            "updated_by": override.updated_by,
+        }
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            await conn.execute(
+                q.upsert(conn.dialect, budget_overrides)
+                .values(scope=override.scope, subject=override.subject, **values)
+                .on_conflict_do_update(index_elements=["scope", "subject"], set_=values)
+            )
+
+    @translated
+    async def delete_budget_override(self, scope: str, subject: str) -> bool:
+        """Remove an override; ``False`` when there was none."""
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            result = await conn.execute(
+                sa.delete(budget_overrides).where(
+                    budget_overrides.c.scope == scope, budget_overrides.c.subject == subject
+                )
+            )
+            return bool(result.rowcount)
+
+    @translated
+    async def budget_overrides(self, subjects: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Override]:
+        """The overrides of the given ``(scope, subject)`` pairs that exist."""
+        if not subjects:
+            return {}
+        wanted = sa.tuple_(budget_overrides.c.scope, budget_overrides.c.subject).in_(list(subjects))
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            rows = (await conn.execute(sa.select(budget_overrides).where(wanted))).all()
+        return {(r.scope, r.subject): Override(**r._mapping) for r in rows}
+
+
+#: the sums statement per tuple of scope columns, built once (building SQL costs more CPU than
+#: running it); bind parameters key_N / hour_N / since_N / value_N per check, hour_min,
+#: since_min and now
+_SUMS: dict[tuple[str | None, ...], Any] = {}
+
+
+def _sums_statement(columns: tuple[str | None, ...]) -> Any:
+    """``SELECT`` of two one-row aggregates joined: per check, the settled tokens and
+    micro-dollars of its buckets, then those of its live reservations (one snapshot)."""
+    stmt = _SUMS.get(columns)
+    if stmt is not None:
+        return stmt
+    b, r = spend_buckets.c, spend_records.c
+    settled = []
+    reserved = []
+    for i, column in enumerate(columns):
+        in_bucket = sa.and_(b.scope_key == sa.bindparam(f"key_{i}"), b.hour >= sa.bindparam(f"hour_{i}"))
+        settled.append(sa.func.coalesce(sa.func.sum(b.tokens).filter(in_bucket), 0).label(f"st{i}"))
+        settled.append(sa.func.coalesce(sa.func.sum(b.cost_micros).filter(in_bucket), 0).label(f"sm{i}"))
+        scope = [r.created_at >= sa.bindparam(f"since_{i}")]
+        if column is not None:
+            scope.append(r[column] == sa.bindparam(f"value_{i}"))
+        reserved.append(sa.func.coalesce(sa.func.sum(r.tokens).filter(sa.and_(*scope)), 0).label(f"rt{i}"))
+        reserved.append(
+            sa.func.coalesce(sa.func.sum(r.cost_micros).filter(sa.and_(*scope)), 0).label(f"rm{i}")
+        )
+    buckets = (
+        sa.select(*settled)
+        .where(
+            b.scope_key.in_([sa.bindparam(f"key_{i}") for i in range(len(columns))]),
+            b.hour >= sa.bindparam("hour_min"),
+        )
+        .subquery("settled")
+    )
+    live = (
+        sa.select(*reserved)
+        .where(
+            # a literal, so PostgreSQL can use the partial index on live reservations
+            sa.text("spend_records.state = 'reserved'"),
+            r.expires_at > sa.bindparam("now"),
+            r.created_at >= sa.bindparam("since_min"),
+        )
+        .subquery("reserved")
+    )
+    stmt = _SUMS[columns] = sa.select(*buckets.c, *live.c).select_from(buckets.join(live, sa.true()))
+    return stmt
+
+
+def _columns(draft: SpendDraft) -> dict[str, Any]:
+    return {
+        "platform": draft.platform,
+        "chat": draft.chat,
+        "user_id": draft.user_id,
+        "provider": draft.provider,
+        "model": draft.model,
+        "kind": draft.kind,
+        "tokens": draft.tokens,
+        "cost_micros": draft.cost_micros,
+        "input_tokens": draft.input_tokens,
+        "cached_input_tokens": draft.cached_input_tokens,
+        "output_tokens": draft.output_tokens,
+        "images": draft.images,
+        "estimated": draft.estimated,
+    }
