@@ -44,7 +44,9 @@ class Outgoing:
     only on the final frame of an interrupted reply's last message: its text then comes
     *without* the interruption marker and the connector renders the marker as it sees fit
     (:func:`~relaybot.core.streaming.mark_interrupted` appends the usual "⏹ interrupted"
-    paragraph; the scheduler keeps room for it within ``max_length``).
+    paragraph; the scheduler keeps room for it within ``max_length``). ``failed`` marks the
+    frames of a reply that failed before it said anything: its text is the reason the user is
+    shown (a connector with its own UI, like the web page, shows it as an error).
     """
 
     kind: OutgoingKind = "notice"
@@ -52,6 +54,7 @@ class Outgoing:
     reply_id: int | None = None
     part: int = 0
     interrupted: bool = False
+    failed: bool = False
 
 
 #: the descriptor of a message nobody described (direct calls, tests)

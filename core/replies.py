@@ -396,6 +396,8 @@ class ReplyRunner:
                 # stopped before it said anything: nothing to show, nothing left behind
                 self.stream.cancel()
             else:
+                if status == ReplyStatus.FAILED:
+                    self.stream.describe(failed=True)  # the page shows it as the error it is
                 result = await self.stream.finish(interrupted=status == ReplyStatus.INTERRUPTED, note=note)
                 delivered = tuple(result.message_ids)
                 await app.store.link_platform_messages(self.chat, delivered, reply_row.id)

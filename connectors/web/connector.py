@@ -80,16 +80,16 @@ class _ReplyHooks:
         cost = reply_cost_event(self.connector.app, reply)
         if cost is not None:  # the page shows what the reply cost under it
             self.connector.hub.publish(reply.chat.chat, "cost", cost)
-        if reply.status != ReplyStatus.FAILED:
-            return
+        if reply.status != ReplyStatus.FAILED or reply.platform_message_ids:
+            return  # a failed reply that was shown said so in its final frame (see _frame)
         self.connector.hub.publish(
             reply.chat.chat,
             "error",
             {
                 "conversation_id": reply.conversation_id,
                 "reply_id": reply.message_id,
-                "message_id": reply.platform_message_ids[-1] if reply.platform_message_ids else None,
-                "error": reply.text or "The answer failed.",
+                "message_id": None,
+                "error": reply.error or reply.text or "The answer failed.",
             },
         )
 
@@ -295,6 +295,11 @@ class WebConnector(BaseConnector):
         if final:
             live.final = True
             self._live.pop(live.platform_id, None)
+            if outgoing.failed:
+                # the reply failed: its text is the reason; the page shows it as an error (and
+                # no "done" claims it complete first)
+                self.hub.publish(live.client, "error", {**live.ids(), "error": text, "status": "failed"})
+                return
             self.hub.publish(
                 live.client,
                 "interrupted" if interrupted else "done",

@@ -247,15 +247,18 @@ class ReplyStream(Delivery):
         conversation_id: int | None = None,
         reply_id: int | None = None,
         kind: OutgoingKind | None = None,
+        failed: bool | None = None,
     ) -> None:
         """Fill in what is known only after the reply was stored (the stream is opened first,
-        for instant feedback). Call it before the first text; frames sent later carry it."""
+        for instant feedback). Call it before the first text; frames sent later carry it.
+        ``failed=True`` (before :meth:`finish`): the reply failed, the final text is its reason."""
         out = self._out
         self._out = replace(
             out,
             kind=kind or out.kind,
             conversation_id=out.conversation_id if conversation_id is None else conversation_id,
             reply_id=out.reply_id if reply_id is None else reply_id,
+            failed=out.failed if failed is None else failed,
         )
 
     def append(self, delta: str) -> None:

@@ -317,6 +317,7 @@ function onEvent(name, d) {
       hideThinking();
       state.streaming = false;
       updateButtons();
+      saveCurrent();
       break;
     }
     case "image":

@@ -207,3 +207,20 @@ async def test_imagine_shows_the_picture_in_place_of_its_notice(web, fake_openai
     stored = await web.stored()
     assert image["caption"] == "a cat on a mat" and image["reply_id"] == stored[-1].id
     assert image["conversation_id"] == stored[-1].conversation_id
+
+
+async def test_a_failed_reply_ends_with_its_error_not_done_and_keeps_its_reason(
+    web, fake_openai, events_of
+) -> None:
+    fake_openai.add_error(400, "this request is not acceptable")
+    log = await events_of(web)
+    await send(web, "please fail")
+    await log.wait_for(lambda ev: any(e.event == "error" for e in ev))
+    ends = [e.event for e in log.events if e.event in ("done", "interrupted", "error")]
+    assert ends == ["error"]  # no "done … complete" before the error
+    error = json.loads(log.named("error")[0].data)
+    assert error["error"].startswith("⚠️") and error["status"] == "failed"
+    # after a reload the history shows the reason, not an empty bubble
+    conversation = error["conversation_id"]
+    history = (await web.call("GET", f"/api/conversations/{conversation}/messages")).json()["messages"]
+    assert history[-1]["status"] == "failed" and history[-1]["text"] == error["error"]
