@@ -39,7 +39,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .context import build_context, input_budget, truncation_notice
-from .errors import CommandError, ContextTooLongError, ProviderError, RelaybotError
+from .errors import BudgetExceededError, CommandError, ContextTooLongError, ProviderError, RelaybotError
 from .hooktypes import ReplyRecord
 from .images import ImageLimits, prepared_data_url
 from .media import MediaError
@@ -372,7 +372,9 @@ class ReplyRunner:
             notes.append(cap.note)
         except ProviderError as exc:
             error_text = redact(str(exc))
-            log.error("provider %r failed in %s: %s", provider_name, self.chat, error_text)
+            # a budget refusal is the budget working, not a failure: no ERROR line per refusal
+            level = logging.INFO if isinstance(exc, BudgetExceededError) else logging.ERROR
+            log.log(level, "provider %r failed in %s: %s", provider_name, self.chat, error_text)
             status = ReplyStatus.INTERRUPTED if self.text_parts else ReplyStatus.FAILED
             notes.append(("⚠️ The answer was cut off: " if self.text_parts else "⚠️ ") + exc.user_message)
         except Exception as exc:
