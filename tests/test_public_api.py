@@ -40,6 +40,12 @@ NOT_EXPORTED_YET = {
     # CommandContext.conversations / .commands: become part of the typed host (issue 12, item 1)
     "relaybot.core.conversations.ConversationService": "typed host for connectors and commands",
     "relaybot.core.commands.CommandRegistry": "typed host for connectors and commands",
+    # JobContext hands a job the store and media store: part of the typed host (issue 12, item 1)
+    "relaybot.core.storage.store.Store": "typed host (jobs' storage surface)",
+    "relaybot.core.media.MediaStore": "typed host (jobs' media surface)",
+    "relaybot.core.config.JobsConfig": "reached through RelaybotConfig",
+    "relaybot.core.config.VideoConfig": "reached through RelaybotConfig",
+    "relaybot.core.pricing.PriceConfig": "reached through RelaybotConfig",
 }
 #: what the fake platform servers record and take (their timelines, stored messages, limits):
 #: reached through the fake (``tg.messages(…)``), documented in each fake's package; names like
@@ -54,6 +60,9 @@ def _core_namespace() -> dict[str, Any]:
 
     # typing's and collections.abc's names too: some modules import them only for type checkers
     names: dict[str, Any] = {**vars(collections.abc), **vars(typing)}
+    import pydantic
+
+    names["BaseModel"] = pydantic.BaseModel  # plugin settings are pydantic models
     for info in pkgutil.walk_packages(relaybot.core.__path__, "relaybot.core."):
         if ".migrations" in info.name or ".testing" in info.name or info.name.endswith("__main__"):
             continue

@@ -41,10 +41,10 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from relaybot import clean_text
 from relaybot.core.errors import CommandError, RelaybotError, StorageError
 from relaybot.core.media import MediaError
 from relaybot.core.models import IncomingMessage, User
-from relaybot.core.normalise import clean_text
 from relaybot.core.redact import redact
 
 from .history import conversation_json, export_response, history_page, media_json, owned_conversation

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from relaybot import Command, ConfigError, hookimpl
+from relaybot import Command, ConfigError, PluginSettings, hookimpl
 
 from .commands import budget, budget_status, usage_report
 from .guard import BudgetGuard
@@ -21,6 +21,16 @@ from .settings import BudgetSpec, BudgetsSettings, load_settings
 __all__ = ["BudgetGuard", "BudgetSpec", "BudgetsSettings", "budget_status", "load_settings"]
 
 log = logging.getLogger("relaybot.plugins.budgets")
+
+#: ``[plugins.budgets]``, validated by the core at start-up and by ``relaybot check``
+SETTINGS = PluginSettings(
+    "budgets", BudgetsSettings, "spending limits per user, chat, platform, provider and bot"
+)
+
+
+@hookimpl
+def register_settings(register):  # type: ignore[no-untyped-def]
+    register(SETTINGS)
 
 
 @hookimpl

@@ -222,7 +222,7 @@ async def test_bad_budget_commands_say_why(make_bot, fake_openai, args: str, pro
         ({"user": {"usd": 1, "period": "rolling"}}, "needs window_hours"),
         ({"platforms": {"fake": {"usd": 1, "window_hours": 5}}}, "only applies to period"),
         ({"timezone": "Mars/Olympus"}, "unknown time zone"),
-        ({"usr": {"usd": 1}}, "[plugins.budgets.usr] Extra inputs"),
+        ({"usr": {"usd": 1}}, "[plugins.budgets.usr] is not a known key"),
     ],
 )
 async def test_bad_budget_config_stops_start_up_naming_the_key(make_bot, section, problem) -> None:
