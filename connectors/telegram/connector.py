@@ -315,9 +315,11 @@ class TelegramConnector(BaseConnector):
         if routed is None:
             return
         message = update.message
-        if routed.image is None and routed.unsupported is None and routed.chat not in self._tails:
-            await self._deliver(routed, message)  # fast path: nothing to wait for
-            return
+        # Never awaited here: handing a message over now includes storing it (the core stores
+        # every message on receipt), and PTB processes updates one at a time, so awaiting it
+        # would make every chat's first feedback wait for every earlier chat's write (first
+        # feedback p99 went from 0.4 s to 3.8 s for 250 simultaneous messages). Each chat's
+        # messages still reach the core in order (_in_order chains them per chat).
         self._in_order(routed.chat, lambda: self._handle_attachment(routed, message))
 
     def _in_order(self, chat: ChatKey, work: Callable[[], Awaitable[None]]) -> None:
