@@ -179,6 +179,20 @@ platform_messages = sa.Table(
     sa.Index("ix_platform_messages_message_id", "message_id"),
 )
 
+# Platform events already taken in, per connector (migration 0005_events): a platform that
+# re-delivers an event (Slack without an ack in 3 s) is recognised by its key, also after a
+# restart and across processes. Rows older than a day are swept (platforms re-deliver within
+# minutes).
+seen_events = sa.Table(
+    "seen_events",
+    metadata,
+    sa.Column("connector", sa.String(255), nullable=False),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("connector", "event_key", name="pk_seen_events"),
+    sa.Index("ix_seen_events_seen_at", "seen_at"),
+)
+
 # One row per scheduled job: its persisted next run, last outcome and lease (see job_state.py).
 scheduled_jobs = sa.Table(
     "scheduled_jobs",

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import translated
+from relaybot.core.storage.events import EventsMixin
 from relaybot.core.storage.receipts import ReceiptsMixin
 from relaybot.core.storage.records import (
     USE_LEAF,
@@ -67,7 +68,7 @@ _LINK_UPSERTS: dict[str, Any] = {}
 log = logging.getLogger(__name__)
 
 
-class Store(SpendingStore, ReceiptsMixin):
+class Store(SpendingStore, ReceiptsMixin, EventsMixin):
     """Async conversation storage on SQLite (default) or PostgreSQL.
 
     Create with ``await Store.open(url)`` (which migrates the schema) and ``await close()`` at
@@ -75,7 +76,8 @@ class Store(SpendingStore, ReceiptsMixin):
     enough; it is safe to use from many tasks at once. Lifecycle methods (``open``, ``close``,
     ``url``, ``backend``, ``schema_revision``, ``get_or_create_chat``) come from
     :class:`~relaybot.core.storage.base.StoreBase`; storing messages on receipt (``receive``,
-    ``pending_messages``) from :class:`~relaybot.core.storage.receipts.ReceiptsMixin`.
+    ``pending_messages``) from :class:`~relaybot.core.storage.receipts.ReceiptsMixin`; recognising
+    re-delivered platform events (``claim_event``) from :class:`~relaybot.core.storage.events.EventsMixin`.
     """
 
     # -- conversations ------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def downgrade():
 
 
 #: the newest revision this package ships (a new migration changes it here, deliberately)
-PACKAGED_HEAD = "0004_budgets"
+PACKAGED_HEAD = "0005_events"
 
 
 def head_revision_in_package() -> str:
