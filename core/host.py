@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .pricing import PriceTable
     from .provider import BaseProvider, GeneratedImage, ImageRequest
     from .spending import BaseSpendGuard
-    from .storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
+    from .storage.spending import BudgetCheck, BudgetNotice, Override, Shortfall, SpendDraft
     from .streaming import ReplyStream
     from .tokens import TokenCounter
 
@@ -129,8 +129,12 @@ class SpendLedger(Protocol):
         *,
         now: datetime,
         expires_at: datetime,
+        notify: ChatKey | None = None,
     ) -> tuple[int | None, Shortfall | None]:
-        """Reserve ``draft`` if it fits every check: ``(record id, None)``, else ``(None, shortfall)``."""
+        """Reserve ``draft`` if it fits every check: ``(record id, None)``, else ``(None, shortfall)``.
+
+        ``notify``: the refused user's chat; a refusal then remembers a :class:`BudgetNotice`
+        (in the same transaction) for :meth:`due_budget_notices`."""
 
     async def settle_spend(self, record_id: int, draft: SpendDraft) -> None:
         """Replace a reservation by what the call really used."""
@@ -149,6 +153,19 @@ class SpendLedger(Protocol):
 
     async def budget_overrides(self, subjects: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Override]:
         """The stored overrides of these ``(scope, subject)`` pairs."""
+
+    async def due_budget_notices(
+        self, *, now: datetime | None = None, limit: int = 200
+    ) -> list[BudgetNotice]:
+        """Remembered refusals whose budget has room again at ``now`` (period reset, or a
+        rolling window with room for the refused call), oldest first."""
+
+    async def claim_budget_notice(self, notice: BudgetNotice) -> bool:
+        """Take a due notice for sending: True for exactly one caller across processes (the
+        row is gone after it, so it is never sent twice, also after a restart)."""
+
+    async def restore_budget_notice(self, notice: BudgetNotice, *, count: bool = True) -> None:
+        """Give back a claimed notice that could not be delivered (``count``: as a failed attempt)."""
 
 
 class BotServices(abc.ABC):

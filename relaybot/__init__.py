@@ -76,7 +76,7 @@ from relaybot.core.provider import (
     ProviderType,
 )
 from relaybot.core.spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
-from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
+from relaybot.core.storage.spending import BudgetCheck, BudgetNotice, Override, Shortfall, SpendDraft
 from relaybot.core.streaming import INTERRUPTED_MARKER, mark_interrupted
 from relaybot.core.webserver import WebServer
 
@@ -93,6 +93,7 @@ __all__ = [
     "BaseSpendGuard",
     "BudgetCheck",
     "BudgetExceededError",
+    "BudgetNotice",
     "CallOutcome",
     "CapabilityError",
     "ChatKey",

@@ -15,13 +15,14 @@ from relaybot.core.storage.records import (
     Path,
     StoredMessage,
 )
-from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
+from relaybot.core.storage.spending import BudgetCheck, BudgetNotice, Override, Shortfall, SpendDraft
 from relaybot.core.storage.store import Store
 
 __all__ = [
     "USE_LEAF",
     "AlreadyStoredError",
     "BudgetCheck",
+    "BudgetNotice",
     "Conversation",
     "NewMessage",
     "NotFoundError",

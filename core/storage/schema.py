@@ -286,3 +286,36 @@ budget_overrides = sa.Table(
     sa.Column("updated_by", sa.String(320), nullable=False, server_default=""),
     sa.PrimaryKeyConstraint("scope", "subject", name="pk_budget_overrides"),
 )
+
+# ── budget reset notices (migration 0006_budget_notices) ────────────────────────────────────
+#
+# One row per user and budget that refused them and whose reset they have not been told of
+# yet: where to tell them, how the budget is named, when its period resets (NULL: a rolling
+# window, due once it has room for the refused call again). The row is deleted when the notice
+# is claimed for sending, so a notice is sent at most once (across processes, after restarts);
+# a refusal after that makes a new row.
+budget_notices = sa.Table(
+    "budget_notices",
+    metadata,
+    sa.Column("user_id", sa.String(320), nullable=False),  # platform:user
+    sa.Column("budget_key", sa.String(400), nullable=False),  # user:…, chat:…, global …
+    # the chat to tell (where the user was last refused)
+    sa.Column("platform", sa.String(64), nullable=False),
+    sa.Column("chat", sa.String(255), nullable=False),
+    sa.Column("thread", sa.String(255), nullable=False, server_default=""),
+    sa.Column("label", sa.String(255), nullable=False),  # "your daily budget"
+    sa.Column("hit_at", UTCDateTime(), nullable=False),  # the latest refusal
+    sa.Column("resets_at", UTCDateTime(), nullable=True),  # NULL: rolling window
+    # rolling windows: the budget's check, to see whether the refused call fits again
+    sa.Column("scope_column", sa.String(16), nullable=True),  # user_id | chat | … ; NULL: all
+    sa.Column("scope_value", sa.String(320), nullable=False, server_default=""),
+    sa.Column("window_seconds", sa.BigInteger(), nullable=True),
+    sa.Column("token_limit", sa.BigInteger(), nullable=True),
+    sa.Column("micros_limit", sa.BigInteger(), nullable=True),
+    sa.Column("needed_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("needed_micros", sa.BigInteger(), nullable=True),
+    # failed deliveries so far (the notice is dropped after a few)
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.PrimaryKeyConstraint("user_id", "budget_key", name="pk_budget_notices"),
+    sa.Index("ix_budget_notices_resets_at", "resets_at"),
+)

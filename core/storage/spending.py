@@ -37,10 +37,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relaybot.core.models import ChatKey
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import translated
 from relaybot.core.storage.schema import (
     budget_locks,
+    budget_notices,
     budget_overrides,
     chats,
     messages,
@@ -75,7 +77,13 @@ class SpendDraft:
 @dataclass(frozen=True, slots=True)
 class BudgetCheck:
     """One budget a reservation must fit: its spend is the rows where ``column == value``
-    (every row when ``column`` is ``None``) since ``since``; the limits are inclusive."""
+    (every row when ``column`` is ``None``) since ``since``; the limits are inclusive.
+
+    ``resets_at`` is when the budget's period ends (``None``: a rolling window, ``since`` being
+    the window's start) and ``label`` how a chat names it ("your daily budget"); both are only
+    used to remember a refusal for a reset notice (:meth:`SpendingStore.reserve_spend`'s
+    ``notify``).
+    """
 
     key: str
     column: str | None
@@ -83,6 +91,8 @@ class BudgetCheck:
     since: datetime
     token_limit: int | None = None
     micros_limit: int | None = None
+    resets_at: datetime | None = None
+    label: str = ""
 
     def __post_init__(self) -> None:
         if self.column is not None and self.column not in SCOPE_COLUMNS:
@@ -111,6 +121,36 @@ class Override:
     window_seconds: int | None
     updated_at: datetime
     updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetNotice:
+    """A refusal whose user has not yet been told that the budget has room again.
+
+    ``chat`` is where they were (last) refused, ``label`` how the budget was named there.
+    ``resets_at`` is when its period resets; ``None`` for a rolling window, which is due once
+    the window has room for the refused call (``needed_tokens``/``needed_micros``) again.
+    ``attempts`` counts deliveries that failed so far.
+    """
+
+    user_id: str
+    budget_key: str
+    chat: ChatKey
+    label: str
+    hit_at: datetime
+    resets_at: datetime | None
+    scope_column: str | None = None
+    scope_value: str = ""
+    window_seconds: int | None = None
+    token_limit: int | None = None
+    micros_limit: int | None = None
+    needed_tokens: int = 0
+    needed_micros: int | None = None
+    attempts: int = 0
+
+    @property
+    def rolling(self) -> bool:
+        return self.resets_at is None
 
 
 def hour_of(when: datetime) -> datetime:
@@ -151,11 +191,23 @@ class SpendingStore:
 
     @translated
     async def reserve_spend(
-        self, draft: SpendDraft, checks: Sequence[BudgetCheck], *, ttl: float, now: datetime | None = None
+        self,
+        draft: SpendDraft,
+        checks: Sequence[BudgetCheck],
+        *,
+        ttl: float,
+        now: datetime | None = None,
+        notify: ChatKey | None = None,
     ) -> int | Shortfall:
         """Insert ``draft`` as a reservation expiring after ``ttl`` seconds if it fits every
         check, atomically (see the module docstring); return its id, or the first
-        :class:`Shortfall` (nothing is written then)."""
+        :class:`Shortfall` (no reservation is written then).
+
+        ``notify``: the chat of the user refused (``draft.user_id``). A refusal then also
+        remembers, in the same transaction, to tell them in that chat once the budget that
+        refused has room again (a :class:`BudgetNotice`; one per user and budget, the latest
+        refusal's chat and period winning) — unless the call could never fit that budget.
+        """
         now = now or utcnow()
         keys = sorted({c.key for c in checks})
         if keys and self.backend == "postgresql":  # type: ignore[attr-defined]
@@ -181,6 +233,8 @@ class SpendingStore:
                             sa.or_(spend_buckets.c.tokens > 0, spend_buckets.c.cost_micros > 0),
                         )
                     )
+                    if notify is not None and draft.user_id and _could_fit(draft, check):
+                        await _remember_refusal(conn, draft, check, notify, now)
                     return Shortfall(check, tokens, micros, oldest)
             result = await conn.execute(
                 sa.insert(spend_records).values(
@@ -351,6 +405,68 @@ class SpendingStore:
                 for p, c, u, m, i, o, n in (await conn.execute(stmt)).all()
             ]
 
+    # -- reset notices ------------------------------------------------------------------------
+
+    @translated
+    async def due_budget_notices(
+        self, *, now: datetime | None = None, limit: int = 200
+    ) -> list[BudgetNotice]:
+        """Remembered refusals whose budget has room again at ``now``, oldest first: calendar
+        periods that have reset, rolling windows with room for the refused call again."""
+        now = now or utcnow()
+        stmt = (
+            sa.select(budget_notices)
+            .where(sa.or_(budget_notices.c.resets_at <= now, budget_notices.c.resets_at.is_(None)))
+            .order_by(budget_notices.c.hit_at)
+            .limit(limit)
+        )
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            found = [_notice(row) for row in (await conn.execute(stmt)).all()]
+            due = []
+            for notice in found:
+                if not notice.rolling or await self._has_room(conn, notice, now):
+                    due.append(notice)
+            return due
+
+    async def _has_room(self, conn: AsyncConnection, notice: BudgetNotice, now: datetime) -> bool:
+        """Whether a rolling window has room for the call it refused, at ``now``."""
+        check = BudgetCheck(
+            key=notice.budget_key,
+            column=notice.scope_column,
+            value=notice.scope_value,
+            since=now - timedelta(seconds=notice.window_seconds or 0),
+        )
+        ((tokens, micros),) = await self._sums(conn, [check], now)
+        if notice.token_limit is not None and tokens + notice.needed_tokens > notice.token_limit:
+            return False
+        return notice.micros_limit is None or micros + (notice.needed_micros or 0) <= notice.micros_limit
+
+    @translated
+    async def claim_budget_notice(self, notice: BudgetNotice) -> bool:
+        """Take ``notice`` for sending: True for exactly one caller, across processes; False
+        when another took it or the user was refused again since (a newer notice replaced it)."""
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            result = await conn.execute(
+                sa.delete(budget_notices).where(
+                    budget_notices.c.user_id == notice.user_id,
+                    budget_notices.c.budget_key == notice.budget_key,
+                    budget_notices.c.hit_at == notice.hit_at,
+                )
+            )
+            return bool(result.rowcount == 1)
+
+    @translated
+    async def restore_budget_notice(self, notice: BudgetNotice, *, count: bool = True) -> None:
+        """Give back a claimed notice that could not be delivered, with one more failed
+        attempt counted when ``count`` (unless the user was refused again meanwhile: the
+        newer notice stays)."""
+        async with self._write() as conn:  # type: ignore[attr-defined]
+            await conn.execute(
+                q.upsert(conn.dialect, budget_notices)
+                .values(**_notice_columns(notice), attempts=notice.attempts + int(count))
+                .on_conflict_do_nothing(index_elements=["user_id", "budget_key"])
+            )
+
     # -- overrides ----------------------------------------------------------------------------
 
     @translated
@@ -439,6 +555,87 @@ def _sums_statement(columns: tuple[str | None, ...]) -> Any:
     )
     stmt = _SUMS[columns] = sa.select(*buckets.c, *live.c).select_from(buckets.join(live, sa.true()))
     return stmt
+
+
+def _could_fit(draft: SpendDraft, check: BudgetCheck) -> bool:
+    """Whether ``draft`` fits ``check``'s budget at all (with nothing spent): if not, no reset
+    gives it room, and a notice saying so would be wrong."""
+    if check.token_limit is not None and draft.tokens > check.token_limit:
+        return False
+    if check.micros_limit is not None and (
+        draft.cost_micros is None or draft.cost_micros > check.micros_limit
+    ):
+        return False
+    return True
+
+
+async def _remember_refusal(
+    conn: AsyncConnection, draft: SpendDraft, check: BudgetCheck, chat: ChatKey, now: datetime
+) -> None:
+    """Upsert the :class:`BudgetNotice` of ``draft.user_id`` refused by ``check`` in ``chat``."""
+    notice = BudgetNotice(
+        user_id=draft.user_id,
+        budget_key=check.key,
+        chat=chat,
+        label=(check.label or check.key)[:255],
+        hit_at=now,
+        resets_at=check.resets_at,
+        scope_column=check.column,
+        scope_value=check.value,
+        window_seconds=None if check.resets_at is not None else round((now - check.since).total_seconds()),
+        token_limit=check.token_limit,
+        micros_limit=check.micros_limit,
+        needed_tokens=draft.tokens,
+        needed_micros=draft.cost_micros,
+    )
+    values = _notice_columns(notice)
+    await conn.execute(
+        q.upsert(conn.dialect, budget_notices)
+        .values(**values, attempts=0)
+        .on_conflict_do_update(
+            index_elements=["user_id", "budget_key"],
+            set_={k: v for k, v in values.items() if k not in ("user_id", "budget_key")} | {"attempts": 0},
+        )
+    )
+
+
+def _notice_columns(notice: BudgetNotice) -> dict[str, Any]:
+    return {
+        "user_id": notice.user_id,
+        "budget_key": notice.budget_key,
+        "platform": notice.chat.platform,
+        "chat": notice.chat.chat,
+        "thread": notice.chat.thread or "",
+        "label": notice.label,
+        "hit_at": notice.hit_at,
+        "resets_at": notice.resets_at,
+        "scope_column": notice.scope_column,
+        "scope_value": notice.scope_value,
+        "window_seconds": notice.window_seconds,
+        "token_limit": notice.token_limit,
+        "micros_limit": notice.micros_limit,
+        "needed_tokens": notice.needed_tokens,
+        "needed_micros": notice.needed_micros,
+    }
+
+
+def _notice(row: Any) -> BudgetNotice:
+    return BudgetNotice(
+        user_id=row.user_id,
+        budget_key=row.budget_key,
+        chat=ChatKey(row.platform, row.chat, row.thread or None),
+        label=row.label,
+        hit_at=row.hit_at,
+        resets_at=row.resets_at,
+        scope_column=row.scope_column,
+        scope_value=row.scope_value,
+        window_seconds=row.window_seconds,
+        token_limit=row.token_limit,
+        micros_limit=row.micros_limit,
+        needed_tokens=row.needed_tokens,
+        needed_micros=row.needed_micros,
+        attempts=row.attempts,
+    )
 
 
 def _columns(draft: SpendDraft) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 A plugin like any other, on the public API (``from relaybot import …``): it registers a spend
 guard (:class:`~relaybot.plugins.budgets.guard.BudgetGuard`) that the core consults before every
 provider call — chat replies, ``/imagine``, retries and fallbacks — and the ``/budget`` and
-``/usage-report`` commands. Configuration: :mod:`relaybot.plugins.budgets.settings`; commands:
-:mod:`relaybot.plugins.budgets.commands`. With no budget configured, it only records what each
-call cost.
+``/usage-report`` commands, and the ``budget_reset_notices`` job that tells refused users when
+their budget has room again (:mod:`relaybot.plugins.budgets.notices`). Configuration:
+:mod:`relaybot.plugins.budgets.settings`; commands: :mod:`relaybot.plugins.budgets.commands`.
+With no budget configured, it only records what each call cost.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from relaybot import Command, ConfigError, PluginSettings, hookimpl
 
 from .commands import budget, budget_status, usage_report
 from .guard import BudgetGuard
+from .notices import JOB as RESET_NOTICES
 from .settings import BudgetSpec, BudgetsSettings, load_settings
 
 __all__ = ["BudgetGuard", "BudgetSpec", "BudgetsSettings", "budget_status", "load_settings"]
@@ -36,6 +38,11 @@ def register_settings(register):  # type: ignore[no-untyped-def]
 @hookimpl
 def register_spend_guard(register):  # type: ignore[no-untyped-def]
     register(BudgetGuard())
+
+
+@hookimpl
+def register_jobs(register):  # type: ignore[no-untyped-def]
+    register(RESET_NOTICES)
 
 
 @hookimpl

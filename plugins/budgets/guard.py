@@ -149,14 +149,17 @@ class BudgetGuard(BaseSpendGuard):
         return found
 
     def check(self, budget: Applicable, now: datetime) -> BudgetCheck:
-        """The storage check of one budget at ``now``."""
+        """The storage check of one budget at ``now`` (with what a reset notice needs)."""
+        win = window(budget.spec, now, self.settings.zone)
         return BudgetCheck(
             key=budget.key,
             column=budget.column,
             value=budget.subject,
-            since=window(budget.spec, now, self.settings.zone).since,
+            since=win.since,
             token_limit=budget.spec.tokens,
             micros_limit=budget.spec.micros,
+            resets_at=win.resets_at,
+            label=budget.label(),
         )
 
     # ── prices and counts ───────────────────────────────────────────────────────────────────
@@ -205,7 +208,11 @@ class BudgetGuard(BaseSpendGuard):
                 raise self._unpriced(call, money, now)
         checks = [self.check(b, now) for b in budgets]
         result = await self.app.store.reserve_spend(
-            self._draft(call, tokens=tokens, cost=cost), checks, ttl=self.settings.reservation_ttl, now=now
+            self._draft(call, tokens=tokens, cost=cost),
+            checks,
+            ttl=self.settings.reservation_ttl,
+            now=now,
+            notify=call.origin.chat if call.origin is not None else None,  # reset notices
         )
         if isinstance(result, Shortfall):
             raise self._refusal(call, budgets[checks.index(result.check)], result, reservation, now)

@@ -40,7 +40,7 @@ def downgrade():
 
 
 #: the newest revision this package ships (a new migration changes it here, deliberately)
-PACKAGED_HEAD = "0005_events"
+PACKAGED_HEAD = "0006_budget_notices"
 
 
 def head_revision_in_package() -> str:
