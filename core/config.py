@@ -110,8 +110,8 @@ class JobsConfig(BaseModel):
     enabled: bool = True
     #: IANA time zone of cron schedules
     timezone: str = "UTC"
-    #: how long a run holds its lease: another process may run the job again after this
-    #: even if the first never finished (it crashed); keep it above a job's longest run
+    #: how long a run's lease lasts without renewal: a running job renews it every third of
+    #: this, so another process takes the job only this long after the first one crashed
     lease_seconds: float = Field(default=3600.0, gt=0)
 
     @field_validator("timezone")

@@ -318,9 +318,11 @@ class JobRunner:
         )
         status, error = "ok", ""
         log.info("job %r: running (scheduled at %s)", name, scheduled_at.isoformat())
+        renewing = asyncio.create_task(self._renew_lease(name), name=f"relaybot-job-lease-{name}")
         try:
             await planned.job.run(ctx)
         except asyncio.CancelledError:
+            renewing.cancel()
             await asyncio.shield(self._release(name, "interrupted", "relaybot stopped during the run"))
             raise
         except Exception as exc:
@@ -328,8 +330,35 @@ class JobRunner:
             error = redact(f"{type(exc).__name__}: {exc}")
             log.error("job %r failed: %s", name, error, exc_info=not isinstance(exc, RelaybotError))
             self._on_error(exc)
+        finally:
+            renewing.cancel()
         await self._release(name, status, error)
         return status
+
+    async def _renew_lease(self, name: str) -> None:
+        """Keep this process's lease on ``name`` while its run lasts: every third of
+        ``lease_seconds`` it is extended by ``lease_seconds`` from then, so a run longer than
+        the lease is never taken for a crashed one (another process would start it again).
+        A renewal that fails (the database is away) is retried at the next tick; the lease
+        only lapses when renewals fail for a whole lease."""
+        lease = self._config.jobs.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                held = await self._store.run_sync(
+                    job_state.renew,
+                    name,
+                    owner=self.owner,
+                    lease_until=datetime.now(UTC) + timedelta(seconds=lease),
+                )
+            except Exception as exc:
+                log.warning("job %r: could not renew its lease: %s", name, redact(str(exc)))
+                continue
+            if not held:
+                # it lapsed (renewals failed for a whole lease) and another process may have the
+                # job now; stopping half-way could leave worse than finishing, so this run goes on
+                log.error("job %r: its lease lapsed and was taken; this run goes on regardless", name)
+                return
 
     async def _release(self, name: str, status: str, error: str) -> None:
         try:

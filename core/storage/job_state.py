@@ -10,8 +10,9 @@ lease free``. The first process to commit moves ``next_run_at`` past the run and
 lease; any other process's UPDATE then matches no row (SQLite serialises writers with
 ``BEGIN IMMEDIATE``; PostgreSQL re-checks the WHERE clause on the row version the winner
 committed), so it skips the run. The lease also keeps one process from starting a run while
-another process's run of the same job is still going, and it expires (``lease_seconds``) so a
-crashed process does not block the job for ever.
+another process's run of the same job is still going — the running process renews it
+(:func:`renew`) every third of ``lease_seconds`` for as long as the run lasts — and it expires
+(``lease_seconds``) so a crashed process does not block the job for ever.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 
 from relaybot.core.storage.schema import scheduled_jobs, utcnow
 
-__all__ = ["JobState", "claim", "list_states", "register", "release"]
+__all__ = ["JobState", "claim", "list_states", "register", "release", "renew"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,17 @@ def claim(
         values["next_run_at"] = next_run
         stmt = stmt.where(scheduled_jobs.c.next_run_at.is_not(None), scheduled_jobs.c.next_run_at <= run_at)
     return conn.execute(stmt.values(**values)).rowcount == 1
+
+
+def renew(conn: sa.Connection, name: str, *, owner: str, lease_until: datetime) -> bool:
+    """Extend ``owner``'s lease on ``name`` to ``lease_until`` (a run still going); False when
+    ``owner`` no longer holds it (it expired and another process took the job)."""
+    result = conn.execute(
+        sa.update(scheduled_jobs)
+        .where(scheduled_jobs.c.name == name, scheduled_jobs.c.lease_owner == owner)
+        .values(lease_until=lease_until, updated_at=utcnow())
+    )
+    return bool(result.rowcount == 1)
 
 
 def release(conn: sa.Connection, name: str, *, owner: str, status: str, error: str = "") -> None:

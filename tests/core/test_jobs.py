@@ -171,6 +171,59 @@ async def test_job_can_message_the_admins(make_bot: Callable[..., Awaitable[Any]
     assert "no connector 'nowhere'" in str(plugin.errors[0][0])
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One database two runners share (PostgreSQL: a fresh one, skipped when absent)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+async def test_a_run_longer_than_its_lease_renews_it_so_no_other_runner_starts_it(
+    make_bot: Callable[..., Awaitable[Any]], shared_db: str
+) -> None:
+    lease = 1.5
+    overlaps: list[int] = []  # per run: how many runs were going when it started
+    running = 0
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: JobContext) -> None:
+        nonlocal running
+        overlaps.append(running)
+        running += 1
+        try:
+            if overlaps[-1] == 0:  # the first run lasts until the test lets it end
+                started.set()
+                await finish.wait()
+        finally:
+            running -= 1
+
+    plugin = JobPlugin(Job("slow", slow, interval_seconds=3600))
+    config = {"jobs": {"lease_seconds": lease}}
+    first = await make_bot(plugins=[("p", plugin)], database=shared_db, config=config)
+    second = await make_bot(
+        plugins=[("p", plugin)],
+        database=shared_db,
+        config=config,
+        connector=RecordingConnector(policy=FAST_POLICY),
+    )
+    assert first.app.jobs is not None and second.app.jobs is not None
+    run = asyncio.create_task(first.app.jobs.run_now("slow"))
+    await asyncio.wait_for(started.wait(), TIMEOUT)
+    # the run outlasts its lease three times over; the other runner finds the job taken each time
+    for _ in range(3):
+        await asyncio.sleep(lease * 1.2)
+        assert await second.app.jobs.run_now("slow") == "busy"
+    state = (await second.app.store.run_sync(job_state.list_states))["slow"]
+    assert state.lease_owner == first.app.jobs.owner and state.last_status == "running"
+    finish.set()
+    assert await asyncio.wait_for(run, TIMEOUT) == "ok"
+    assert overlaps == [0]
+    # once it ended, the lease is free at once (not only when it would have expired)
+    assert await second.app.jobs.run_now("slow") == "ok"
+    assert overlaps == [0, 0]
+
+
 @pytest.mark.parametrize(
     ("table", "expected"),
     [
