@@ -36,7 +36,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from relaybot import BudgetNotice, CapabilityError, ChatKey, Job, JobContext
+from relaybot import BudgetNotice, CapabilityError, ChatKey, Job, JobContext, SpendLedger
+
+from .guard import BudgetGuard
 
 __all__ = ["JOB", "MAX_ATTEMPTS", "deliver_due_notices", "notice_text", "send_reset_notices"]
 
@@ -54,7 +56,7 @@ def notice_text(notice: BudgetNotice) -> str:
 
 
 async def deliver_due_notices(
-    ledger: Any,
+    ledger: SpendLedger,
     send_text: Callable[[ChatKey, str], Awaitable[Any]],
     *,
     now: datetime,
@@ -62,8 +64,7 @@ async def deliver_due_notices(
 ) -> int:
     """Send every notice due at ``now``; returns how many messages were sent.
 
-    ``ledger`` has the spend ledger's notice methods (``due_budget_notices``,
-    ``claim_budget_notice``, ``restore_budget_notice``); ``send_text(chat, text)`` delivers.
+    ``ledger`` is the bot's spend ledger (``bot.spending``); ``send_text(chat, text)`` delivers.
     """
     due = await ledger.due_budget_notices(now=now, limit=BATCH)
     groups: dict[tuple[ChatKey, str], list[BudgetNotice]] = {}
@@ -90,8 +91,13 @@ async def deliver_due_notices(
 
 
 async def send_reset_notices(ctx: JobContext) -> None:
-    """The job: deliver the notices due now through the context's store and sender."""
-    await deliver_due_notices(ctx.store, ctx.send_text, now=datetime.now(UTC), log=ctx.log)
+    """The job: deliver the notices due now through the bot's spend ledger and scheduler.
+
+    "Now" is the budget guard's clock (the one refusals were timed by; tests set it)."""
+    bot = ctx.bot
+    guard = bot.spend_guard
+    now = guard.now() if isinstance(guard, BudgetGuard) else datetime.now(UTC)
+    await deliver_due_notices(bot.spending, bot.send, now=now, log=ctx.log)
 
 
 JOB = Job(

@@ -35,11 +35,6 @@ async def spend_and_be_refused(bot: BotHarness, fake_openai, user: str, **kw) ->
     assert "This would go over your" in refusal, refusal
 
 
-def sender(bot: BotHarness):  # type: ignore[no-untyped-def]
-    """What a job's ``send_text`` is on ``bot``."""
-    return lambda chat, text: bot.app.dispatcher.send(chat, text, private=True)
-
-
 def said(bot: BotHarness, user: str) -> list[str]:
     return bot.connector.messages(bot.chat(f"{user}-chat"))
 
@@ -48,18 +43,19 @@ async def test_refused_user_is_told_once_after_the_period_resets(make_bot, fake_
     bot = await make_bot(
         database=database, config=budget_config({"user": {"usd": CALL_USD, "period": "day"}})
     )
-    now = datetime.now(UTC)
-    # alice was refused (twice) yesterday: her day has reset since
-    at(bot, now - timedelta(days=1))
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    at(bot, today)
     await spend_and_be_refused(bot, fake_openai, "alice")
     assert "This would go over your daily budget" in await bot.say("still?", chat="alice-chat", user="alice")
-    # bob was refused today: his day has not reset yet
-    at(bot, now)
-    await spend_and_be_refused(bot, fake_openai, "bob")
+    # the day has not reset yet: nothing to tell
+    assert await bot.app.jobs.run_now(JOB) == "ok"
+    assert RESET not in said(bot, "alice")
 
+    # the next day: alice is told once (two refusals, one notice); bob, refused today, is not
+    at(bot, today + timedelta(days=1))
+    await spend_and_be_refused(bot, fake_openai, "bob")
     assert await bot.app.jobs.run_now(JOB) == "ok"
     assert said(bot, "alice")[-1] == RESET
-    assert sum(text == RESET for text in said(bot, "alice")) == 1  # two refusals, one notice
     assert RESET not in said(bot, "bob")
     # the next runs send nothing again
     assert await bot.app.jobs.run_now(JOB) == "ok"
@@ -77,6 +73,7 @@ async def test_a_refused_imagine_is_noticed_too(make_bot, fake_openai, database)
     assert "This would go over your weekly budget" in await bot.say(
         "/imagine two", chat="kite-chat", user="kite"
     )
+    at(bot, datetime.now(UTC))
     assert await bot.app.jobs.run_now(JOB) == "ok"
     assert said(bot, "kite")[-1] == "🔄 Your weekly budget has reset: you can use the bot again."
 
@@ -89,6 +86,7 @@ async def test_rolling_window_is_noticed_once_it_has_room_again(make_bot, fake_o
     await spend_and_be_refused(bot, fake_openai, "carol")
     at(bot, now - timedelta(hours=2))  # dave's is still in it
     await spend_and_be_refused(bot, fake_openai, "dave")
+    at(bot, now)
     assert await bot.app.jobs.run_now(JOB) == "ok"
     assert said(bot, "carol")[-1] == "🔄 Your 24-hour budget has room again: you can use the bot again."
     assert not any("room again" in text for text in said(bot, "dave"))
@@ -109,6 +107,7 @@ async def test_shared_budget_tells_a_chat_once_and_a_hopeless_call_is_not_rememb
     # a budget smaller than one call: no reset ever helps, so no notice is promised
     await bot.say("/budget set chat tiny-chat $0.0001 day", chat="admin-chat", user="admin")
     assert "this chat's daily budget" in await bot.say("hi", chat="tiny-chat", user="tim")
+    at(bot, datetime.now(UTC))
     assert await bot.app.jobs.run_now(JOB) == "ok"
     notices = [t for t in bot.connector.messages(bot.chat("group")) if "has reset" in t]
     assert notices == ["🔄 This chat's daily budget has reset: you can use the bot again."]
@@ -127,6 +126,7 @@ async def test_two_runners_on_one_database_send_each_notice_once_and_a_restart_n
     users = [f"user{i}" for i in range(8)]
     for user in users:
         await spend_and_be_refused(first, fake_openai, user)
+    at(first, datetime.now(UTC))
 
     def told(user: str) -> int:
         return sum(t == RESET for bot in (first, second) for t in said(bot, user))
@@ -136,11 +136,15 @@ async def test_two_runners_on_one_database_send_each_notice_once_and_a_restart_n
     assert "ok" in outcomes
     # … and, without the job lease, both deliverers at once over more notices
     more = [f"late{i}" for i in range(8)]
+    at(first, datetime.now(UTC) - timedelta(days=1))
     for user in more:
         await spend_and_be_refused(first, fake_openai, user)
+    at(first, datetime.now(UTC))
     sent = await asyncio.gather(
         *(
-            deliver_due_notices(bot.app.store, sender(bot), now=datetime.now(UTC), log=log)
+            deliver_due_notices(
+                bot.app.services.spending, bot.app.services.send, now=datetime.now(UTC), log=log
+            )
             for bot in (first, second)
         )
     )
