@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaybot.core.models import ChatKey
@@ -212,15 +213,24 @@ class SpendingStore:
         keys = sorted({c.key for c in checks})
         if keys and self.backend == "postgresql":  # type: ignore[attr-defined]
             await self._ensure_lock_rows(keys)
+        expires = now + timedelta(seconds=ttl)
         async with self._write() as conn:  # type: ignore[attr-defined]
+            folded = (
+                conn.dialect.name == "postgresql"
+                and bool(checks)
+                and (draft.cost_micros is not None or all(c.micros_limit is None for c in checks))
+            )
             if keys and conn.dialect.name == "postgresql":
-                await conn.execute(
-                    sa.select(budget_locks.c.key)
-                    .where(budget_locks.c.key.in_(keys))
-                    .order_by(budget_locks.c.key)
-                    .with_for_update()
-                )
-            for check, (tokens, micros) in zip(checks, await self._sums(conn, checks, now), strict=True):
+                await conn.execute(_LOCK, {"keys": keys})
+            if folded:
+                # PostgreSQL: the sums and the insert if it fits in one statement (one round trip
+                # less); its snapshot is taken after the locks are held, like the sums' alone
+                sums, record_id = await _sum_and_reserve(conn, draft, checks, now, expires)
+                if record_id is not None:
+                    return record_id
+            else:
+                sums = await self._sums(conn, checks, now)
+            for check, (tokens, micros) in zip(checks, sums, strict=True):
                 over_tokens = check.token_limit is not None and tokens + draft.tokens > check.token_limit
                 over_money = check.micros_limit is not None and (
                     draft.cost_micros is None or micros + draft.cost_micros > check.micros_limit
@@ -236,12 +246,11 @@ class SpendingStore:
                     if notify is not None and draft.user_id and _could_fit(draft, check):
                         await _remember_refusal(conn, draft, check, notify, now)
                     return Shortfall(check, tokens, micros, oldest)
+            # the folded statement decided "no room" by the same comparisons as above
+            assert not folded, "the reservation statement and the checks disagree"
             result = await conn.execute(
                 sa.insert(spend_records).values(
-                    **_columns(draft),
-                    created_at=now,
-                    state="reserved",
-                    expires_at=now + timedelta(seconds=ttl),
+                    **_columns(draft), created_at=now, state="reserved", expires_at=expires
                 )
             )
             return int(result.inserted_primary_key[0])
@@ -267,21 +276,8 @@ class SpendingStore:
         one pair of ``SUM(...) FILTER (WHERE scope)`` per check over the union of the scopes."""
         if not checks:
             return []
-        since_min = min(c.since for c in checks)
-        params: dict[str, Any] = {"now": now, "since_min": since_min, "hour_min": hour_of(since_min)}
-        for i, check in enumerate(checks):
-            params[f"since_{i}"] = check.since
-            params[f"hour_{i}"] = hour_of(check.since)
-            params[f"key_{i}"] = check.key
-            if check.column is not None:
-                params[f"value_{i}"] = check.value
-        row = (await conn.execute(_sums_statement(tuple(c.column for c in checks)), params)).one()
-        n = len(checks)
-        # columns: settled (tokens, micros) per check from the buckets, then reserved ones
-        return [
-            (int(row[2 * i]) + int(row[2 * n + 2 * i]), int(row[2 * i + 1]) + int(row[2 * n + 2 * i + 1]))
-            for i in range(n)
-        ]
+        row = (await conn.execute(_sums_statement(_columns_of(checks)), _sums_params(checks, now))).one()
+        return _pairs(row, len(checks))
 
     @translated
     async def settle_spend(self, record_id: int, draft: SpendDraft) -> None:
@@ -289,6 +285,17 @@ class SpendingStore:
         the buckets of the hour it was reserved in (it counts for good now, also when it had
         expired). Settling twice changes nothing the second time."""
         async with self._write() as conn:  # type: ignore[attr-defined]
+            if conn.dialect.name == "postgresql" and (draft.tokens or draft.cost_micros):
+                # one statement (one round trip): the update and, from the row it settled, the
+                # buckets' upsert — nothing is added when it was settled already
+                params = _columns(draft) | {
+                    "record_id": record_id,
+                    "keys": scope_keys(draft),
+                    "bucket_tokens": draft.tokens,
+                    "bucket_micros": draft.cost_micros or 0,
+                }
+                await conn.execute(_SETTLE, params)
+                return
             created = await conn.scalar(
                 sa.update(spend_records)
                 .where(spend_records.c.id == record_id, spend_records.c.state == "reserved")
@@ -636,6 +643,145 @@ def _notice(row: Any) -> BudgetNotice:
         needed_micros=row.needed_micros,
         attempts=row.attempts,
     )
+
+
+def _columns_of(checks: Sequence[BudgetCheck]) -> tuple[str | None, ...]:
+    return tuple(c.column for c in checks)
+
+
+def _sums_params(checks: Sequence[BudgetCheck], now: datetime) -> dict[str, Any]:
+    """The bind parameters of :func:`_sums_statement` for ``checks`` at ``now``."""
+    since_min = min(c.since for c in checks)
+    params: dict[str, Any] = {"now": now, "since_min": since_min, "hour_min": hour_of(since_min)}
+    for i, check in enumerate(checks):
+        params[f"since_{i}"] = check.since
+        params[f"hour_{i}"] = hour_of(check.since)
+        params[f"key_{i}"] = check.key
+        if check.column is not None:
+            params[f"value_{i}"] = check.value
+    return params
+
+
+def _pairs(row: Any, n: int) -> list[tuple[int, int]]:
+    """``(tokens, micros)`` per check from a sums row: settled (tokens, micros) per check from
+    the buckets come first, then the reserved ones."""
+    return [
+        (int(row[2 * i]) + int(row[2 * n + 2 * i]), int(row[2 * i + 1]) + int(row[2 * n + 2 * i + 1]))
+        for i in range(n)
+    ]
+
+
+#: the budgets' lock rows, locked in key order (so two reservations never deadlock)
+_LOCK = (
+    sa.select(budget_locks.c.key)
+    .where(budget_locks.c.key.in_(sa.bindparam("keys", expanding=True)))
+    .order_by(budget_locks.c.key)
+    .with_for_update()
+)
+
+#: the reservation columns the folded statement inserts, each from a ``v_NAME`` parameter
+_RESERVATION_COLUMNS = (
+    "platform", "chat", "user_id", "provider", "model", "kind", "tokens", "cost_micros",
+    "input_tokens", "cached_input_tokens", "output_tokens", "images", "estimated",
+    "created_at", "state", "expires_at",
+)  # fmt: skip
+
+_RESERVE: dict[tuple[str | None, ...], Any] = {}
+
+
+def _reserve_statement(columns: tuple[str | None, ...]) -> Any:
+    """PostgreSQL: the sums of :func:`_sums_statement` and, in the same statement, the insert
+    of the reservation when it fits every check (a data-modifying CTE)::
+
+        WITH sums AS (…), ins AS (INSERT INTO spend_records … SELECT … FROM sums
+                                  WHERE <fits every check> RETURNING id)
+        SELECT sums.*, (SELECT id FROM ins) FROM sums
+
+    "Fits" is the comparison :meth:`SpendingStore.reserve_spend` makes: for each check
+    ``spent + this <= limit`` for tokens and for micro-dollars (``limit_t_N``/``limit_m_N``,
+    NULL: no limit). Built once per tuple of scope columns.
+    """
+    stmt = _RESERVE.get(columns)
+    if stmt is not None:
+        return stmt
+    sums = _sums_statement(columns).cte("sums")
+    tokens = sa.bindparam("v_tokens", type_=sa.BigInteger())
+    micros = sa.bindparam("v_cost_micros", type_=sa.BigInteger())
+    fits = []
+    for i in range(len(columns)):
+        token_limit = sa.bindparam(f"limit_t_{i}", type_=sa.BigInteger())
+        micros_limit = sa.bindparam(f"limit_m_{i}", type_=sa.BigInteger())
+        spent_tokens = sums.c[f"st{i}"] + sums.c[f"rt{i}"]
+        spent_micros = sums.c[f"sm{i}"] + sums.c[f"rm{i}"]
+        fits.append(sa.or_(token_limit.is_(None), spent_tokens + tokens <= token_limit))
+        fits.append(sa.or_(micros_limit.is_(None), spent_micros + micros <= micros_limit))
+    values = [
+        tokens if name == "tokens" else micros if name == "cost_micros" else
+        sa.bindparam(f"v_{name}", type_=spend_records.c[name].type)
+        for name in _RESERVATION_COLUMNS
+    ]  # fmt: skip
+    inserted = (
+        sa.insert(spend_records)
+        .from_select(list(_RESERVATION_COLUMNS), sa.select(*values).select_from(sums).where(*fits))
+        .returning(spend_records.c.id)
+        .cte("ins")
+    )
+    stmt = _RESERVE[columns] = sa.select(
+        *sums.c, sa.select(inserted.c.id).scalar_subquery().label("reserved_id")
+    )
+    return stmt
+
+
+#: PostgreSQL: settle a reservation and add it to its scopes' buckets of the hour it was
+#: reserved in, in one statement; the bucket rows are upserted in key order (concurrent settles
+#: lock them in the same order, so they never deadlock)
+_SETTLE = sa.text(
+    """
+    WITH settled AS (
+        UPDATE spend_records SET
+            platform = :platform, chat = :chat, user_id = :user_id, provider = :provider,
+            model = :model, kind = :kind, tokens = :tokens, cost_micros = :cost_micros,
+            input_tokens = :input_tokens, cached_input_tokens = :cached_input_tokens,
+            output_tokens = :output_tokens, images = :images, estimated = :estimated,
+            state = 'settled', expires_at = NULL
+        WHERE id = :record_id AND state = 'reserved'
+        RETURNING created_at
+    )
+    INSERT INTO spend_buckets (scope_key, hour, tokens, cost_micros)
+    SELECT k.key, date_trunc('hour', settled.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           :bucket_tokens, :bucket_micros
+    FROM settled CROSS JOIN unnest(CAST(:keys AS VARCHAR[])) AS k(key)
+    ORDER BY k.key
+    ON CONFLICT (scope_key, hour) DO UPDATE SET
+        tokens = spend_buckets.tokens + excluded.tokens,
+        cost_micros = spend_buckets.cost_micros + excluded.cost_micros
+    """
+).bindparams(
+    sa.bindparam("keys", type_=postgresql.ARRAY(sa.String())),
+    sa.bindparam("record_id", type_=sa.BigInteger()),
+    sa.bindparam("bucket_tokens", type_=sa.BigInteger()),
+    sa.bindparam("bucket_micros", type_=sa.BigInteger()),
+)
+
+
+async def _sum_and_reserve(
+    conn: AsyncConnection,
+    draft: SpendDraft,
+    checks: Sequence[BudgetCheck],
+    now: datetime,
+    expires: datetime,
+) -> tuple[list[tuple[int, int]], int | None]:
+    """Run :func:`_reserve_statement`: every check's ``(tokens, micros)`` spent before this
+    reservation, and its id (``None``: it did not fit, nothing was inserted)."""
+    params = _sums_params(checks, now)
+    columns = _columns(draft) | {"created_at": now, "state": "reserved", "expires_at": expires}
+    params.update({f"v_{name}": value for name, value in columns.items()})
+    for i, check in enumerate(checks):
+        params[f"limit_t_{i}"] = check.token_limit
+        params[f"limit_m_{i}"] = check.micros_limit
+    row = (await conn.execute(_reserve_statement(_columns_of(checks)), params)).one()
+    record_id = row[-1]
+    return _pairs(row, len(checks)), None if record_id is None else int(record_id)
 
 
 def _columns(draft: SpendDraft) -> dict[str, Any]:
