@@ -25,11 +25,24 @@ Atomicity of :meth:`SpendingStore.reserve_spend` (check every budget, insert the
   deadlock) before summing. Under READ COMMITTED each later statement sees what the previous
   lock holder committed, so two processes reserving the last cent serialise and exactly one
   fits. Calls that share no budget never wait for each other.
+
+  The sums and the insert are one statement there (a data-modifying CTE inserting the
+  reservation only where every budget has room, returning the sums either way), and settling
+  updates the record and upserts its buckets in one statement too: per reply two round trips
+  fewer than statement by statement. The lock must stay a statement of its own: a statement's
+  snapshot is taken when it starts, so sums read in the statement that waited for the lock
+  would miss what the previous holder committed meanwhile.
+
+Refusals remembered for reset notices: with ``notify`` (the refused user's chat), a refusal
+upserts a ``budget_notices`` row in the same transaction; the ``budget_reset_notices`` job of
+the budgets plugin reads the due ones (:meth:`SpendingStore.due_budget_notices`) and claims each
+by deleting it (:meth:`SpendingStore.claim_budget_notice`), so one process sends it, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -254,6 +267,16 @@ class SpendingStore:
                 )
             )
             return int(result.inserted_primary_key[0])
+
+    @contextlib.asynccontextmanager
+    async def _lookup(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a read of one statement (every reservation reads the overrides).
+        On PostgreSQL it runs without BEGIN and ROLLBACK (autocommit): a single statement is
+        its own snapshot either way, and the two round trips were half of the read's cost."""
+        async with self._read() as conn:  # type: ignore[attr-defined]
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     async def _ensure_lock_rows(self, keys: list[str]) -> None:
         """Create missing ``budget_locks`` rows in their own committed transaction (so the
@@ -511,7 +534,7 @@ class SpendingStore:
         if not subjects:
             return {}
         wanted = sa.tuple_(budget_overrides.c.scope, budget_overrides.c.subject).in_(list(subjects))
-        async with self._read() as conn:  # type: ignore[attr-defined]
+        async with self._lookup() as conn:
             rows = (await conn.execute(sa.select(budget_overrides).where(wanted))).all()
         return {(r.scope, r.subject): Override(**r._mapping) for r in rows}
 
