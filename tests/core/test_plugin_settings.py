@@ -29,7 +29,7 @@ class Greeter:
     @hookimpl
     def register_commands(self, register):
         async def hello(ctx):
-            settings = GREETER.of(ctx.app)  # a GreeterSettings, validated at start-up
+            settings = GREETER.of(ctx.bot)  # a GreeterSettings, validated at start-up
             await ctx.reply(" ".join([settings.greeting] * settings.times))
 
         register(Command("hello", "say hello", hello))

@@ -67,6 +67,7 @@ async def _web_chat() -> AsyncIterator[tuple[WebServer, str, str]]:
         yield connector._server, connector.url + "/api/info", "GET"
     finally:
         await connector.stop()
+        await connector.aclose()  # as the core does: stop intake, then close
 
 
 async def _webhook() -> AsyncIterator[tuple[WebServer, str, str]]:
