@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import translated
 from relaybot.core.storage.schema import (
