@@ -16,6 +16,9 @@ the call it refused (``… has room again: you can use the bot again.``) — the
 of course be larger. A refusal by a budget the call could never fit (its worst case alone is
 above the limit) is not remembered: no reset would help.
 
+A refusal the core answered with a cheaper model (``downgrade_to``) is remembered too: the user
+was told the budget had no room for their model, and the notice tells them when it has again.
+
 Exactly once: a notice is *claimed* (its row deleted, which one process wins) before it is
 sent, so two processes sharing the database, or a restart, never send it twice. A delivery that
 fails is given back for the next run: without counting when this process has no connector for
