@@ -26,11 +26,12 @@ hook (with ``message=None``) and recorded on the row; the job runs again at its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -262,8 +263,8 @@ class JobRunner:
         name = planned.job.name
         lease = timedelta(seconds=self._config.jobs.lease_seconds)
         following = _utc(planned.trigger.get_next_fire_time(run_at, now)) if run_at is not None else None
-        try:
-            won = await self._store.run_sync(
+        claim = asyncio.ensure_future(
+            self._store.run_sync(
                 job_state.claim,
                 name,
                 run_at=run_at,
@@ -271,6 +272,17 @@ class JobRunner:
                 owner=self.owner,
                 lease_until=now + lease,
             )
+        )
+        try:
+            # shielded: a stop arriving while the claim is being written must not leave a lease
+            # committed that nothing releases (it would keep every process off the job for
+            # lease_seconds); the claim finishes, and a won lease is given back
+            won = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                if await claim:
+                    await _to_the_end(self._release(name, "interrupted", "relaybot stopped as the run began"))
+            raise
         except Exception as exc:  # the database is down: skip this run, never the bot
             log.error("job %r: could not claim its run: %s", name, redact(str(exc)))
             self._on_error(exc)
@@ -310,7 +322,7 @@ class JobRunner:
             await planned.job.run(ctx)
         except asyncio.CancelledError:
             renewing.cancel()
-            await asyncio.shield(self._release(name, "interrupted", "relaybot stopped during the run"))
+            await _to_the_end(self._release(name, "interrupted", "relaybot stopped during the run"))
             raise
         except Exception as exc:
             status = "failed"
@@ -319,7 +331,7 @@ class JobRunner:
             self._on_error(exc)
         finally:
             renewing.cancel()
-        await self._release(name, status, error)
+        await _to_the_end(self._release(name, status, error))  # even when stopped meanwhile
         return status
 
     async def _renew_lease(self, name: str) -> None:
@@ -352,6 +364,19 @@ class JobRunner:
             await self._store.run_sync(job_state.release, name, owner=self.owner, status=status, error=error)
         except Exception as exc:  # the lease expires by itself
             log.warning("job %r: could not record its outcome: %s", name, redact(str(exc)))
+
+
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Await ``work`` to its end even when this task is cancelled meanwhile (a lease release:
+    the stop that cancelled the run closes the store right after the run's task ends, so the
+    task must not end before its release did); the cancellation is re-raised afterwards."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task])
+        raise
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -222,6 +223,27 @@ async def test_a_run_longer_than_its_lease_renews_it_so_no_other_runner_starts_i
     # once it ended, the lease is free at once (not only when it would have expired)
     assert await second.app.jobs.run_now("slow") == "ok"
     assert overlaps == [0, 0]
+
+
+async def test_a_stop_at_any_moment_of_a_run_leaves_no_lease_behind(
+    make_bot: Callable[..., Awaitable[Any]],
+) -> None:
+    async def quick(ctx: JobContext) -> None:
+        await asyncio.sleep(0.002)
+
+    bot = await make_bot(plugins=[("p", JobPlugin(Job("quick", quick, interval_seconds=3600)))])
+    runner = bot.app.jobs
+    assert runner is not None
+    for step in range(60):
+        # a stop arrives at a different moment each time: while registering, claiming,
+        # running, releasing …
+        run = asyncio.create_task(runner.run_now("quick"))
+        await asyncio.sleep(step * 0.0004)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        state = (await bot.app.store.run_sync(job_state.list_states))["quick"]
+        assert state.lease_owner == "" and state.lease_until is None, f"a lease was left held (step {step})"
 
 
 @pytest.mark.parametrize(
