@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relaybot.core import context as ctx
+from relaybot.core.modelio import context as ctx
 from relaybot.core.contracts.models import (
     ChatKey,
     ChatMessage,
