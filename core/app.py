@@ -38,7 +38,7 @@ from .turns import TurnManager
 log = logging.getLogger("relaybot")
 
 #: connector types that come with an extra of relaybot (``pip install 'relaybot[NAME]'``)
-_CONNECTOR_EXTRAS = ("telegram", "web")
+_CONNECTOR_EXTRAS = ("telegram", "discord", "web")
 
 
 class Relaybot:
