@@ -67,7 +67,13 @@ class LegacyHost:
         self._hooks.clear()
 
     async def send(
-        self, chat: ChatKey, text: str, *, private: bool = True, reply_to: str | None = None, kind: Any = "notice"
+        self,
+        chat: ChatKey,
+        text: str,
+        *,
+        private: bool = True,
+        reply_to: str | None = None,
+        kind: Any = "notice",
     ) -> list[str]:
         stream = self._app.scheduler(chat.platform).open(
             chat, private=private, reply_to=reply_to, feedback=False, kind=kind

@@ -30,7 +30,14 @@ DEFAULT_DENIED_MESSAGE = "Sorry, I'm not available to you here. Ask an admin of 
 #: shown under a message that is still being written; gone on the final edit ("-#" is subtext)
 DEFAULT_WRITING_MARKER = "-# ✍️ writing…"
 
-_ID_LISTS = ("allowed_users", "allowed_roles", "allowed_channels", "allowed_guilds", "admin_users", "admin_roles")
+_ID_LISTS = (
+    "allowed_users",
+    "allowed_roles",
+    "allowed_channels",
+    "allowed_guilds",
+    "admin_users",
+    "admin_roles",
+)
 
 
 class DiscordConfig(BaseConnectorConfig):

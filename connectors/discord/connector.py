@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any, Literal, cast
 
 import aiohttp
@@ -84,7 +84,12 @@ _MAX_SLASH = 100
 _DELETE_ROUTE = "DELETE /channels/{channel_id}/messages/{message_id}"
 #: the scheduler's request kinds this connector reports buckets for
 Method = Literal["send", "edit", "image", "delete"]
-_ROUTES: dict[str, str] = {"send": SEND_ROUTE, "image": SEND_ROUTE, "edit": EDIT_ROUTE, "delete": _DELETE_ROUTE}
+_ROUTES: dict[str, str] = {
+    "send": SEND_ROUTE,
+    "image": SEND_ROUTE,
+    "edit": EDIT_ROUTE,
+    "delete": _DELETE_ROUTE,
+}
 _NO_MENTIONS = discord.AllowedMentions.none()
 # the endpoints this process's discord.py was pointed at (Route.BASE and the gateway are global)
 _ENDPOINTS: dict[str, tuple[str, str]] = {}
@@ -210,7 +215,9 @@ class DiscordConnector(BaseConnector):
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             await self._close_client()
             raise PlatformError(f"cannot reach Discord at {self._where()}: {exc}") from None
-        self._task = asyncio.get_running_loop().create_task(client.connect(reconnect=True), name="discord-gateway")
+        self._task = asyncio.get_running_loop().create_task(
+            client.connect(reconnect=True), name="discord-gateway"
+        )
         await self._wait_ready()
         assert client.user is not None
         self.router = Router(
@@ -228,7 +235,9 @@ class DiscordConnector(BaseConnector):
         task = self._task
         assert task is not None
         ready = asyncio.ensure_future(self._ready.wait())
-        await asyncio.wait([ready, task], timeout=self.config.connect_timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [ready, task], timeout=self.config.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if self._ready.is_set():
             return
         ready.cancel()
@@ -359,9 +368,7 @@ class DiscordConnector(BaseConnector):
             return
         host.deliver(routed.chat, self._with_images(routed, message))
 
-    def _incoming(
-        self, routed: Routed, raw: Any, attachments: tuple[Any, ...] = ()
-    ) -> IncomingMessage:
+    def _incoming(self, routed: Routed, raw: Any, attachments: tuple[Any, ...] = ()) -> IncomingMessage:
         return IncomingMessage(
             chat=routed.chat, user=routed.user, text=self._command_text(routed.text),
             attachments=attachments, reply_to=routed.reply_to, platform_message_id=routed.message_id,
@@ -424,7 +431,10 @@ class DiscordConnector(BaseConnector):
         added = 0
         for command in self.host.commands:
             name = command.name
-            if not (1 <= len(name) <= 32 and all(c.isalnum() or c in "-_" for c in name)) or name != name.lower():
+            if (
+                not (1 <= len(name) <= 32 and all(c.isalnum() or c in "-_" for c in name))
+                or name != name.lower()
+            ):
                 log.debug("command /%s cannot be a Discord slash command", name)
                 continue
             if added >= _MAX_SLASH:
@@ -532,13 +542,17 @@ class DiscordConnector(BaseConnector):
         channel = self._messageable(chat)
         partial = channel.get_partial_message(int(message_id))
         kwargs = self._content(self._frame(text, final=final, outgoing=outgoing))
-        await self._call(chat, "edit", channel.id, lambda: partial.edit(allowed_mentions=_NO_MENTIONS, **kwargs))
+        await self._call(
+            chat, "edit", channel.id, lambda: partial.edit(allowed_mentions=_NO_MENTIONS, **kwargs)
+        )
 
     async def send_typing(self, chat: ChatKey) -> None:
         """One typing request per channel every few seconds, never into an empty bucket."""
         channel_id = _channel_id(chat)
         now = time.monotonic()
-        if now - self._typing_at.get(channel_id, float("-inf")) < TYPING_EVERY or self._blocked(channel_id, now):
+        if now - self._typing_at.get(channel_id, float("-inf")) < TYPING_EVERY or self._blocked(
+            channel_id, now
+        ):
             return
         state = self.tracker.state("POST /channels/{channel_id}/typing", channel_id)
         if state is not None and state.available(self.tracker.clock()) == 0:
@@ -625,7 +639,7 @@ class DiscordConnector(BaseConnector):
             if exc.status == 429:  # discord.py's own Cloudflare check (no Via / not JSON)
                 self._paused_until = time.monotonic() + BAN_PAUSE
                 raise PlatformRateLimitError(BAN_PAUSE, scope="global", message="Cloudflare ban") from None
-            raise PlatformError((f"Discord answered {exc.status} (code {exc.code}): {exc.text}")) from None
+            raise PlatformError(f"Discord answered {exc.status} (code {exc.code}): {exc.text}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise PlatformError(f"Discord request failed: {exc!r}") from None
         finally:
@@ -690,4 +704,3 @@ def _is_guild(chat: ChatKey, client: discord.Client | None) -> bool:
         return True
     channel = client.get_channel(int(chat.chat)) if client is not None else None
     return channel is not None and getattr(channel, "guild", None) is not None
-

@@ -31,6 +31,8 @@ monotonic ``time.monotonic`` unless one is given.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import time
 from collections import defaultdict
@@ -119,7 +121,7 @@ def route_key(method: str, url: URL | str) -> RouteKey:
     return RouteKey(template, major)
 
 
-class RateLimitedResponse(Exception):  # noqa: N818 - it is an answer, not a failure of ours
+class RateLimitedResponse(Exception):
     """A 429 answer to a request made under :meth:`BucketTracker.raising_429s`.
 
     Raised from the trace before discord.py reads the answer, so discord.py never sleeps and
@@ -265,10 +267,19 @@ class BucketTracker:
         headers = response.headers
         self.observe(params.method, params.url, response.status, headers)
         if response.status == 429 and _raise_429s.get():
-            is_global = _truthy(headers.get("X-RateLimit-Global")) or headers.get("X-RateLimit-Scope") == "global"
-            cloudflare = not headers.get("Via")
-            response.close()  # never read: give the connection up rather than leak it
-            raise RateLimitedResponse(_retry_after(headers), is_global=is_global, cloudflare=cloudflare)
+            is_global = (
+                _truthy(headers.get("X-RateLimit-Global")) or headers.get("X-RateLimit-Scope") == "global"
+            )
+            wait = max(_float(headers.get("Retry-After")) or 0.0, _retry_after(headers))
+            body: Any = None
+            with contextlib.suppress(Exception):  # the JSON body has the exact retry_after
+                body = json.loads(await response.read())
+            if isinstance(body, dict):
+                wait = _float(body.get("retry_after")) or wait
+                is_global = is_global or body.get("global") is True
+            response.release()
+            cloudflare = not headers.get("Via") or not isinstance(body, dict)
+            raise RateLimitedResponse(wait, is_global=is_global, cloudflare=cloudflare)
 
     async def _on_exception(
         self, session: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestExceptionParams

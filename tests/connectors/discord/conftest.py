@@ -153,7 +153,9 @@ def final_texts(fake: FakeDiscordServer, channel_id: int) -> list[str]:
     return [m.text for m in fake.bot_messages(channel_id)]
 
 
-async def wait_text(fake: FakeDiscordServer, channel_id: int, expected: str, timeout: float = 20.0) -> StoredMessage:
+async def wait_text(
+    fake: FakeDiscordServer, channel_id: int, expected: str, timeout: float = 20.0
+) -> StoredMessage:
     """Wait until a bot message in the channel reads exactly ``expected``; return it."""
 
     def find() -> StoredMessage | None:
@@ -174,7 +176,9 @@ async def make_discord_bot(
     """
     apps: list[Relaybot] = []
 
-    async def factory(fake: FakeDiscordServer, *, bot: dict[str, Any] | None = None, **settings: Any) -> Relaybot:
+    async def factory(
+        fake: FakeDiscordServer, *, bot: dict[str, Any] | None = None, **settings: Any
+    ) -> Relaybot:
         raw = {
             "bot": {"default_provider": "fake", "checkpoint_interval": 0.2, **(bot or {})},
             "storage": {

@@ -51,7 +51,9 @@ async def test_a_refused_token_is_a_config_error_naming_the_key(plain_fake, make
     assert "secret-token-value" not in message and "secret-token-value" not in caplog.text
 
 
-async def test_discord_py_gets_its_own_endpoints_back_after_the_bot_stops(plain_fake, make_discord_bot) -> None:
+async def test_discord_py_gets_its_own_endpoints_back_after_the_bot_stops(
+    plain_fake, make_discord_bot
+) -> None:
     import discord.http
 
     before = discord.http.Route.BASE
@@ -65,7 +67,9 @@ async def test_discord_py_gets_its_own_endpoints_back_after_the_bot_stops(plain_
 # ── where it answers ─────────────────────────────────────────────────────────────────────────
 
 
-async def test_a_dm_is_answered_with_the_exact_provider_text(plain_fake, make_discord_bot, fake_openai) -> None:
+async def test_a_dm_is_answered_with_the_exact_provider_text(
+    plain_fake, make_discord_bot, fake_openai
+) -> None:
     world = build_world(plain_fake)
     answer = "Paris is the capital of **France**.\n\n- one\n- two\n\n```python\nprint('hi')\n```"
     fake_openai.add_reply(answer)
@@ -99,7 +103,10 @@ async def test_mentions_in_model_output_never_ping(plain_fake, make_discord_bot,
     await make_discord_bot(plain_fake)
     plain_fake.mention_bot(world.general, world.alice, "ping everyone please")
     final = await wait_text(plain_fake, world.general.id, text)
-    assert final.allowed_mentions == {"parse": [], "replied_user": False} or final.allowed_mentions["parse"] == []
+    assert (
+        final.allowed_mentions == {"parse": [], "replied_user": False}
+        or final.allowed_mentions["parse"] == []
+    )
     assert not final.mention_everyone and final.mentions == [] and final.mention_roles == []
     for call in plain_fake.calls_to("POST /channels/{channel_id}/messages", channel_id=world.general.id):
         assert call.json["allowed_mentions"]["parse"] == []
@@ -155,7 +162,9 @@ async def test_an_image_attachment_reaches_the_model(plain_fake, make_discord_bo
     assert picture.downloads == 1
 
 
-async def test_a_30_mb_attachment_is_refused_with_a_message(plain_fake, make_discord_bot, fake_openai) -> None:
+async def test_a_30_mb_attachment_is_refused_with_a_message(
+    plain_fake, make_discord_bot, fake_openai
+) -> None:
     world = build_world(plain_fake)
     await make_discord_bot(plain_fake)
     dm = plain_fake.dm_channel(world.alice)
@@ -237,7 +246,8 @@ async def test_text_commands_use_the_prefix(plain_fake, make_discord_bot, fake_o
     await make_discord_bot(plain_fake, command_prefix="!")
     plain_fake.send_message(world.general, world.alice, "!new Gardening")
     await wait_until(
-        lambda: any("Gardening" in m.text for m in plain_fake.bot_messages(world.general.id)), what="/new output"
+        lambda: any("Gardening" in m.text for m in plain_fake.bot_messages(world.general.id)),
+        what="/new output",
     )
     plain_fake.send_message(world.general, world.alice, "!list")
     await wait_until(
