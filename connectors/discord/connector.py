@@ -51,6 +51,7 @@ from relaybot import (
     BaseConnector,
     ChatKey,
     ConfigError,
+    ConnectorHost,
     IncomingMessage,
     MessageGoneError,
     Outgoing,
@@ -61,6 +62,7 @@ from relaybot import (
     User,
     hookimpl,
     mark_interrupted,
+    redact,
 )
 
 from .access import AccessList
@@ -154,8 +156,7 @@ class DiscordConnector(BaseConnector):
         self.client: discord.Client | None = None
         self.tree: app_commands.CommandTree[discord.Client] | None = None
         self.router: Router | None = None
-        self.host: Any = None
-        self._legacy: Any = None
+        self.host: ConnectorHost | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._accepting = False
@@ -170,16 +171,12 @@ class DiscordConnector(BaseConnector):
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
-    async def start(self, host: Any) -> None:
+    async def start(self, host: ConnectorHost) -> None:
         """Log in, connect the gateway, sync slash commands, take messages.
 
         Raises ``ConfigError`` when Discord refuses the token or the message-content intent,
         ``PlatformError`` when Discord cannot be reached.
         """
-        if callable(host) and not hasattr(host, "deliver"):
-            from ._legacy import LegacyHost  # the core before the typed host (see _legacy)
-
-            host = self._legacy = LegacyHost(self.app, host, self.name)
         self.host = host
         self._point_discord_py()
         try:
@@ -190,6 +187,7 @@ class DiscordConnector(BaseConnector):
 
     async def _start(self) -> None:
         host = self.host
+        assert host is not None
         intents = discord.Intents.default()
         intents.message_content = True
         client = discord.Client(
@@ -214,7 +212,7 @@ class DiscordConnector(BaseConnector):
             ) from None  # fmt: skip
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             await self._close_client()
-            raise PlatformError(f"cannot reach Discord at {self._where()}: {exc}") from None
+            raise PlatformError(f"cannot reach Discord at {self._where()}: {redact(str(exc))}") from None
         self._task = asyncio.get_running_loop().create_task(
             client.connect(reconnect=True), name="discord-gateway"
         )
@@ -277,6 +275,13 @@ class DiscordConnector(BaseConnector):
         if self.config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
 
+    @property
+    def _host(self) -> ConnectorHost:
+        host = self.host
+        if host is None:
+            raise PlatformError(f"discord {self.name!r} is not started")
+        return host
+
     def _config_source(self) -> str | None:
         host_config = getattr(self.host, "config", None)
         return getattr(host_config, "source", None)
@@ -297,10 +302,6 @@ class DiscordConnector(BaseConnector):
     async def stop(self) -> None:
         """Stop taking messages; sending keeps working until :meth:`aclose`."""
         self._accepting = False
-        if self._legacy is not None:
-            await self._legacy.aclose()
-        if self.app is None and self.host is None:
-            await self.aclose()
 
     @property
     def closed(self) -> bool:
@@ -313,8 +314,6 @@ class DiscordConnector(BaseConnector):
             return
         self._closed = True
         self._accepting = False
-        if self._legacy is not None:
-            self._legacy.remove_hooks()
         await self._close_client()
         self._release_endpoints()
 
@@ -356,7 +355,7 @@ class DiscordConnector(BaseConnector):
             return
         if routed is None:
             return
-        host = self.host
+        host = self._host
         if not routed.images and routed.unsupported is None:
             host.deliver(routed.chat, self._incoming(routed, message))
             return
@@ -380,7 +379,7 @@ class DiscordConnector(BaseConnector):
         prefix = self.config.command_prefix
         if prefix and prefix != "/" and text.startswith(prefix):
             words = text[len(prefix) :].split(maxsplit=1)
-            if words and self.host.command(words[0].lower()) is not None:
+            if words and self._host.command(words[0].lower()) is not None:
                 return "/" + text[len(prefix) :]
         return text
 
@@ -390,7 +389,7 @@ class DiscordConnector(BaseConnector):
         try:
             for image in routed.images:
                 data = await download_image(image, max_bytes=self._max_bytes)
-                refs.append(await self.host.media.save(data, mime_type=image.content_type))
+                refs.append(await self._host.media.save(data, mime_type=image.content_type))
         except RelaybotError as exc:
             log.info("%s: image refused: %s", routed.chat, exc)
             await self._tell(routed, exc.user_message)
@@ -404,7 +403,7 @@ class DiscordConnector(BaseConnector):
     async def _tell(self, routed: Routed, text: str) -> None:
         """A one-off answer (not supported, too big), paced by the scheduler."""
         try:
-            await self.host.send(routed.chat, text, private=routed.is_private, reply_to=routed.message_id)
+            await self._host.send(routed.chat, text, private=routed.is_private, reply_to=routed.message_id)
         except Exception as exc:
             log.warning("%s: could not answer: %s", routed.chat, exc)
 
@@ -429,7 +428,7 @@ class DiscordConnector(BaseConnector):
         assert tree is not None
         tree.clear_commands(guild=None)
         added = 0
-        for command in self.host.commands:
+        for command in self._host.commands:
             name = command.name
             if (
                 not (1 <= len(name) <= 32 and all(c.isalnum() or c in "-_" for c in name))
@@ -484,7 +483,7 @@ class DiscordConnector(BaseConnector):
             platform_message_id=str(message_id) if message_id is not None else None,
             is_private=interaction.guild is None, raw=interaction,
         )  # fmt: skip
-        self.host.deliver(chat, incoming)
+        self._host.deliver(chat, incoming)
 
     # ── primitives ──────────────────────────────────────────────────────────────────────────
 
@@ -522,16 +521,15 @@ class DiscordConnector(BaseConnector):
     ) -> str:
         """Post a message (a reply to ``reply_to``, which may since be deleted)."""
         channel = self._messageable(chat)
-        reference = None
+        kwargs = self._content(self._frame(text, final=final, outgoing=outgoing))
         if reply_to:
-            reference = discord.MessageReference(
+            # a reply to a message deleted meanwhile goes out as a plain message, not an error
+            kwargs["reference"] = discord.MessageReference(
                 message_id=int(reply_to), channel_id=channel.id, fail_if_not_exists=False
             )
-        kwargs = self._content(self._frame(text, final=final, outgoing=outgoing))
         sent = await self._call(
-            chat, "send", channel.id,
-            lambda: channel.send(reference=reference, allowed_mentions=_NO_MENTIONS, **kwargs),
-        )  # fmt: skip
+            chat, "send", channel.id, lambda: channel.send(allowed_mentions=_NO_MENTIONS, **kwargs)
+        )
         self._remember(sent.id)
         return str(sent.id)
 
@@ -586,7 +584,7 @@ class DiscordConnector(BaseConnector):
         )  # fmt: skip
         self._remember(sent.id)
         if caption and not fits:
-            await self.host.send(chat, caption, private=not _is_guild(chat, self.client))
+            await self._host.send(chat, caption, private=not _is_guild(chat, self.client))
         return str(sent.id)
 
     async def delete_message(self, chat: ChatKey, message_id: str) -> None:
@@ -639,9 +637,10 @@ class DiscordConnector(BaseConnector):
             if exc.status == 429:  # discord.py's own Cloudflare check (no Via / not JSON)
                 self._paused_until = time.monotonic() + BAN_PAUSE
                 raise PlatformRateLimitError(BAN_PAUSE, scope="global", message="Cloudflare ban") from None
-            raise PlatformError(f"Discord answered {exc.status} (code {exc.code}): {exc.text}") from None
+            detail = f"Discord answered {exc.status} (code {exc.code}): {exc.text}"
+            raise PlatformError(redact(detail)) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise PlatformError(f"Discord request failed: {exc!r}") from None
+            raise PlatformError(redact(f"Discord request failed: {exc!r}")) from None
         finally:
             if method is not None:
                 self._report(chat, method, channel_id)
