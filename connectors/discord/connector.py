@@ -166,6 +166,7 @@ class DiscordConnector(BaseConnector):
         self._lost: dict[int, float] = {}
         self._typing_at: dict[int, float] = {}
         self._paused_until = 0.0
+        self._tasks: set[asyncio.Future[None]] = set()
         #: gateway RESUMEs seen (a dropped connection that came back)
         self.resumes = 0
 
@@ -217,6 +218,8 @@ class DiscordConnector(BaseConnector):
             client.connect(reconnect=True), name="discord-gateway"
         )
         await self._wait_ready()
+        assert self._task is not None
+        self._task.add_done_callback(self._gateway_ended)
         assert client.user is not None
         self.router = Router(
             platform=self.name, bot_id=client.user.id, channel_trigger=self.config.channel_trigger,
@@ -302,6 +305,8 @@ class DiscordConnector(BaseConnector):
     async def stop(self) -> None:
         """Stop taking messages; sending keeps working until :meth:`aclose`."""
         self._accepting = False
+        for task in list(self._tasks):
+            task.cancel()  # a refusal still being sent: the bot is going away
 
     @property
     def closed(self) -> bool:
@@ -334,6 +339,15 @@ class DiscordConnector(BaseConnector):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 10.0)
             self._task = None
+
+    def _gateway_ended(self, task: asyncio.Task[None]) -> None:
+        """discord.py reconnects by itself; its task ends only on close or a fatal error."""
+        if self._closed or task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("discord %r: the gateway connection ended for good: %s", self.name, redact(repr(error)))
+        self._accepting = False
 
     # ── gateway events ──────────────────────────────────────────────────────────────────────
 
@@ -409,7 +423,8 @@ class DiscordConnector(BaseConnector):
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._tasks.add(task)  # held until done (the loop keeps only weak references)
+        task.add_done_callback(self._tasks.discard)
 
     def _is_ours(self, message_id: int) -> bool:
         return message_id in self._ours
