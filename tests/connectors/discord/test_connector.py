@@ -133,6 +133,24 @@ async def test_a_reply_to_an_old_answer_branches_the_conversation(
     assert contents == ["one", "You said: one", "four"]
 
 
+async def test_a_reply_to_a_deleted_answer_still_continues_from_it(
+    plain_fake, make_discord_bot, fake_openai
+) -> None:
+    world = build_world(plain_fake)
+    await make_discord_bot(plain_fake)
+    plain_fake.mention_bot(world.general, world.alice, "one")
+    first = await wait_text(plain_fake, world.general.id, "You said: one")
+    plain_fake.mention_bot(world.general, world.alice, "two")
+    await wait_text(plain_fake, world.general.id, "You said: two")
+    plain_fake.delete_message(first)  # someone deletes the answer on Discord
+    # no mention: it is a reply to the bot (the gateway says only "deleted"; the connector
+    # remembers its own message ids), and relaybot's history still has the deleted answer
+    plain_fake.send_message(world.general, world.alice, "three", reply_to=first)
+    await wait_text(plain_fake, world.general.id, "You said: three")
+    contents = [m["content"] for m in fake_openai.requests[-1].json["messages"] if m["role"] != "system"]
+    assert contents == ["one", "You said: one", "three"]
+
+
 async def test_a_thread_is_its_own_chat(plain_fake, make_discord_bot, fake_openai) -> None:
     world = build_world(plain_fake)
     await make_discord_bot(plain_fake)
@@ -194,6 +212,11 @@ async def test_a_denied_user_gets_one_polite_answer(plain_fake, make_discord_bot
     texts = [m.text for m in plain_fake.bot_messages(world.general.id)]
     assert texts.count("Not for you, sorry.") == 1
     assert [r.json["messages"][-1]["content"] for r in fake_openai.requests] == ["and me?"]
+    # a slash command is refused too, visible to them only
+    interaction = plain_fake.slash_command(world.general, world.bob, "new")
+    await wait_until(lambda: interaction.response_type == 4, what="the interaction answered")
+    refusal = plain_fake.store.messages[interaction.original_id]
+    assert refusal.text == "Not for you, sorry." and refusal.flags & 64  # ephemeral
 
 
 async def test_a_channel_the_bot_lost_is_logged_without_a_retry_storm(
