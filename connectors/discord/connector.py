@@ -662,10 +662,17 @@ class DiscordConnector(BaseConnector):
 
     def _report(self, chat: ChatKey, method: Method, channel_id: int) -> None:
         """Tell the scheduler what Discord's headers say about ``method`` in this channel."""
-        state = self.tracker.state(_ROUTES[method], channel_id)
-        if state is None:
-            return
+        route = _ROUTES[method]
         now = self.tracker.clock()
+        states = [self.tracker.state(route, channel_id)]
+        if chat.thread:
+            # the scheduler paces a thread with its parent channel (one lane), while Discord
+            # keeps separate buckets: report the tighter of the two, so neither is overdrawn
+            states.append(self.tracker.state(route, int(chat.chat)))
+        known = [s for s in states if s is not None]
+        if not known:
+            return
+        state = min(known, key=lambda s: (s.available(now), -s.reset_at))
         remaining = state.available(now)
         reset_after = max(state.reset_at - now, 0.0)
         self.observe_bucket(chat, method, remaining=remaining, reset_after=reset_after)

@@ -226,3 +226,53 @@ async def test_embeds_carry_4096_characters(make_discord_bot, fake_openai) -> No
         assert all(p.content == "" and len(p.embeds) == 1 for p in parts)
         assert all(utf16(p.embeds[0]["description"]) <= 4096 for p in parts)
         assert normalised(" ".join(p.embeds[0]["description"] for p in parts)) == normalised(answer)
+
+
+async def test_a_thread_and_its_channel_streaming_together_stay_within_both_buckets(
+    plain_fake, make_discord_bot, fake_openai
+) -> None:
+    # the scheduler paces a thread with its parent channel (one lane); Discord counts them
+    # apart: both streams finish with no 429 in either channel
+    world = build_world(plain_fake)
+    thread = plain_fake.add_thread(world.general, "side talk", owner=world.bob)
+
+    def answer(body: dict[str, Any]) -> str:
+        topic = body["messages"][-1]["content"].rsplit(" ", 1)[-1]
+        return " ".join(f"{topic} point {i}." for i in range(80))
+
+    fake_openai.default = answer
+    fake_openai.default_tokens_per_second = 50
+    await make_discord_bot(plain_fake, channel_interval=0.2)
+    plain_fake.mention_bot(world.general, world.alice, "about rivers")
+    plain_fake.mention_bot(thread, world.bob, "about hills")
+    await wait_text(plain_fake, world.general.id, answer({"messages": [{"content": "rivers"}]}), timeout=90)
+    await wait_text(plain_fake, thread.id, answer({"messages": [{"content": "hills"}]}), timeout=90)
+    assert plain_fake.rate_limited == []
+    assert len(plain_fake.calls_to(EDIT, channel_id=world.general.id)) >= 2
+    assert len(plain_fake.calls_to(EDIT, channel_id=thread.id)) >= 2
+
+
+async def test_a_thread_reports_the_tighter_of_its_own_and_its_channels_bucket() -> None:
+    from relaybot.connectors.discord.config import DiscordConfig
+    from relaybot.connectors.discord.connector import DiscordConnector
+
+    connector = DiscordConnector("discord", DiscordConfig.model_validate({"token": "t.t.t"}))
+    seen: list[tuple[ChatKey, str, int, float]] = []
+    connector.bucket_observer = lambda chat, method, remaining, reset: seen.append(
+        (chat, method, remaining, reset)
+    )
+    tracker = connector.tracker
+
+    def answer(channel: int, remaining: int, reset_after: float) -> None:
+        headers = {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": str(remaining),
+                   "X-RateLimit-Reset-After": str(reset_after), "X-RateLimit-Bucket": "edits"}  # fmt: skip
+        tracker.observe("PATCH", f"http://x/api/v10/channels/{channel}/messages/9", 200, headers)
+
+    answer(100, 0, 3.0)  # the parent channel's edit bucket is empty for 3 s
+    answer(200, 4, 5.0)  # the thread's has room
+    thread_chat = ChatKey("discord", "100", "200")
+    connector._report(thread_chat, "edit", 200)
+    assert seen[-1][1:3] == ("edit", 0) and seen[-1][3] == pytest.approx(3.0, abs=0.2)
+    answer(100, 3, 4.0)
+    connector._report(thread_chat, "edit", 200)
+    assert seen[-1][1:3] == ("edit", 3)  # the parent is now the tighter one
