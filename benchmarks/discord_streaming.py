@@ -3,7 +3,7 @@
 ``benchmarks/streaming.py --platform discord`` runs this (or run it directly). The fake Discord
 (REST + gateway, Discord's observed limits: 5 sends and 5 edits per 5 s per channel, 50/s
 overall, real 429s) and a paced OpenAI server run in a child process; a real
-:class:`~relaybot.core.app.Relaybot` with the Discord connector (discord.py, the connector's
+:class:`~relaybot.core.runtime.app.Relaybot` with the Discord connector (discord.py, the connector's
 defaults) runs here. ``--channels`` channels get ``--per-channel`` people mentioning the bot at
 the same moment (several streams sharing one channel's buckets), ``--dms`` people write in DMs;
 every answer is ``--tokens`` tokens at ``--rate`` tokens/s with a code block in its middle, so
@@ -38,9 +38,9 @@ from typing import Any
 from _discord_fakes import API_KEY, DiscordPlan, cpu_seconds, discord_tokens, serve_in_child
 
 from relaybot import hookimpl
-from relaybot.core import eventloop
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
+from relaybot.core.cli import eventloop
+from relaybot.core.cli.config import parse_config
+from relaybot.core.runtime.app import Relaybot
 
 
 def log(message: str) -> None:

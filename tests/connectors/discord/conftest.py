@@ -20,8 +20,8 @@ import discord
 import pytest
 
 from relaybot.connectors.discord.ratelimits import BucketTracker
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
+from relaybot.core.cli.config import parse_config
+from relaybot.core.runtime.app import Relaybot
 from relaybot.core.testing.fake_discord import (
     FakeChannel,
     FakeDiscordServer,
