@@ -15,6 +15,7 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/streaming.py --chats 1000 --group-streams 0
     .venv/bin/python benchmarks/streaming.py --chats 0 --group-streams 0 --group-users 3
     .venv/bin/python benchmarks/streaming.py --no-coalesce --seconds-limit 120
+    .venv/bin/python benchmarks/streaming.py --platform discord   # see discord_streaming.py
 
 Progress goes to stderr; the last stdout line is one JSON object. See ``benchmarks/README.md``
 for what each field means and how the latency figures are measured.
@@ -430,6 +431,19 @@ def summarize(
 
 
 def main() -> None:
+    if "--platform" in sys.argv:
+        # `--platform discord`: the Discord connector's run (benchmarks/discord_streaming.py)
+        at = sys.argv.index("--platform")
+        platform = sys.argv[at + 1] if at + 1 < len(sys.argv) else ""
+        rest = sys.argv[1:at] + sys.argv[at + 2 :]
+        if platform == "discord":
+            from discord_streaming import main as discord_main
+
+            discord_main(rest)
+            return
+        if platform != "telegram":
+            sys.exit(f"--platform must be telegram or discord, not {platform!r}")
+        sys.argv[1:] = rest
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chats", type=int, default=200, help="private chats, one reply each")
     parser.add_argument(
