@@ -6,7 +6,8 @@ subclasses :class:`ProviderContract` (or :class:`HTTPProviderContract`, with a f
 their API) in a test module to run relaybot's provider contract against their provider (see
 :mod:`relaybot.core.testing.provider_contract`). :class:`FakeTelegramServer` is a Bot API server
 with Telegram's limits, for connectors and bots built on python-telegram-bot or any Bot API
-client.
+client. :class:`RecordingHost` runs a connector with no bot behind it (it records what the
+connector hands in), for tests of a connector's platform side.
 """
 
 from relaybot.core.testing.fake_anthropic import FakeAnthropicReply, FakeAnthropicServer
@@ -19,6 +20,7 @@ from relaybot.core.testing.harness import BotHarness
 from relaybot.core.testing.provider_contract import HTTPProviderContract, ProviderContract
 from relaybot.core.testing.pytest_plugin import FAST_POLICY, require_service
 from relaybot.core.testing.recording_connector import RecordedOp, RecordingConnector
+from relaybot.core.testing.recording_host import RecordingHost
 from relaybot.core.testing.server import LoopbackServer
 
 __all__ = [
@@ -39,5 +41,6 @@ __all__ = [
     "ProviderContract",
     "RecordedOp",
     "RecordingConnector",
+    "RecordingHost",
     "require_service",
 ]
