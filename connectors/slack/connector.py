@@ -68,8 +68,7 @@ from .media import download_image, too_large, upload_image
 from .routing import AssistantThreadStarted, Ignored, RoutedMessage, Router, route_command
 
 if TYPE_CHECKING:
-    from relaybot import WebServer
-    from relaybot.core.host import ConnectorHost
+    from relaybot import ConnectorHost, WebServer
 
 log = logging.getLogger("relaybot.connectors.slack")
 
@@ -165,7 +164,7 @@ class SlackConnector(BaseConnector):
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
-    async def start(self, host: ConnectorHost) -> None:  # type: ignore[override]
+    async def start(self, host: ConnectorHost) -> None:
         """Check the token, start receiving (Socket Mode or HTTP Events).
 
         Raises :class:`~relaybot.ConfigError` for a refused token (naming the key) and
