@@ -46,4 +46,8 @@ def make_connector(name: str, config: SlackConfig) -> SlackConnector:
 @hookimpl
 def register_connectors(register: Any) -> None:
     """Offer the ``slack`` connector type."""
-    register(ConnectorType("slack", SlackConfig, make_connector, "Slack app (slack-bolt; Socket Mode or HTTP Events)"))
+    register(
+        ConnectorType(
+            "slack", SlackConfig, make_connector, "Slack app (slack-bolt; Socket Mode or HTTP Events)"
+        )
+    )

@@ -126,7 +126,7 @@ class SlackConfig(BaseConnectorConfig):
     def _slash(cls, value: str) -> str:
         value = value.strip()
         if not value:
-            raise ValueError("slash_command is empty; use e.g. \"/relaybot\"")
+            raise ValueError('slash_command is empty; use e.g. "/relaybot"')
         return value if value.startswith("/") else "/" + value
 
     @field_validator("base_url")

@@ -194,7 +194,9 @@ class SlackConnector(BaseConnector):
             self._accepting = False
             await self._close_session()
             raise
-        log.info("slack %r running as <@%s> in %s (%s mode)", self.name, self.bot_user_id, self.team_id, cfg.mode)
+        log.info(
+            "slack %r running as <@%s> in %s (%s mode)", self.name, self.bot_user_id, self.team_id, cfg.mode
+        )
 
     def _config_error(self, key: str, message: str) -> ConfigError:
         path = None
@@ -367,12 +369,19 @@ class SlackConnector(BaseConnector):
         try:
             await asyncio.wait_for(asyncio.shield(handover), self.config.ack_within)
         except TimeoutError:
-            log.info("slack %r: acknowledging an event before it was stored (still in preparation)", self.name)
+            log.info(
+                "slack %r: acknowledging an event before it was stored (still in preparation)", self.name
+            )
 
     def _command_text(self, text: str) -> str:
         """``!new`` → ``/new`` (the configured prefix; Slack keeps a leading ``/`` for itself)."""
         prefix = self.config.command_prefix
-        if prefix != "/" and text.startswith(prefix) and len(text) > len(prefix) and not text[len(prefix)].isspace():
+        if (
+            prefix != "/"
+            and text.startswith(prefix)
+            and len(text) > len(prefix)
+            and not text[len(prefix)].isspace()
+        ):
             return "/" + text[len(prefix) :]
         return text
 
@@ -381,7 +390,9 @@ class SlackConnector(BaseConnector):
         host = self.host
         assert host is not None
         if routed.event_id and not await host.claim_event(routed.event_id):
-            log.info("slack %r: event %s was delivered before; not answering it again", self.name, routed.event_id)
+            log.info(
+                "slack %r: event %s was delivered before; not answering it again", self.name, routed.event_id
+            )
             return None
         if routed.assistant_thread and routed.text:
             self._spawn(self._set_title(routed), f"slack-title:{routed.thread_key}")
@@ -399,7 +410,9 @@ class SlackConnector(BaseConnector):
                 return None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("%s: could not download image %s: %s", chat, file.id, type(exc).__name__)
-                await self._tell(chat, "Sorry, I couldn't download that image. Please try again.", routed.is_dm)
+                await self._tell(
+                    chat, "Sorry, I couldn't download that image. Please try again.", routed.is_dm
+                )
                 return None
         if not routed.text and not attachments:
             if routed.files:
@@ -428,8 +441,9 @@ class SlackConnector(BaseConnector):
     async def _tell_denied(self, routed: RoutedMessage) -> None:
         """The one polite ephemeral answer to someone not on the lists."""
         try:
+            text = to_mrkdwn(self.access.denied_message)
             await self._api("chat.postEphemeral", routed.channel, channel=routed.channel, user=routed.user,
-                            text=to_mrkdwn(self.access.denied_message), thread_ts=routed.thread_ts)  # fmt: skip
+                            text=text, thread_ts=routed.thread_ts)  # fmt: skip
         except PlatformError as exc:
             log.info("slack %r: could not tell %s they are not allowed: %s", self.name, routed.user, exc)
 
@@ -448,8 +462,9 @@ class SlackConnector(BaseConnector):
         prompts = [p.model_dump() for p in self.config.suggested_prompts]
         if prompts:
             try:
-                await self._api("assistant.threads.setSuggestedPrompts", started.channel,
-                                channel_id=started.channel, thread_ts=started.thread_ts, prompts=prompts)  # fmt: skip
+                where = started.channel
+                await self._api("assistant.threads.setSuggestedPrompts", where, channel_id=started.channel,
+                                thread_ts=started.thread_ts, prompts=prompts)  # fmt: skip
             except PlatformError as exc:
                 log.info("%s: could not set suggested prompts: %s", chat, exc)
         if self.config.assistant_greeting:
@@ -483,8 +498,9 @@ class SlackConnector(BaseConnector):
         team = command.team or self.team_id
         if not self.access.allows(user=command.user, channel=command.channel, team=team):
             if self._denied.should_tell(team, command.user):
+                text = to_mrkdwn(self.access.denied_message)
                 await self._api_quietly("chat.postEphemeral", command.channel, channel=command.channel,
-                                        user=command.user, text=to_mrkdwn(self.access.denied_message))  # fmt: skip
+                                        user=command.user, text=text)  # fmt: skip
             return
         words = command.text.lstrip("/!").strip() or "help"
         thread = self._last_thread.get((team, command.channel, command.user))
@@ -660,8 +676,8 @@ class SlackConnector(BaseConnector):
             return
         _team, channel = split_chat(chat)
         try:
-            await self._api("assistant.threads.setStatus", str(chat), channel_id=channel, thread_ts=chat.thread,
-                            status=self.config.status,
+            await self._api("assistant.threads.setStatus", str(chat), channel_id=channel,
+                            thread_ts=chat.thread, status=self.config.status,
                             loading_messages=list(self.config.loading_messages) or None)  # fmt: skip
         except PlatformRateLimitError as exc:
             self._status_blocked_until = loop.time() + exc.retry_after
@@ -698,7 +714,9 @@ class SlackConnector(BaseConnector):
 
 
 def _is_block_error(exc: Exception) -> bool:
-    return any(code in str(exc) for code in ("invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long"))
+    return any(
+        code in str(exc) for code in ("invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long")
+    )
 
 
 async def _bounded(awaitable: Awaitable[Any], timeout: float, what: str) -> None:

@@ -29,6 +29,7 @@ def redact(text: str) -> str:
     """``text`` with anything shaped like a Slack token replaced (for logs and errors)."""
     return _TOKEN.sub("[token]", text)
 
+
 #: the conversation is gone for the bot: nothing more can be posted there
 CHAT_GONE = frozenset({
     "channel_not_found", "not_in_channel", "is_archived", "thread_not_found", "team_access_not_granted",

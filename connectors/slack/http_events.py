@@ -25,7 +25,9 @@ def bolt_endpoint(app: AsyncApp) -> Callable[[Request], Awaitable[Response]]:
         bolt_request = AsyncBoltRequest(body=body, query=request.url.query,
                                         headers={k: v for k, v in request.headers.items()})  # fmt: skip
         answer = await app.async_dispatch(bolt_request)
-        headers: dict[str, Any] = {k: v[0] for k, v in answer.headers.items() if v and k.lower() != "content-length"}
+        headers: dict[str, Any] = {
+            k: v[0] for k, v in answer.headers.items() if v and k.lower() != "content-length"
+        }
         return Response(answer.body, status_code=answer.status, headers=headers)
 
     return endpoint

@@ -82,7 +82,9 @@ async def test_a_stream_in_a_dm_shows_start_appends_and_stop_in_order(
     assert message.stream.state == "stopped" and message.stream.appends == ["Hello", ", wor", "ld!"]
 
 
-async def test_a_channel_stream_names_the_asker_and_needs_one(slack: FakeSlackServer, conn: SlackConnector) -> None:
+async def test_a_channel_stream_names_the_asker_and_needs_one(
+    slack: FakeSlackServer, conn: SlackConnector
+) -> None:
     parent = slack._user_message(slack.general, BOB, "<@U0FAKEBOT> hi")
     chat = conn.chat_for(slack.workspace.team_id, slack.general, parent.ts)
     with pytest.raises(PlatformError, match="recipient"):
@@ -91,7 +93,10 @@ async def test_a_channel_stream_names_the_asker_and_needs_one(slack: FakeSlackSe
     ts = await conn.start_stream(chat, "", outgoing=REPLY)
     message = slack.message(slack.general, ts)
     assert message is not None and message.stream is not None
-    assert (message.stream.recipient_user_id, message.stream.recipient_team_id) == (BOB, slack.workspace.team_id)
+    assert (message.stream.recipient_user_id, message.stream.recipient_team_id) == (
+        BOB,
+        slack.workspace.team_id,
+    )
 
 
 async def test_an_expired_or_user_stopped_stream_raises_stream_ended(
@@ -194,7 +199,9 @@ async def test_status_shows_loading_messages_and_respects_its_own_retry_after(
     assert len(slack.calls("assistant.threads.setStatus")) == 2 and slack.calls_inside_retry_after == 0
 
 
-async def test_images_go_up_with_files_v2_into_the_thread(slack: FakeSlackServer, conn: SlackConnector) -> None:
+async def test_images_go_up_with_files_v2_into_the_thread(
+    slack: FakeSlackServer, conn: SlackConnector
+) -> None:
     chat = dm_thread(slack, conn)
     file_id = await conn.send_image(chat, b"\x89PNG\r\n\x1a\nfake", caption="a **cat**", outgoing=REPLY)
     [uploaded] = slack.uploaded_files()
@@ -216,7 +223,7 @@ async def test_a_refused_bot_token_is_a_config_error_naming_the_key(slack: FakeS
 async def test_a_refused_app_token_is_a_config_error_naming_the_key(slack: FakeSlackServer) -> None:
     config = SlackConfig(bot_token=slack.bot_token, app_token="xapp-1-wrong", base_url=slack.api_url)
     conn = SlackConnector("slack", config)
-    with pytest.raises(ConfigError, match="connectors.slack.app_token"):
+    with pytest.raises(ConfigError, match=r"connectors\.slack\.app_token"):
         await conn.start(SimpleNamespace(config=None))  # type: ignore[arg-type]
     await conn.aclose()
 
@@ -236,8 +243,12 @@ def test_budgets_are_slacks_tiers_per_workspace(slack: FakeSlackServer) -> None:
     policy = conn.policy
     assert policy.native_append and policy.append_max == 12_000
     limits = {tuple(sorted(b.methods)): (b.limit, b.per, b.scope) for b in policy.method_budgets}
-    assert limits == {("start",): (19, 60.0, "connector"), ("stop",): (19, 60.0, "connector"),
-                      ("append",): (95, 60.0, "connector"), ("delete", "edit"): (48, 60.0, "connector")}
+    assert limits == {
+        ("start",): (19, 60.0, "connector"),
+        ("stop",): (19, 60.0, "connector"),
+        ("append",): (95, 60.0, "connector"),
+        ("delete", "edit"): (48, 60.0, "connector"),
+    }
     assert conn.budget_group(ChatKey("slack", "T1:C1", "1.2")) == "T1"
 
 
