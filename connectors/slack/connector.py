@@ -33,11 +33,12 @@ import asyncio
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -225,8 +226,14 @@ class SlackConnector(BaseConnector):
 
     def _build_app(self) -> AsyncApp:
         cfg = self.config
+        # Bolt's own client carries no token: requests are authorized by _authorize from the
+        # auth.test answer we already have (Bolt's default calls auth.test again, once per
+        # event of the first burst)
+        bolt_client = AsyncWebClient(base_url=cfg.base_url or SLACK_API, session=self._session,
+                                     timeout=int(cfg.request_timeout), retry_handlers=[])  # fmt: skip
         app = AsyncApp(
-            client=self.client,
+            client=bolt_client,
+            authorize=self._authorizer(),
             signing_secret=cfg.signing_secret.get_secret_value() or "socket-mode-needs-no-secret",
             # the listener runs before the ack goes out: it only hands the message over (stored
             # in milliseconds) and returns, so the ack says "stored", within ack_within seconds
@@ -237,6 +244,18 @@ class SlackConnector(BaseConnector):
         app.event(re.compile(".*"))(self._on_event)
         app.command(cfg.slash_command)(self._on_command)
         return app
+
+    def _authorizer(self) -> Callable[[], Awaitable[AuthorizeResult]]:
+        """Bolt's authorization of every request: this app in its one workspace. (A closure
+        without parameters: Bolt passes arguments by the function's parameter names.)"""
+        token = self.config.bot_token.get_secret_value().strip()
+        result = AuthorizeResult(enterprise_id=None, team_id=self.team_id, bot_user_id=self.bot_user_id,
+                                 bot_id=self.bot_id, bot_token=token)  # fmt: skip
+
+        async def authorize() -> AuthorizeResult:
+            return result
+
+        return authorize
 
     async def _start_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
