@@ -2,7 +2,7 @@
 
 ``await Store.open("sqlite+aiosqlite:///relaybot.db")`` (or ``postgresql+asyncpg://…``) connects
 and migrates the schema; see :mod:`relaybot.core.storage.store` for the model and the
-concurrency rules. Failures raise :class:`~relaybot.core.errors.StorageError`.
+concurrency rules. Failures raise :class:`~relaybot.core.contracts.errors.StorageError`.
 """
 
 from relaybot.core.storage.receipts import PendingMessage
@@ -10,9 +10,9 @@ from relaybot.core.storage.records import (
     USE_LEAF,
     AlreadyStoredError,
     Conversation,
+    MessagePath,
     NewMessage,
     NotFoundError,
-    Path,
     StoredMessage,
 )
 from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
@@ -23,10 +23,10 @@ __all__ = [
     "AlreadyStoredError",
     "BudgetCheck",
     "Conversation",
+    "MessagePath",
     "NewMessage",
     "NotFoundError",
     "Override",
-    "Path",
     "PendingMessage",
     "Shortfall",
     "SpendDraft",

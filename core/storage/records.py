@@ -1,6 +1,6 @@
 """What :class:`~relaybot.core.storage.Store` hands back: plain, immutable records.
 
-The records carry domain types from :mod:`relaybot.core.models` (``ChatKey``, ``Role``,
+The records carry domain types from :mod:`relaybot.core.contracts.models` (``ChatKey``, ``Role``,
 ``ReplyStatus``, ``Usage``, content parts), never database rows, so callers do not depend on
 SQLAlchemy.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from relaybot.core.errors import StorageError
-from relaybot.core.models import (
+from relaybot.core.contracts.errors import StorageError
+from relaybot.core.contracts.models import (
     ChatKey,
     ContentPart,
     ImagePart,
@@ -126,7 +126,7 @@ class StoredMessage:
     updated_at: datetime
 
 
-class Path(list[StoredMessage]):
+class MessagePath(list[StoredMessage]):
     """Messages of a path in root→leaf order, plus whether older ones were left out.
 
     It *is* a ``list`` (so ``for m in store.path(...)`` and indexing work); ``truncated`` is
@@ -151,7 +151,7 @@ class Path(list[StoredMessage]):
         return sum(m.token_count for m in self)
 
     def __repr__(self) -> str:
-        return f"Path({list.__repr__(self)}, truncated={self.truncated})"
+        return f"MessagePath({list.__repr__(self)}, truncated={self.truncated})"
 
 
 # -- content parts <-> JSON -------------------------------------------------------------------

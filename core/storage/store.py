@@ -2,7 +2,7 @@
 
 Model (see :mod:`relaybot.core.storage.schema` for the tables):
 
-* a **chat** is a :class:`~relaybot.core.models.ChatKey`; it has many conversations and at
+* a **chat** is a :class:`~relaybot.core.contracts.models.ChatKey`; it has many conversations and at
   most one *active* conversation;
 * **messages** form a tree per chat (each has a parent, roots have none);
 * a **conversation** is the path from its ``root_id`` to its ``leaf_id``. Adding a message
@@ -17,7 +17,7 @@ to ``busy_timeout``; thanks to WAL, their readers never wait. On PostgreSQL, wri
 run in parallel, and ``add_message`` locks its conversation row (``FOR UPDATE``) so concurrent
 appends to one conversation still form a single chain.
 
-Errors: every database failure is raised as :class:`~relaybot.core.errors.StorageError` with
+Errors: every database failure is raised as :class:`~relaybot.core.contracts.errors.StorageError` with
 an actionable message (see :func:`relaybot.core.storage.engine.translate_error`); unknown ids
 raise :class:`~relaybot.core.storage.records.NotFoundError` (a ``StorageError`` and a
 ``LookupError``).
@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
+from relaybot.core.contracts.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import translated
 from relaybot.core.storage.events import EventsMixin
@@ -41,9 +41,9 @@ from relaybot.core.storage.receipts import ReceiptsMixin
 from relaybot.core.storage.records import (
     USE_LEAF,
     Conversation,
+    MessagePath,
     NewMessage,
     NotFoundError,
-    Path,
     StoredMessage,
     UseLeaf,
     export_message,
@@ -529,7 +529,9 @@ class Store(SpendingStore, ReceiptsMixin, EventsMixin):
         return q.message_from_row(row) if row is not None else None
 
     @translated
-    async def path(self, leaf_id: int, *, token_budget: int | None = None, limit: int | None = None) -> Path:
+    async def path(
+        self, leaf_id: int, *, token_budget: int | None = None, limit: int | None = None
+    ) -> MessagePath:
         """The path ending at ``leaf_id``, in root→leaf order.
 
         With ``token_budget`` only the newest messages whose ``token_count`` sum fits are
@@ -551,9 +553,9 @@ class Store(SpendingStore, ReceiptsMixin, EventsMixin):
                 exists = await conn.scalar(sa.select(messages.c.id).where(messages.c.id == leaf_id))
                 if exists is None:
                     raise NotFoundError(f"message {leaf_id} does not exist")
-                return Path((), truncated=True)  # not even the leaf fits
+                return MessagePath((), truncated=True)  # not even the leaf fits
         found = [q.message_from_row(row) for row in rows]
-        return Path(found, truncated=found[0].parent_id is not None)
+        return MessagePath(found, truncated=found[0].parent_id is not None)
 
     # -- platform message ids -----------------------------------------------------------------
 
@@ -690,7 +692,7 @@ class Store(SpendingStore, ReceiptsMixin, EventsMixin):
         if conversation is None:
             raise NotFoundError(f"conversation {conversation_id} does not exist")
         leaf = conversation.leaf_id
-        path = await self.path(leaf) if leaf is not None else Path()
+        path = await self.path(leaf) if leaf is not None else MessagePath()
         return {
             "id": conversation.id,
             "title": conversation.title,

@@ -21,19 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import (
+from relaybot.core.contracts.errors import (
     MessageGoneError,
     MessageNotModifiedError,
     PlatformRateLimitError,
     StreamEndedError,
 )
-from ..models import ChatKey
+from relaybot.core.contracts.models import ChatKey
 
 if TYPE_CHECKING:
-    from .budgets import LearnedBuckets
-    from .delivery import Job, JobKind
-    from .reply import ReplyStream
-    from .scheduler import StreamScheduler
+    from relaybot.core.contracts.connector import Method
+    from relaybot.core.streaming.budgets import LearnedBuckets
+    from relaybot.core.streaming.delivery import PlatformCall
+    from relaybot.core.streaming.scheduler import StreamScheduler
+    from relaybot.core.streaming.stream import ReplyStream
 
 log = logging.getLogger("relaybot.core.streaming")
 
@@ -94,7 +95,7 @@ class FrameTrace:
     """
 
     chat: ChatKey
-    kind: JobKind
+    kind: Method
     final: bool
     text_at: float
     allowed_at: float
@@ -479,7 +480,7 @@ class Lane:
                 return
         await self._perform(stream, job, allowed)
 
-    async def _method_turn(self, stream: ReplyStream, job: Job) -> Job | None:
+    async def _method_turn(self, stream: ReplyStream, job: PlatformCall) -> PlatformCall | None:
         """Wait until ``job``'s method has budget (per-method budgets, learned buckets).
 
         A native stream start that would have to wait goes by send + edit instead (when many
@@ -544,7 +545,7 @@ class Lane:
                 return stream
         return None
 
-    async def _perform(self, stream: ReplyStream, job: Job, allowed: float = float("-inf")) -> None:
+    async def _perform(self, stream: ReplyStream, job: PlatformCall, allowed: float = float("-inf")) -> None:
         sched = self._sched
         conn = sched.connector
         stats = sched.stats
