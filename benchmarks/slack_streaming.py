@@ -4,7 +4,7 @@ Run through ``benchmarks/streaming.py --platform slack`` (or this file directly)
 process runs the fakes — :class:`~relaybot.testing.FakeSlackServer` with Slack's limits
 (method tiers per workspace, ``chat.postMessage`` ~1/s per channel with a burst of 3, the
 3-second ack with re-deliveries) and the paced OpenAI server — and this process a real
-:class:`~relaybot.core.app.Relaybot` with the Slack connector in Socket Mode (slack-bolt). It
+:class:`~relaybot.core.runtime.app.Relaybot` with the Slack connector in Socket Mode (slack-bolt). It
 injects ``--threads`` mentions in one channel (each answered in its own thread) and ``--dms``
 DMs from as many people, all at once, waits for every reply and checks that each thread shows
 exactly the provider's text, once. ``--lost-acks RATE`` makes the fake lose that share of first
@@ -35,10 +35,10 @@ from typing import Any
 from _paced_openai import PacedOpenAIServer
 from _streaming_fakes import API_KEY, reply_tokens
 
-from relaybot.core import eventloop
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
-from relaybot.core.hookspecs import hookimpl
+from relaybot.core.cli import eventloop
+from relaybot.core.cli.config import parse_config
+from relaybot.core.contracts.hookspecs import hookimpl
+from relaybot.core.runtime.app import Relaybot
 from relaybot.core.testing.fake_slack import FakeSlackServer
 
 

@@ -1,6 +1,6 @@
 """Fixtures: a real relaybot with the Slack connector (slack-bolt) against the fake Slack.
 
-``make_slack_bot(slack, **settings)`` starts :class:`~relaybot.core.app.Relaybot` from a config
+``make_slack_bot(slack, **settings)`` starts :class:`~relaybot.core.runtime.app.Relaybot` from a config
 whose provider is the fake OpenAI server and whose ``[connectors.slack]`` points at
 :class:`~relaybot.testing.FakeSlackServer` (``base_url``; Socket Mode follows the URL the fake
 hands out, HTTP Events mode is served by the connector and the fake posts to it), so the
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
+from relaybot.core.cli.config import parse_config
+from relaybot.core.runtime.app import Relaybot
 from relaybot.core.testing.fake_slack import FakeSlackServer, RateLimits
 
 try:
