@@ -77,6 +77,8 @@ log = logging.getLogger("relaybot.connectors.slack")
 SLACK_API = "https://slack.com/api/"
 #: remembered threads, askers, … (bounded: a busy workspace must not grow memory forever)
 _MAX_REMEMBERED = 50_000
+#: the router's reason for a channel-thread message in a thread the bot does not remember
+_NOT_IN_THREAD = "a thread the bot is not in"
 _MIME_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 
 
@@ -360,6 +362,8 @@ class SlackConnector(BaseConnector):
         except Exception:
             log.exception("could not read a Slack event; ignored")
             return
+        if isinstance(routed, Ignored) and routed.reason == _NOT_IN_THREAD and await self._knows_thread(body):
+            routed = self.router.route(body)  # the thread is remembered now
         if isinstance(routed, Ignored):
             log.debug("slack %r: ignored event %s: %s", self.name, routed.event_id, routed.reason)
             return
@@ -367,6 +371,25 @@ class SlackConnector(BaseConnector):
             self._spawn(self._greet(routed), f"slack-greet:{routed.thread_key}")
             return
         await self._take(routed)
+
+    async def _knows_thread(self, body: Mapping[str, Any]) -> bool:
+        """Was this channel thread a conversation before (the bot restarted since it answered
+        there)? Then follow-ups are answered as before the restart; the thread is remembered."""
+        if self.host is None or not self.config.thread_follow_ups:
+            return False
+        event = body.get("event") or {}
+        team = str(event.get("team") or body.get("team_id") or self.team_id)
+        channel, thread_ts = str(event.get("channel") or ""), str(event.get("thread_ts") or "")
+        if not (channel and thread_ts):
+            return False
+        try:
+            known = bool(await self.host.conversations(self.chat_for(team, channel, thread_ts)).list())
+        except Exception:
+            log.debug("could not look up the conversations of %s/%s", channel, thread_ts, exc_info=True)
+            return False
+        if known:
+            self._threads.remember((team, channel, thread_ts))
+        return known
 
     async def _take(self, routed: RoutedMessage) -> None:
         host = self.host

@@ -227,3 +227,16 @@ async def test_socket_mode_reconnects_after_a_drop_without_losing_or_doubling_a_
     await settle()
     assert len(slack.calls("apps.connections.open")) >= 3  # the check at start, the first, the new one
     assert len(fake_openai.requests) == 2
+
+
+async def test_follow_ups_in_a_channel_thread_are_answered_after_a_restart(
+    slack: FakeSlackServer, make_slack_bot: Any, fake_openai: Any
+) -> None:
+    app = await make_slack_bot(slack, database="shared.db")
+    delivery = slack.mention(slack.general, ALICE, "first")
+    ts = delivery.event["ts"]
+    await wait_thread_text(slack, slack.general, ts, "You said: first")
+    await app.stop()
+    await make_slack_bot(slack, database="shared.db")
+    slack.thread_reply(slack.general, ALICE, "second", ts)  # no mention: the thread is known
+    await wait_thread_text(slack, slack.general, ts, "You said: first\nYou said: second")
