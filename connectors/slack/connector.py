@@ -161,6 +161,8 @@ class SlackConnector(BaseConnector):
         self._askers = _Bounded()
         # per (team, channel, user): the thread they last talked to the bot in (slash commands)
         self._last_thread = _Bounded()
+        # assistant threads titled already (once each: the first message names the thread)
+        self._titled = _Bounded()
         # the local Retry-After of assistant.threads.setStatus (best effort: never pauses replies)
         self._status_blocked_until = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -436,7 +438,8 @@ class SlackConnector(BaseConnector):
                 "slack %r: event %s was delivered before; not answering it again", self.name, routed.event_id
             )
             return None
-        if routed.assistant_thread and routed.text:
+        if routed.assistant_thread and routed.text and routed.thread_key not in self._titled:
+            self._titled.remember(routed.thread_key)
             self._spawn(self._set_title(routed), f"slack-title:{routed.thread_key}")
         attachments: list[ImageRef] = []
         for file in routed.images:
