@@ -23,7 +23,7 @@ from relaybot import (
 )
 from relaybot.connectors.slack.config import SlackConfig
 from relaybot.connectors.slack.connector import SlackConnector
-from relaybot.core.testing.fake_slack import FakeSlackServer, RateLimits
+from relaybot.core.testing.fake_slack import FakeSlackServer
 
 from .conftest import ALICE, BOB, async_fixture
 
@@ -251,5 +251,3 @@ def test_budgets_are_slacks_tiers_per_workspace(slack: FakeSlackServer) -> None:
     }
     assert conn.budget_group(ChatKey("slack", "T1:C1", "1.2")) == "T1"
 
-
-_ = RateLimits
