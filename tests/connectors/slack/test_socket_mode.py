@@ -240,3 +240,17 @@ async def test_follow_ups_in_a_channel_thread_are_answered_after_a_restart(
     await make_slack_bot(slack, database="shared.db")
     slack.thread_reply(slack.general, ALICE, "second", ts)  # no mention: the thread is known
     await wait_thread_text(slack, slack.general, ts, "You said: first\nYou said: second")
+
+
+async def test_slacks_hourly_refresh_request_reconnects_and_messages_keep_coming(
+    slack: FakeSlackServer, make_slack_bot: Any, fake_openai: Any
+) -> None:
+    await make_slack_bot(slack)
+    await slack.wait_connected()
+    opened = len(slack.calls("apps.connections.open"))
+    assert await slack.request_refresh() == 1
+    await slack.wait_for(lambda: len(slack.calls("apps.connections.open")) > opened)
+    delivery = slack.dm(ALICE, "after the refresh")
+    channel, ts = delivery.event["channel"], delivery.event["ts"]
+    await wait_thread_text(slack, channel, ts, "You said: after the refresh")
+    assert len(fake_openai.requests) == 1
