@@ -76,6 +76,7 @@ from relaybot.core.provider import (
     ProviderType,
 )
 from relaybot.core.spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
+from relaybot.core.storage import StoredMessage
 from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
 from relaybot.core.streaming import INTERRUPTED_MARKER, mark_interrupted
 from relaybot.core.webserver import WebServer
@@ -148,6 +149,7 @@ __all__ = [
     "Shortfall",
     "SpendDraft",
     "StorageError",
+    "StoredMessage",
     "StreamEndedError",
     "StreamPolicy",
     "TextDelta",

@@ -309,6 +309,8 @@ class ConnectorContract:
     #: a person can write while their reply is still being written (a terminal cannot: it
     #: reads the next line when the answer is done)
     accepts_while_busy: bool = True
+    #: seconds a check waits for what it expects before failing (generous: machines are slow)
+    wait_timeout: float = WAIT
 
     # ── the adapter ─────────────────────────────────────────────────────────────────────────
 
@@ -402,6 +404,10 @@ class ConnectorContract:
 
     # ── helpers for the checks ──────────────────────────────────────────────────────────────
 
+    async def wait(self, check: Callable[[], Any] | Callable[[], Awaitable[Any]], what: str) -> Any:
+        """:func:`wait_until` with :attr:`wait_timeout`."""
+        return await wait_until(check, what, self.wait_timeout)
+
     def chat_for(self, fake: Any, where: str) -> ContractChat:
         """The first private or group chat (skips the test when the platform has no groups)."""
         chat = self.private_chat(fake, 0) if where == "private" else self.group_chat(fake, 0)
@@ -421,7 +427,7 @@ class ConnectorContract:
             replies = await bot.replies(chat)
             return replies if len(replies) >= count and replies[count - 1].status == status else None
 
-        return await wait_until(check, f"stored reply {count} to be {status.value}")
+        return await self.wait(check, f"stored reply {count} to be {status.value}")
 
     async def wait_streaming(self, bot: ContractBot, chat: ContractChat) -> StoredMessage:
         """Wait until a reply of ``chat`` is streaming and some of its text was checkpointed."""
@@ -431,7 +437,7 @@ class ConnectorContract:
                 (m for m in await bot.replies(chat) if m.status == ReplyStatus.STREAMING and m.text), None
             )
 
-        return await wait_until(check, "a reply to stream (a checkpoint with text)")
+        return await self.wait(check, "a reply to stream (a checkpoint with text)")
 
     def limit_of(self, bot: ContractBot) -> tuple[int, str]:
         policy = bot.connector.policy
@@ -449,7 +455,7 @@ class ConnectorContract:
             return shown if joins_to([s.text for s in shown], text) else None
 
         try:
-            shown = await wait_until(whole, "the whole reply to be shown")
+            shown = await self.wait(whole, "the whole reply to be shown")
         except AssertionError:
             got = [s.text[:60] + "…" for s in await self.new_shown(bot, chat, before)]
             raise AssertionError(f"the platform shows {len(got)} message(s) {got} — not the reply") from None
@@ -515,7 +521,7 @@ class ConnectorContract:
             shown = await self.new_shown(bot, chat, before)
             return shown if shown and shown[-1].interrupted else None
 
-        shown = await wait_until(interrupted, "the reply to be shown as interrupted")
+        shown = await self.wait(interrupted, "the reply to be shown as interrupted")
         replies = [s for s in shown if s.text and not s.image]
         assert joins_to([s.text for s in replies], reply.text), "shown text is not the stored partial"
         assert len(fake_openai.requests) == 1
@@ -541,7 +547,7 @@ class ConnectorContract:
             done = shown and shown[-1].text == replies[1].text
             return shown if done and any(s.interrupted for s in shown) else None
 
-        shown = await wait_until(both, "the interrupted reply and the answer to be shown")
+        shown = await self.wait(both, "the interrupted reply and the answer to be shown")
         first = [s for s in shown if s is not shown[-1]]
         assert first[-1].interrupted and not shown[-1].interrupted
         assert joins_to([s.text for s in first], replies[0].text)
@@ -562,7 +568,7 @@ class ConnectorContract:
             shown = await self.new_shown(bot, chat, before)
             return shown if len(shown) >= len(expected) and all(s.text for s in shown) else None
 
-        shown = await wait_until(answered, "every message to be answered")
+        shown = await self.wait(answered, "every message to be answered")
         await asyncio.sleep(SETTLE)
         shown = await self.new_shown(bot, chat, before)
         assert [s.text for s in shown] == expected, "answers shown out of order (or not once each)"
@@ -588,12 +594,12 @@ class ConnectorContract:
             shown = await self.shown(bot, denied)
             return shown or None
 
-        await wait_until(told, "the polite answer")
+        await self.wait(told, "the polite answer")
         await self.send(bot, denied, "let me in, please")
         allowed = self.private_chat(bot.fake, 1)
         if allowed is not None:  # the bot still answers others, and by then saw the second try
             await self.send(bot, allowed, "hello")
-            await wait_until(lambda: self.shown(bot, allowed), "the allowed person's answer")
+            await self.wait(lambda: self.shown(bot, allowed), "the allowed person's answer")
         await asyncio.sleep(SETTLE)
         shown = await self.shown(bot, denied)
         assert [s.text for s in shown] == [DENIED_TEXT], "denied: told once, never answered"
@@ -608,7 +614,7 @@ class ConnectorContract:
         bot = await contract_bot()
         chat = self.chat_for(bot.fake, "private")
         await self.send(bot, chat, "what colour is this?", image=png())
-        await wait_until(
+        await self.wait(
             lambda: self._has_text(bot, chat, "You said: what colour is this?"), "the answer to the image"
         )
         content = fake_openai.requests[-1].json["messages"][-1]["content"]
@@ -632,7 +638,7 @@ class ConnectorContract:
             shown = await self.new_shown(bot, chat, before)
             return shown if any(s.image for s in shown) else None
 
-        await wait_until(pictured, "the picture")
+        await self.wait(pictured, "the picture")
         await asyncio.sleep(SETTLE)
         shown = await self.new_shown(bot, chat, before)
         assert [(s.image, s.text) for s in shown] == [(True, "a red square")], (
@@ -655,7 +661,7 @@ class ConnectorContract:
             async def waiting() -> bool:
                 return any(m.text == "and then what?" for m in await bot.stored(chat))
 
-            await wait_until(waiting, "the second message to be stored (accepted)")
+            await self.wait(waiting, "the second message to be stored (accepted)")
         await bot.stop()
         await bot.start()
         [first, *_] = await bot.replies(chat)
@@ -665,7 +671,7 @@ class ConnectorContract:
             shown = await self.new_shown(bot, chat, before)
             return shown if any(s.interrupted for s in shown) else None
 
-        shown = await wait_until(shown_interrupted, "the reply cut by the stop to be shown as interrupted")
+        shown = await self.wait(shown_interrupted, "the reply cut by the stop to be shown as interrupted")
         cut = [s for s in shown[: next(i for i, s in enumerate(shown) if s.interrupted) + 1]]
         assert joins_to([s.text for s in cut], first.text), "shown text is not the stored partial"
         if not self.accepts_while_busy:
@@ -673,7 +679,7 @@ class ConnectorContract:
         replies = await self.wait_reply(bot, chat, ReplyStatus.COMPLETE, count=2)
         assert replies[1].text == "You said: and then what?"
         assert len(replies) == 2, "the interrupted reply was answered again"
-        await wait_until(lambda: self._has_text(bot, chat, replies[1].text), "the answer after the restart")
+        await self.wait(lambda: self._has_text(bot, chat, replies[1].text), "the answer after the restart")
         await asyncio.sleep(SETTLE)
         shown = await self.new_shown(bot, chat, before)
         assert [s.text for s in shown].count(replies[1].text) == 1

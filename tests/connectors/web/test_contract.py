@@ -53,8 +53,11 @@ class Browsers:
     async def open(self, bot: ContractBot, client: str) -> Page:
         """The client's tab, (re)loaded when the bot (re)started: stream first, then history."""
         page = self.pages.setdefault(client, Page(client))
-        if page.run == bot.runs and page.task is not None and not page.task.done():
-            return page
+        if page.run == bot.runs and page.task is not None:
+            if not page.task.done():
+                return page
+            page.task.result()  # the stream ended while the bot runs: say why
+            raise AssertionError("the event stream ended while the bot was running")
         await self._close(page)
         page.run, page.events, page.history = bot.runs, [], []
         hub = bot.connector.hub  # type: ignore[attr-defined]
@@ -71,9 +74,9 @@ class Browsers:
     async def _read(self, url: str, page: Page) -> None:
         from httpx_sse import aconnect_sse
 
-        async with aconnect_sse(
-            self.http, "GET", url + "/api/events", headers=self.headers(page.client)
-        ) as src:
+        headers = self.headers(page.client)
+        quiet = httpx.Timeout(10, read=None)  # a tab may wait long for the next event
+        async with aconnect_sse(self.http, "GET", url + "/api/events", headers=headers, timeout=quiet) as src:
             async for event in src.aiter_sse():
                 if event.data:  # the "retry:" preamble is not an event
                     page.events.append((event.event, json.loads(event.data)))
