@@ -487,12 +487,12 @@ class ConnectorContract:
         await self.check_long_reply(bot, chat, text, before, asked)
         assert len(fake_openai.requests) == 1
 
+    @pytest.mark.parametrize("where", ["private", "group"])
     async def test_long_reply_under_429s_is_still_shown_exactly_once(
-        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
     ) -> None:
         bot = await contract_bot()
-        chat = self.group_chat(bot.fake, 0) or self.private_chat(bot.fake, 0)
-        assert chat is not None
+        chat = self.chat_for(bot.fake, where)
         if not self.flood(bot, chat, 1):
             pytest.skip(f"{self.connector_name} has no platform rate limits to answer 429")
         limit, _ = self.limit_of(bot)
