@@ -94,6 +94,7 @@ from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision
 from relaybot.core.models import ChatKey, IncomingMessage, ReplyStatus, Role
 from relaybot.core.storage import StoredMessage
+from relaybot.core.storage.base import translated
 from relaybot.core.streaming import INTERRUPTED_MARKER
 from relaybot.core.streaming.text import text_length
 
@@ -231,6 +232,25 @@ class _DenyUser:
         return None
 
 
+@translated  # run where the store runs its own calls (SQLite: its thread)
+async def _chat_messages(store: Any, chat: ChatKey) -> list[StoredMessage]:
+    """Every message stored for ``chat``, by id (the store's API walks one path at a time)."""
+    import sqlalchemy as sa
+
+    from relaybot.core.storage import queries
+    from relaybot.core.storage.schema import chats, messages
+
+    stmt = (
+        sa.select(messages)
+        .join_from(messages, chats, messages.c.chat_id == chats.c.id)
+        .where(queries.chat_matches(chat))
+        .order_by(messages.c.id)
+    )
+    async with store._read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [queries.message_from_row(row) for row in rows]
+
+
 class ContractBot:
     """A real :class:`~relaybot.core.app.Relaybot` with the connector under test.
 
@@ -275,18 +295,10 @@ class ContractBot:
         await self.start()
 
     async def stored(self, chat: ContractChat) -> list[StoredMessage]:
-        """Every stored message of ``chat`` (all its conversations and branches), oldest first."""
+        """Every stored message of ``chat`` — all conversations, every person's branch of a
+        group, messages still waiting — oldest first."""
         assert self.app is not None and self.app.store is not None, "start() first"
-        store = self.app.store
-        seen: dict[int, StoredMessage] = {}
-        for conv in await store.list_conversations(chat.key):
-            if conv.leaf_id is not None:
-                for message in await store.path(conv.leaf_id):
-                    seen[message.id] = message
-        for pending in await store.pending_messages():  # a message waiting may be off-path
-            if pending.chat == chat.key:
-                seen.setdefault(pending.message.id, pending.message)
-        return [seen[k] for k in sorted(seen)]
+        return await _chat_messages(self.app.store, chat.key)
 
     async def replies(self, chat: ContractChat) -> list[StoredMessage]:
         """The stored assistant messages of ``chat``, oldest first."""
@@ -503,11 +515,12 @@ class ConnectorContract:
         await self.check_long_reply(bot, chat, text, before, asked)
         assert self.count_429(bot) >= 1, "the platform never answered 429: the test tested nothing"
 
+    @pytest.mark.parametrize("where", ["private", "group"])
     async def test_stop_interrupts_the_reply_and_it_is_shown_and_stored_as_interrupted(
-        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
     ) -> None:
         bot = await contract_bot()
-        chat = self.chat_for(bot.fake, "private")
+        chat = self.chat_for(bot.fake, where)
         text = long_text(3000)
         fake_openai.add_reply(text, chunk_size_chars=10, tokens_per_second=40)
         before = len(await self.shown(bot, chat))
@@ -526,13 +539,14 @@ class ConnectorContract:
         assert joins_to([s.text for s in replies], reply.text), "shown text is not the stored partial"
         assert len(fake_openai.requests) == 1
 
+    @pytest.mark.parametrize("where", ["private", "group"])
     async def test_a_second_message_interrupts_the_reply_with_busy_policy_interrupt(
-        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
     ) -> None:
         if not self.accepts_while_busy:
             pytest.skip(f"{self.connector_name} reads the next message only after the answer")
         bot = await contract_bot(bot={"busy_policy": "interrupt"})
-        chat = self.chat_for(bot.fake, "private")
+        chat = self.chat_for(bot.fake, where)
         fake_openai.add_reply(long_text(3000), chunk_size_chars=10, tokens_per_second=40)
         before = len(await self.shown(bot, chat))
         await self.send(bot, chat, "tell me a long story")
@@ -583,26 +597,34 @@ class ConnectorContract:
             assert a.parent_id == q.id and a.status == ReplyStatus.COMPLETE
         assert [fake_openai.last_user_text(r.json) for r in fake_openai.requests] == asked
 
+    @pytest.mark.parametrize("where", ["private", "group"])
     async def test_a_denied_user_gets_one_polite_answer_and_no_provider_request(
-        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, contract_fake: Any
-    ) -> None:
-        denied = self.chat_for(contract_fake, "private")
-        bot = await contract_bot(plugins=[("contract-deny", _DenyUser(denied.key, denied.users[0]))])
-        await self.send(bot, denied, "let me in")
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, contract_fake: Any,
+        where: str,
+    ) -> None:  # fmt: skip
+        chat = self.chat_for(contract_fake, where)
+        # private: person 0 is denied, another person's private chat is answered; group: of
+        # the two people in it, the second is denied and the first answered
+        person = 1 if chat.group else 0
+        bot = await contract_bot(plugins=[("contract-deny", _DenyUser(chat.key, chat.users[person]))])
+        await self.send(bot, chat, "let me in", person=person)
 
         async def told() -> list[Shown] | None:
-            shown = await self.shown(bot, denied)
+            shown = await self.shown(bot, chat)
             return shown or None
 
         await self.wait(told, "the polite answer")
-        await self.send(bot, denied, "let me in, please")
-        allowed = self.private_chat(bot.fake, 1)
+        await self.send(bot, chat, "let me in, please", person=person)
+        allowed, answered = (chat, 0) if chat.group else (self.private_chat(bot.fake, 1), 0)
         if allowed is not None:  # the bot still answers others, and by then saw the second try
-            await self.send(bot, allowed, "hello")
-            await self.wait(lambda: self.shown(bot, allowed), "the allowed person's answer")
+            await self.send(bot, allowed, "hello", person=answered)
+            await self.wait(
+                lambda: self._has_text(bot, allowed, "You said: hello"), "the allowed one's answer"
+            )
         await asyncio.sleep(SETTLE)
-        shown = await self.shown(bot, denied)
-        assert [s.text for s in shown] == [DENIED_TEXT], "denied: told once, never answered"
+        shown = [s.text for s in await self.shown(bot, chat)]
+        expected = [DENIED_TEXT, "You said: hello"] if chat.group else [DENIED_TEXT]
+        assert shown == expected, "denied: told once, never answered"
         asked = [fake_openai.last_user_text(r.json) for r in fake_openai.requests]
         assert asked == ([] if allowed is None else ["hello"])
 
@@ -645,11 +667,12 @@ class ConnectorContract:
             "the picture, captioned, and no progress notice left behind"
         )
 
+    @pytest.mark.parametrize("where", ["private", "group"])
     async def test_a_restart_mid_reply_keeps_it_interrupted_and_answers_what_waited(
-        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
     ) -> None:
         bot = await contract_bot(bot={"busy_policy": "queue"})
-        chat = self.chat_for(bot.fake, "private")
+        chat = self.chat_for(bot.fake, where)
         text = long_text(3000)
         fake_openai.add_reply(text, chunk_size_chars=10, tokens_per_second=40)
         before = len(await self.shown(bot, chat))
