@@ -92,3 +92,15 @@ class TestTelegramContract(ConnectorContract):
 
     def count_429(self, bot: ContractBot) -> int:
         return bot.fake.count_429
+
+
+class TestTelegramWebhookContract(TestTelegramContract):
+    """The same contract with updates pushed to the connector's webhook instead of polled."""
+
+    def connector_config(self, fake: FakeTelegramServer) -> dict[str, Any]:
+        return {
+            **super().connector_config(fake),
+            "mode": "webhook",
+            "webhook_port": 0,
+            "secret_token": "s3cret",
+        }
