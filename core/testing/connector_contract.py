@@ -64,6 +64,9 @@ with the reason), and so on; every skip names its reason. A connector that needs
 object instead of a config table (the terminal) returns None from :meth:`connector_config` and
 builds it in :meth:`make_connectors` (called at every start, so a restart gets a fresh one).
 
+The bot stores into SQLite in ``tmp_path``; override the ``contract_database`` fixture (a
+storage URL) to run the same checks on PostgreSQL.
+
 ``Shown.interrupted`` is how the platform shows an interrupted reply: text platforms end it with
 the marker paragraph (:func:`~relaybot.mark_interrupted`; :func:`split_interrupted` takes it
 off), the web page styles it. ``Shown.text`` is the text *without* that marker.
@@ -373,11 +376,18 @@ class ConnectorContract:
 
     # ── the bot ─────────────────────────────────────────────────────────────────────────────
 
+    @pytest.fixture
+    def contract_database(self, tmp_path: Path) -> str:
+        """The storage URL of the test's bot (default: SQLite in ``tmp_path``); override it to run
+        the contract on PostgreSQL (a fresh database per test)."""
+        return f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}"
+
     @async_fixture
     async def contract_bot(
-        self, tmp_path: Path, fake_openai: Any, contract_fake: Any
+        self, tmp_path: Path, fake_openai: Any, contract_fake: Any, contract_database: str
     ) -> AsyncIterator[Callable[..., Awaitable[ContractBot]]]:
-        """Factory: ``bot = await contract_bot(bot={...}, plugins=[...], config={...})``."""
+        """Factory: ``bot = await contract_bot(bot={...}, plugins=[...], config={...})`` (one per
+        test: a bot's restart is :meth:`ContractBot.restart`, on the same database)."""
         bots: list[ContractBot] = []
 
         async def make(
@@ -390,7 +400,7 @@ class ConnectorContract:
             raw: dict[str, Any] = {
                 "bot": {"default_provider": "fake", "checkpoint_interval": 0.2, **(bot or {})},
                 "storage": {
-                    "url": f"sqlite+aiosqlite:///{tmp_path / f'contract{len(bots)}.db'}",
+                    "url": contract_database,
                     "media_dir": str(tmp_path / "media"),
                 },
                 "providers": {

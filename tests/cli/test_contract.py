@@ -94,3 +94,12 @@ class TestTerminalContract(ConnectorContract):
     async def stop_reply(self, bot: ContractBot, chat: ContractChat, *, person: int = 0) -> None:
         connector: Any = bot.connector
         connector.interrupt()  # Ctrl-C while the reply is written
+
+
+@pytest.mark.postgres
+class TestTerminalContractOnPostgres(TestTerminalContract):
+    """The same contract with the bot's storage on PostgreSQL (restart included)."""
+
+    @pytest.fixture
+    def contract_database(self, pg_url: str) -> str:
+        return pg_url
