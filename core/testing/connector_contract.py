@@ -587,6 +587,44 @@ class ConnectorContract:
         assert first[-1].interrupted and not shown[-1].interrupted
         assert joins_to([s.text for s in first], replies[0].text)
 
+    async def test_in_a_group_another_persons_message_interrupts_nothing(
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any
+    ) -> None:
+        bot = await contract_bot(bot={"busy_policy": "interrupt"})
+        chat = self.chat_for(bot.fake, "group")
+        text = long_text(1200)
+        fake_openai.add_reply(text, chunk_size_chars=20, tokens_per_second=40)
+        before = len(await self.shown(bot, chat))
+        first = await self.send(bot, chat, "tell me a long story", person=0)
+        await self.wait_streaming(bot, chat)
+        second = await self.send(bot, chat, "and what time is it?", person=1)
+        await self.wait(lambda: self._settled(bot, chat, 2), "both answers to end")
+        replies = await bot.replies(chat)
+        assert sorted(r.text for r in replies) == sorted([text, "You said: and what time is it?"])
+        assert all(r.status == ReplyStatus.COMPLETE for r in replies), "one person stopped another's answer"
+
+        async def both_shown() -> list[Shown] | None:
+            shown = await self.new_shown(bot, chat, before)
+            return (
+                shown
+                if any(s.text == "You said: and what time is it?" for s in shown)
+                and joins_to([s.text for s in shown if s.text != "You said: and what time is it?"], text)
+                else None
+            )
+
+        shown = await self.wait(both_shown, "both answers to be shown")
+        if self.reply_relations:
+            [short] = [s for s in shown if s.text == "You said: and what time is it?"]
+            long_first = next(s for s in shown if s.text != short.text)
+            assert (long_first.reply_to, short.reply_to) == (first, second), (
+                "answers reply to their questions"
+            )
+
+    async def _settled(self, bot: ContractBot, chat: ContractChat, count: int) -> bool:
+        """True once ``chat`` has ``count`` replies and none is still streaming."""
+        replies = await bot.replies(chat)
+        return len(replies) >= count and all(r.status != ReplyStatus.STREAMING for r in replies)
+
     @pytest.mark.parametrize("where", ["private", "group"])
     async def test_messages_sent_quickly_are_stored_and_answered_in_order(
         self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
