@@ -443,7 +443,7 @@ class ConnectorContract:
     async def wait_reply(
         self, bot: ContractBot, chat: ContractChat, status: ReplyStatus, *, count: int = 1
     ) -> list[StoredMessage]:
-        """Wait until ``chat`` has ``count`` stored replies and the last has ``status``."""
+        """Wait until ``chat`` has ``count`` stored replies and reply number ``count`` has ``status``."""
 
         async def check() -> list[StoredMessage] | None:
             replies = await bot.replies(chat)
