@@ -23,9 +23,9 @@ from relaybot import (
     BaseConnector,
     BaseConnectorConfig,
     ChatKey,
+    ConnectorHost,
     ConnectorType,
     IncomingMessage,
-    MessageHandler,
     Outgoing,
     StreamPolicy,
     User,
@@ -77,7 +77,8 @@ class TerminalConnector(BaseConnector):
         user = config.user or _login_name()
         self.user = User(id=user, name=user, is_admin=True)  # the local user owns the bot
         self.chat = ChatKey(self.name, config.chat or user)
-        self._handler: MessageHandler | None = None
+        #: what the terminal uses of the core (set by :meth:`start`)
+        self.host: ConnectorHost | None = None
         self._printed: dict[str, str] = {}
         self._next_id = 0
         self._current: asyncio.Future[Any] | None = None
@@ -90,8 +91,8 @@ class TerminalConnector(BaseConnector):
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
 
-    async def start(self, handler: MessageHandler) -> None:
-        self._handler = handler
+    async def start(self, host: ConnectorHost) -> None:
+        self.host = host
         loop = asyncio.get_running_loop()
         # a daemon thread reads stdin: it works for ttys, pipes and files alike and never
         # keeps the process alive at exit the way an executor thread blocked in readline would
@@ -160,13 +161,13 @@ class TerminalConnector(BaseConnector):
             self._closed.set()
 
     async def _submit(self, text: str, *, wait: bool) -> None:
-        assert self._handler is not None, "start() first"
+        assert self.host is not None, "start() first"
         message = IncomingMessage(chat=self.chat, user=self.user, text=text, is_private=True)
-        task = await self._handler(message)
-        if wait and task is not None:
-            self._current = task
+        handover = await self.host.deliver(self.chat, message)
+        if wait:
+            self._current = handover.answered
             try:
-                await task
+                await handover.answered
             finally:
                 self._current = None
 

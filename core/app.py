@@ -31,6 +31,7 @@ from .provider import BaseProvider, ProviderType
 from .ratelimit import BaseRateLimiter
 from .redact import redact_url, register_secret
 from .resilience import build_rate_limiter, resolve_downgrades, resolve_fallbacks, wrap_providers
+from .services import AppConnectorHost, AppServices
 from .streaming import StreamScheduler
 from .tokens import TokenCounter, counter_for
 from .turns import TurnManager
@@ -91,6 +92,10 @@ class Relaybot:
         self.prices: PriceTable = price_table(config)
         #: the plugin that reserves and settles every provider call (budgets), if any
         self.spend_guard = self.registrations.spend_guard[0] if self.registrations.spend_guard else None
+        #: what plugins may use of this bot (``ctx.bot``, the lifecycle hooks, the spend guard)
+        self.services = AppServices(self)
+        #: each running connector's host (see :mod:`relaybot.core.services`)
+        self._hosts: dict[str, AppConnectorHost] = {}
         self.started = False
 
     # ── building ────────────────────────────────────────────────────────────────────────────
@@ -247,7 +252,7 @@ class Relaybot:
         raw = {name: types[name].factory(name, settings[name]) for name in self.config.providers}
         self.rate_limiter = build_rate_limiter(self.config.ratelimit, settings)
         if self.spend_guard is not None:
-            await self.spend_guard.start(self)
+            await self.spend_guard.start(self.services)
         self.providers = dict(
             wrap_providers(
                 raw, settings, limiter=self.rate_limiter, source=self.config.source, guard=self.spend_guard
@@ -256,12 +261,12 @@ class Relaybot:
         for connector in wanted:
             self.connectors[connector.name] = connector
         for connector in wanted:
-            connector.app = self
-            await connector.start(self.dispatcher.handle)
+            host = self._hosts[connector.name] = AppConnectorHost(self, connector.name)
+            await connector.start(host)
             log.info("connector %r started", connector.name)
         self.jobs.start()
         self.started = True
-        self.plugins.notify("relaybot_startup", app=self)
+        self.plugins.notify("relaybot_startup", bot=self.services)
         await self._answer_pending()
 
     async def _answer_pending(self) -> None:
@@ -312,6 +317,8 @@ class Relaybot:
                 await asyncio.wait_for(connector.aclose(), timeout)
             except Exception:
                 log.exception("connector %r did not close cleanly", connector.name)
+        for host in self._hosts.values():
+            host.remove_hooks()  # hook objects live as long as their connector
         for provider in self.providers.values():
             try:
                 await provider.aclose()
@@ -323,7 +330,7 @@ class Relaybot:
             except Exception:
                 log.exception("the rate limiter did not close cleanly")
         if self.started:
-            self.plugins.notify("relaybot_shutdown", app=self)
+            self.plugins.notify("relaybot_shutdown", bot=self.services)
         if self.checkpoints is not None:
             await self.checkpoints.aclose()
         if self.spend_guard is not None and self.store is not None:

@@ -328,7 +328,7 @@ async def _export(
 ) -> None:
     from relaybot.connectors.terminal import _login_name
 
-    from .conversations import ConversationService
+    from .conversations import ChatConversations
     from .storage import Store
     from .turns import TurnManager
 
@@ -342,7 +342,7 @@ async def _export(
         key = ChatKey("terminal", _login_name())
     store = await Store.open(config.storage.url)
     try:
-        service = ConversationService(store, TurnManager(), key)
+        service = ChatConversations(store, TurnManager(), key)
         conversations = await service.list()
         if not conversations:
             raise RelaybotError(

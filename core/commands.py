@@ -15,7 +15,8 @@ from .errors import PluginError
 from .models import IncomingMessage
 
 if TYPE_CHECKING:
-    from .conversations import ConversationService
+    from .conversations import ChatConversations
+    from .host import BotServices
 
 CommandHandler = Callable[["CommandContext"], Awaitable[None]]
 
@@ -45,17 +46,18 @@ class CommandContext:
     """What a command handler gets.
 
     ``reply`` sends a text answer into the chat; ``conversations`` is the conversation API of
-    this chat (new, list, switch, history, export, stop …); ``app`` is the running
-    :class:`~relaybot.core.app.Relaybot` for advanced plugins.
+    this chat (new, list, switch, history, export, stop …); ``registry`` the registered
+    commands; ``bot`` what a plugin may use of the running bot (config, prices, providers,
+    usage, sending through the scheduler …: :class:`~relaybot.core.host.BotServices`).
     """
 
     message: IncomingMessage
     command: str
     args: str
     reply: Callable[[str], Awaitable[Any]]
-    conversations: ConversationService
+    conversations: ChatConversations
     registry: CommandRegistry
-    app: Any = field(default=None, repr=False)
+    bot: BotServices = field(repr=False)
 
 
 def parse_command(text: str) -> tuple[str, str] | None:

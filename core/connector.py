@@ -2,8 +2,10 @@
 
 A connector plugin registers a :class:`ConnectorType` through the ``register_connectors``
 hook. The core builds one instance per ``[connectors.NAME]`` table and calls :meth:`start`
-with a handler; the connector turns platform updates into
-:class:`~relaybot.core.models.IncomingMessage` values and awaits the handler for each.
+with a :class:`~relaybot.core.host.ConnectorHost`; the connector turns platform updates into
+:class:`~relaybot.core.models.IncomingMessage` values and hands each to
+:meth:`ConnectorHost.deliver <relaybot.core.host.ConnectorHost.deliver>` (the core keeps each
+chat's order). The host is all a connector may use of the core: it never holds the running app.
 
 Outgoing, the connector offers a few *primitives* (send, edit, draft, typing, image, delete, and
 for platforms with native append streams start/append/stop). It never decides when to call
@@ -17,15 +19,17 @@ never has to guess.
 from __future__ import annotations
 
 import abc
-import asyncio
 import builtins
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .models import ChatKey, IncomingMessage
+from .models import ChatKey
+
+if TYPE_CHECKING:
+    from .host import ConnectorHost
 
 #: What an outgoing message is: a streamed ``reply`` of the assistant, a ``notice`` of the core
 #: (errors, denials, one-off texts) or the output of a ``command``
@@ -81,11 +85,6 @@ class MethodBudget:
         if self.limit < 1 or self.per <= 0:
             raise ValueError("a MethodBudget needs limit >= 1 and per > 0")
         object.__setattr__(self, "methods", frozenset(self.methods))
-
-
-#: What connectors call for each incoming message. It returns quickly with a future that is done
-#: when the message has been fully answered (connectors may ignore it; the terminal waits on it).
-MessageHandler = Callable[[IncomingMessage], Awaitable["asyncio.Future[None] | None"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,18 +146,17 @@ class BaseConnector(abc.ABC):
     #: the config name (``[connectors.NAME]``); also the ``platform`` of its ChatKeys
     name: str
     policy: StreamPolicy = StreamPolicy()
-    #: the running :class:`~relaybot.core.app.Relaybot`, set before :meth:`start`. Connectors with
-    #: their own UI for conversations (the web chat) use ``app.dispatcher.conversations(chat)``,
-    #: ``app.media`` for uploads and ``app.plugins`` to register per-instance hook objects.
-    app: Any = None
     #: set by the scheduler: receives :meth:`observe_bucket` reports (``None``: nobody listens)
     bucket_observer: Callable[[ChatKey, Method, int, float], None] | None = None
 
     @abc.abstractmethod
-    async def start(self, handler: MessageHandler) -> None:
-        """Connect and start delivering messages to ``handler``; return once running.
+    async def start(self, host: ConnectorHost) -> None:
+        """Connect and start handing messages to ``host.deliver``; return once running.
 
-        The handler returns quickly (the core answers in background tasks).
+        ``host`` is what the connector may use of the core (keep it): intake, notices through
+        the scheduler, the registered commands, the media store, a chat's conversations, hook
+        objects for its lifetime, event de-duplication. ``deliver`` returns at once (the core
+        answers in background tasks).
         """
 
     @abc.abstractmethod

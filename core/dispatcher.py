@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .commands import CommandContext, parse_command
 from .connector import OutgoingKind
-from .conversations import ConversationService
+from .conversations import ChatConversations
 from .errors import CommandError, RelaybotError
 from .models import ChatKey, ImagePart, IncomingMessage, TextPart, User
 from .redact import redact
@@ -263,7 +263,7 @@ class Dispatcher:
             reply=reply,
             conversations=self.conversations(message.chat, message),
             registry=registry,
-            app=self.app,
+            bot=self.app.services,
         )
         await command.handler(ctx)
 
@@ -280,15 +280,23 @@ class Dispatcher:
         accepting = self._spawn(self._accept(message, regenerate=True), f"relaybot:regenerate:{chat}")
         return await asyncio.shield(accepting)  # type: ignore[no-any-return]
 
-    def conversations(self, chat: ChatKey, message: IncomingMessage | None = None) -> ConversationService:
+    def conversations(self, chat: ChatKey, message: IncomingMessage | None = None) -> ChatConversations:
         """The conversation API for ``chat``."""
-        return ConversationService(self.app.store, self.app.turns, chat, message)
+        return ChatConversations(self.app.store, self.app.turns, chat, message)
 
     async def send(
-        self, chat: ChatKey, text: str, *, private: bool = True, kind: OutgoingKind = "notice"
+        self,
+        chat: ChatKey,
+        text: str,
+        *,
+        private: bool = True,
+        kind: OutgoingKind = "notice",
+        reply_to: str | None = None,
     ) -> list[str]:
         """Send a complete text through the chat's streaming scheduler (paced and split)."""
-        stream = self.app.scheduler(chat.platform).open(chat, private=private, feedback=False, kind=kind)
+        stream = self.app.scheduler(chat.platform).open(
+            chat, private=private, feedback=False, kind=kind, reply_to=reply_to
+        )
         stream.append(text)
         result = await stream.finish()
         return list(result.message_ids)

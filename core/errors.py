@@ -8,6 +8,7 @@
     ├── CapabilityError        a provider/connector cannot do what was asked
     ├── CommandError           a command was used wrongly (message is shown to the user)
     ├── StorageError           the database is unreachable, locked or unwritable
+    ├── MediaError             an image or video was refused (too big, damaged) or is missing
     ├── ProviderError          a model provider failed
     │   ├── ProviderAuthError        401/403: wrong or missing API key
     │   ├── ProviderNotFoundError    404: unknown model or wrong base_url
@@ -77,6 +78,13 @@ class StorageError(RelaybotError):
     """The database could not be read or written."""
 
     user_message = "I can't reach my message store right now, so I can't answer. Please try again."
+
+
+class MediaError(RelaybotError):
+    """An image or video was refused or could not be found; ``user_message`` explains why."""
+
+    def __init__(self, message: str, *, user_message: str | None = None) -> None:
+        super().__init__(message, user_message=user_message or message)
 
 
 class ProviderError(RelaybotError):

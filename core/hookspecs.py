@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .connector import ConnectorType
     from .context import ContextDraft
     from .hooktypes import AccessDecision, ReplyRecord
+    from .host import BotServices
     from .jobs import Job
     from .models import IncomingMessage, ProviderRequest
     from .plugin_settings import PluginSettings
@@ -103,16 +104,18 @@ def register_spend_guard(register: Callable[[BaseSpendGuard], None]) -> None:
 
 
 @hookspec
-def relaybot_startup(app: Any) -> None:
-    """The bot has started (storage open, connectors running). ``app`` is the Relaybot.
+def relaybot_startup(bot: BotServices) -> None:
+    """The bot has started (storage open, connectors running). ``bot`` is what a plugin may
+    use of it (:class:`~relaybot.core.host.BotServices`).
 
     Mode: notification, all implementations run; an exception is logged, not raised.
     """
 
 
 @hookspec
-def relaybot_shutdown(app: Any) -> None:
-    """The bot is stopping; live replies have been finished or checkpointed.
+def relaybot_shutdown(bot: BotServices) -> None:
+    """The bot is stopping; live replies have been finished or checkpointed (``bot`` as in
+    :func:`relaybot_startup`; storage is still open).
 
     Mode: notification, all implementations run; an exception is logged, not raised.
     """

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .connector import OutgoingKind
 from .models import ChatKey, IncomingMessage, RequestOrigin, Usage, User
 
 if TYPE_CHECKING:
     from .commands import Command
     from .config import RelaybotConfig
-    from .connector import OutgoingKind
     from .conversations import ChatConversations
     from .hooktypes import ReplyRecord
     from .media import MediaStore
@@ -253,6 +253,13 @@ class BotServices(abc.ABC):
         """A scheduler stream into ``chat`` for output built up over time (a progress notice
         that becomes an image, a long command answer). ``feedback`` shows the typing indicator
         at once. Follow :class:`~relaybot.core.streaming.ReplyStream`'s contract."""
+
+
+    @abc.abstractmethod
+    async def delete_old_conversations(self, cutoff: datetime, *, media: bool = True) -> tuple[int, int]:
+        """Delete conversations unchanged since ``cutoff`` and, with ``media``, the media files
+        no remaining message refers to that are older than ``cutoff``; returns
+        ``(conversations, files)`` deleted (the retention job)."""
 
 
 class ConnectorHost(BotServices):

@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -40,15 +40,14 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config import RelaybotConfig, validate_section
-from .errors import CapabilityError, ConfigError, RelaybotError
+from .errors import ConfigError, RelaybotError
 from .jobs import Job, JobContext
-from .models import ChatKey
 from .redact import redact
 from .storage import job_state
 
 if TYPE_CHECKING:
     from .app import Relaybot
-    from .media import MediaStore
+    from .host import BotServices
     from .storage import Store
 
 log = logging.getLogger("relaybot.jobs")
@@ -140,8 +139,8 @@ def plan_jobs(jobs: Mapping[str, tuple[Job, str]], config: RelaybotConfig) -> di
 class JobRunner:
     """Schedules the enabled jobs of one process; see the module docstring.
 
-    ``send_text`` and ``on_error`` come from the app (:meth:`for_app`); a job sees only its
-    :class:`~relaybot.core.jobs.JobContext`.
+    ``bot`` (what a job may use) and ``on_error`` come from the app (:meth:`for_app`); a job
+    sees only its :class:`~relaybot.core.jobs.JobContext`.
     """
 
     def __init__(
@@ -150,15 +149,13 @@ class JobRunner:
         *,
         config: RelaybotConfig,
         store: Store,
-        media: MediaStore,
-        send_text: Callable[[ChatKey, str], Awaitable[list[str]]],
+        bot: BotServices,
         on_error: Callable[[BaseException], None],
     ) -> None:
         self.planned = dict(planned)
         self._config = config
         self._store = store
-        self._media = media
-        self._send_text = send_text
+        self._bot = bot
         self._on_error = on_error
         #: names this process in the lease column (host, pid and a per-start nonce)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -170,11 +167,6 @@ class JobRunner:
     def for_app(cls, app: Relaybot, planned: Mapping[str, PlannedJob] | None = None) -> JobRunner:
         """The runner of ``app``'s registered jobs (``planned``: from :func:`plan_jobs`; no I/O)."""
 
-        async def send_text(chat: ChatKey, text: str) -> list[str]:
-            if chat.platform not in app.connectors:
-                raise CapabilityError(f"cannot send to {chat}: no connector {chat.platform!r} runs here")
-            return await app.dispatcher.send(chat, text, private=True)
-
         def on_error(exc: BaseException) -> None:
             app.plugins.notify("on_error", error=exc, message=None)
 
@@ -182,8 +174,7 @@ class JobRunner:
             plan_jobs(app.registrations.jobs, app.config) if planned is None else planned,
             config=app.config,
             store=app.store,
-            media=app.media,
-            send_text=send_text,
+            bot=app.services,
             on_error=on_error,
         )
 
@@ -309,11 +300,7 @@ class JobRunner:
             name=name,
             scheduled_at=scheduled_at,
             options=planned.options,
-            config=self._config,
-            store=self._store,
-            media=self._media,
-            send_text=self._send_text,
-            admin_chats=admin_chats(self._config),
+            bot=self._bot,
             log=logging.getLogger(f"relaybot.jobs.{name}"),
         )
         status, error = "ok", ""
@@ -336,16 +323,6 @@ class JobRunner:
             await self._store.run_sync(job_state.release, name, owner=self.owner, status=status, error=error)
         except Exception as exc:  # the lease expires by itself
             log.warning("job %r: could not record its outcome: %s", name, redact(str(exc)))
-
-
-def admin_chats(config: RelaybotConfig) -> tuple[ChatKey, ...]:
-    """The private chats of ``[bot] admins`` (``platform:user`` → that user's private chat)."""
-    chats = []
-    for admin in config.bot.admins:
-        platform, sep, user = admin.partition(":")
-        if sep and platform and user:
-            chats.append(ChatKey(platform, user))
-    return tuple(chats)
 
 
 def _utc(value: datetime | None) -> datetime | None:

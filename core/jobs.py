@@ -3,8 +3,9 @@
 A plugin hands over a :class:`Job` (a name, a coroutine function and a schedule); the core's
 :mod:`~relaybot.core.job_runner` runs it on APScheduler, at most once per scheduled time even
 when several relaybot processes share the database. A run receives a :class:`JobContext`:
-the small, typed set of things a job may use (the store, the media folder, a way to send a text
-to a chat, the config) — never the running app.
+which run it is, its options, and ``bot`` — what any plugin may use of the running bot
+(:class:`~relaybot.core.host.BotServices`: config, media, usage records, sending a text through
+a chat's scheduler …) — never the running app.
 
 Admins change any job's schedule in config, ``[jobs.NAME]``::
 
@@ -25,10 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from .config import RelaybotConfig
-    from .media import MediaStore
-    from .models import ChatKey
-    from .storage import Store
+    from .host import BotServices
 
 __all__ = ["Job", "JobContext"]
 
@@ -40,20 +38,17 @@ class JobContext:
     ``scheduled_at`` is the (aware, UTC) time the run was scheduled for — runs that were missed
     while no relaybot was running are coalesced into one, scheduled at the latest missed time.
     ``options`` is the job's ``[jobs.NAME]`` options validated by :attr:`Job.options` (``None``
-    when the job declares none). ``send_text(chat, text)`` delivers a complete text through the
+    when the job declares none). ``bot.send(chat, text)`` delivers a complete text through the
     chat's streaming scheduler (paced and split like any reply) and returns the platform message
     ids; it raises :class:`~relaybot.core.errors.CapabilityError` when no connector of that
-    platform runs in this process. ``admin_chats`` are the private chats of ``[bot] admins``.
+    platform runs in this process. ``bot.admin_chats()`` are the private chats of
+    ``[bot] admins``.
     """
 
     name: str
     scheduled_at: datetime
     options: Any
-    config: RelaybotConfig
-    store: Store
-    media: MediaStore
-    send_text: Callable[[ChatKey, str], Awaitable[list[str]]]
-    admin_chats: tuple[ChatKey, ...] = ()
+    bot: BotServices
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("relaybot.jobs"))
 
 

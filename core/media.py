@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import RelaybotError
+from .errors import MediaError
 from .models import ImageRef, VideoRef
 
 if TYPE_CHECKING:
@@ -71,13 +71,6 @@ _EXT = {
     "image/bmp": "bmp",
     "image/tiff": "tiff",
 }
-
-
-class MediaError(RelaybotError):
-    """An image was refused or could not be found; ``user_message`` explains why."""
-
-    def __init__(self, message: str, *, user_message: str | None = None) -> None:
-        super().__init__(message, user_message=user_message or message)
 
 
 class DecodeBudget:

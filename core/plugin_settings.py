@@ -17,7 +17,7 @@ a misspelled key is an error)::
         register(SETTINGS)
 
     async def hello(ctx):
-        await ctx.reply(SETTINGS.of(ctx.app).greeting)   # typed: a GreeterSettings
+        await ctx.reply(SETTINGS.of(ctx.bot).greeting)   # typed: a GreeterSettings
 
 The core validates every declared table when it starts — and ``relaybot check`` does the same,
 so both fail on the same mistakes, naming the file, the key path and the fix: a bad value, a
@@ -40,6 +40,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import RelaybotConfig
+    from .host import BotServices
 
 __all__ = ["PluginSettings", "validate_plugin_tables"]
 
@@ -64,13 +65,13 @@ class PluginSettings(Generic[M]):
     description: str = ""
     check: Callable[[M, RelaybotConfig], None] | None = None
 
-    def of(self, app: Any) -> M:
-        """The validated settings of this table in the running bot ``app`` (typed as ``model``).
+    def of(self, bot: BotServices) -> M:
+        """The validated settings of this table in the running bot (``ctx.bot``), typed as ``model``.
 
         Raises :class:`~relaybot.core.errors.ConfigError` when the table was not validated
         (the plugin did not register this declaration).
         """
-        settings = getattr(app, "plugin_settings", {}).get(self.name)
+        settings = bot.plugin_settings.get(self.name)
         if not isinstance(settings, self.model):
             raise ConfigError(
                 "was not validated: the plugin must declare it with the register_settings hook",

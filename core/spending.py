@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .models import ProviderRequest, RequestOrigin, Usage
+
+if TYPE_CHECKING:
+    from .host import BotServices
 
 __all__ = ["BaseSpendGuard", "CallOutcome", "PlannedCall", "Reservation", "SpendRecord"]
 
@@ -114,10 +117,16 @@ class BaseSpendGuard(abc.ABC):
     def validate(self, config: Any) -> None:  # noqa: B027 - optional
         """Check the guard's settings in ``config`` (raise ConfigError); ``relaybot check``."""
 
-    async def start(self, app: Any) -> None:  # noqa: B027 - optional
-        """Called once when the bot starts, after storage is open and before any call.
+    async def start(self, bot: BotServices) -> None:  # noqa: B027 - optional
+        """Called once when the bot starts, after storage is open and before any call; ``bot``
+        is what the guard may use of the running bot (its ``spending`` ledger, prices, counters).
 
         Raising :class:`~relaybot.core.errors.ConfigError` stops start-up."""
+
+    async def status_lines_for(self, origin: RequestOrigin) -> list[str]:
+        """What ``/usage`` shows about the budgets that apply to ``origin`` (one line each);
+        none by default."""
+        return []
 
     async def aclose(self) -> None:  # noqa: B027 - optional
         """Called once at shutdown, after the last call."""

@@ -36,15 +36,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relaybot import (
+    BotServices,
+    BudgetExceededError,
     CapabilityError,
     ChatKey,
     Command,
     CommandContext,
     CommandError,
     ConfigError,
+    GeneratedImage,
     ImagePart,
     ImageRequest,
-    PlannedCall,
     PluginSettings,
     ProviderError,
     ProviderNotFoundError,
@@ -55,9 +57,7 @@ from relaybot import (
     RelaybotConfig,
     RelaybotError,
     RequestOrigin,
-    Role,
     TextPart,
-    Usage,
     hookimpl,
 )
 
@@ -156,16 +156,20 @@ def image_request(settings: ImagineSettings, prompt: str) -> ImageRequest:
     )
 
 
-async def generate(app: Any, settings: ImagineSettings, prompt: str) -> tuple[bytes, str, Usage | None]:
-    """``(png bytes, provider name, usage)`` for ``prompt``, drawn through the resilience layer
-    (the provider's retries, ``rpm`` limit and fallbacks). Raises ProviderError subclasses whose
-    ``user_message`` is safe to show and speaks of images (content policy refusals say so)."""
-    name = _provider_name(app.config, settings)
+async def generate(
+    bot: BotServices, settings: ImagineSettings, prompt: str, *, origin: RequestOrigin | None
+) -> GeneratedImage:
+    """The picture for ``prompt``, drawn through the resilience layer (the provider's retries,
+    ``rpm`` limit and fallbacks) with its worst case reserved against budgets first. Raises
+    ProviderError subclasses whose ``user_message`` is safe to show and speaks of images
+    (content policy refusals say so; a BudgetExceededError keeps its own message)."""
+    name = _provider_name(bot.config, settings)
     try:
-        image = await app.providers[name].generate_image(image_request(settings, prompt))
+        return await bot.generate_image(name, image_request(settings, prompt), origin=origin)
+    except BudgetExceededError:
+        raise
     except ProviderError as exc:
         raise _about_images(exc) from None
-    return image.data, image.provider or name, image.usage
 
 
 _BUSY = "The image service is unavailable right now. Please try again shortly."
@@ -202,13 +206,13 @@ _busy: weakref.WeakKeyDictionary[Any, set[ChatKey]] = weakref.WeakKeyDictionary(
 
 async def imagine(ctx: CommandContext) -> None:
     """Generate an image for ``ctx.args`` and post it (see the module docstring)."""
-    app = ctx.app
+    bot = ctx.bot
     prompt = ctx.args.strip()
     if not prompt:
         raise CommandError("Describe the picture, e.g. /imagine a lighthouse at dawn, watercolour")
-    settings = SETTINGS.of(app)
+    settings = SETTINGS.of(bot)
     try:
-        _provider_name(app.config, settings)  # no [plugins.imagine] table: checked only now
+        _provider_name(bot.config, settings)  # no [plugins.imagine] table: checked only now
     except ConfigError as exc:
         log.error("/imagine is not set up: %s", exc)
         raise CommandError(
@@ -219,7 +223,7 @@ async def imagine(ctx: CommandContext) -> None:
     if limit is not None and len(prompt) > limit:
         raise CommandError(f"That description is too long for {settings.model} (at most {limit} characters).")
     chat = ctx.message.chat
-    busy = _busy.setdefault(app, set())
+    busy = _busy.setdefault(bot, set())
     if chat in busy:
         raise CommandError("I'm still working on the previous picture here. One at a time, please.")
     busy.add(chat)
@@ -230,39 +234,39 @@ async def imagine(ctx: CommandContext) -> None:
 
 
 async def _imagine(ctx: CommandContext, settings: ImagineSettings, prompt: str) -> None:
-    app = ctx.app
-    chat = ctx.message.chat
-    # budgets: the image's worst case is reserved before the request and settled after it
-    name = _provider_name(app.config, settings)
-    call = PlannedCall(
-        provider=name,
-        model=settings.model,
-        kind="image",
-        origin=RequestOrigin(chat, ctx.message.user.id),
-        prompt=prompt,
-        image_size=settings.size,
-    )
+    bot = ctx.bot
+    message = ctx.message
+    chat = message.chat
     # One stream carries the whole command: the progress notice (with typing while the image
     # is drawn), then the image in its place, or the error in the notice's place. Every
     # request is a paced scheduler frame, so 429s are waited out within the chat's budget.
-    stream = app.scheduler(chat.platform).open(chat, private=ctx.message.is_private, kind="command")
+    stream = bot.open_stream(chat, private=message.is_private, kind="command")
     try:
         stream.keep_typing()
         stream.append(_PROGRESS)
         try:
-            async with app.providers[name].guarded(call) as spend:
-                png, provider, usage = await generate(app, settings, prompt)
-                spend.usage, spend.images = usage, 1
+            # budgets: the image's worst case is reserved before the request and settled after it
+            image = await generate(bot, settings, prompt, origin=RequestOrigin(chat, message.user.id))
         except ProviderError as exc:
             log.warning("/imagine failed in %s: %s", chat, exc)
             stream.replace_text("⚠️ " + exc.user_message)
             await stream.finish()
             return
-        ref = await app.media.save(png, mime_type="image/png")
-        reply_id, conversation_id = await _store(ctx, prompt, ref, provider, settings.model, usage)
+        ref = await bot.media.save(image.data, mime_type="image/png")
+        # the exchange joins the active conversation (the picture with its prompt as caption)
+        conversations = ctx.conversations
+        reply_id, conversation_id = await conversations.add_exchange(
+            f"/imagine {prompt}",
+            [ImagePart(ref), TextPart(prompt)],
+            user_id=message.user.id,
+            platform_message_id=message.platform_message_id,
+            provider=image.provider or _provider_name(bot.config, settings),
+            model=settings.model,
+            usage=image.usage,
+        )
         stream.describe(conversation_id=conversation_id, reply_id=reply_id)
         try:
-            result = await stream.finish_image(png, caption=prompt, mime_type="image/png")
+            result = await stream.finish_image(image.data, caption=prompt, mime_type="image/png")
         except CapabilityError:
             stream.replace_text(
                 "The picture is ready and saved in this conversation, but this chat cannot show images."
@@ -270,40 +274,11 @@ async def _imagine(ctx: CommandContext, settings: ImagineSettings, prompt: str) 
             await stream.finish()
             return
         if result.message_ids:
-            await app.store.link_platform_message(chat, result.message_ids[0], reply_id)
+            await conversations.link_platform_message(result.message_ids[0], reply_id)
     finally:
         if not stream.finished:  # an unexpected error or cancellation: never leave "Generating…"
             stream.replace_text("⚠️ " + RelaybotError.user_message)
             stream.finish_nowait()
-
-
-async def _store(
-    ctx: CommandContext, prompt: str, ref: Any, provider: str, model: str, usage: Usage | None
-) -> tuple[int, int]:
-    """Add "/imagine prompt" and the image (with the prompt as caption) to the active
-    conversation; return the stored reply's and the conversation's ids."""
-    store = ctx.app.store
-    chat = ctx.message.chat
-    conversation = await store.active_conversation(chat)
-    if conversation is None:
-        conversation = await store.create_conversation(chat, prompt[:48], activate=True)
-    user_row = await store.add_message(
-        conversation.id, role=Role.USER, parts=[TextPart(f"/imagine {prompt}")], user_id=ctx.message.user.id
-    )
-    if ctx.message.platform_message_id:
-        await store.link_platform_message(chat, ctx.message.platform_message_id, user_row.id)
-    reply = await store.add_message(
-        conversation.id,
-        role=Role.ASSISTANT,
-        parts=[ImagePart(ref), TextPart(prompt)],
-        parent_id=user_row.id,
-        user_id=ctx.message.user.id,
-        provider=provider,
-        model=model,
-    )
-    if usage is not None:
-        await store.update_message(reply.id, usage=usage)
-    return int(reply.id), int(conversation.id)
 
 
 @hookimpl

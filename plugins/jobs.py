@@ -20,13 +20,11 @@ A plugin like any other, using only the public API (``from relaybot import …``
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relaybot import ChatKey, Job, JobContext, RelaybotError, Usage, hookimpl
-from relaybot.core.storage.retention import delete_conversations, media_in_use, old_conversations
 
 
 class RetentionOptions(BaseModel):
@@ -72,16 +70,7 @@ async def retention(ctx: JobContext) -> None:
     """Delete conversations (and unused media) older than ``days``; log what went."""
     options: RetentionOptions = ctx.options
     cutoff = ctx.scheduled_at - timedelta(days=options.days)
-    removed = 0
-    while True:
-        ids = await ctx.store.run_sync(old_conversations, cutoff, limit=100)
-        if not ids:
-            break
-        removed += await ctx.store.run_sync(delete_conversations, ids)
-    files = 0
-    if options.media:
-        keep = await ctx.store.run_sync(media_in_use)
-        files = await asyncio.to_thread(ctx.media.sweep, keep=keep, older_than=cutoff.timestamp())
+    removed, files = await ctx.bot.delete_old_conversations(cutoff, media=options.media)
     ctx.log.info("retention: deleted %d conversation(s) and %d media file(s) older than %s", removed,
                  files, cutoff.isoformat())  # fmt: skip
 
@@ -108,16 +97,16 @@ def render_usage(by_model: dict[str, Usage], days: int) -> str:
 async def usage_report(ctx: JobContext) -> None:
     """Send the usage of the last ``days`` days to the admins (or the configured chats)."""
     options: UsageReportOptions = ctx.options
-    chats = options.chat_keys() or list(ctx.admin_chats)
+    chats = options.chat_keys() or list(ctx.bot.admin_chats())
     if not chats:
         ctx.log.info("usage_report: no [bot] admins and no chats configured; nothing sent")
         return
-    by_model = await ctx.store.usage_by_model(since=ctx.scheduled_at - timedelta(days=options.days))
+    by_model = await ctx.bot.usage.usage_by_model(since=ctx.scheduled_at - timedelta(days=options.days))
     text = render_usage(by_model, options.days)
     failed: list[str] = []
     for chat in chats:
         try:
-            await ctx.send_text(chat, text)
+            await ctx.bot.send(chat, text)
         except Exception as exc:
             ctx.log.warning("usage_report: could not send to %s: %s", chat, exc)
             failed.append(str(chat))

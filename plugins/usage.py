@@ -28,18 +28,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relaybot import (
+    BotServices,
     Command,
     CommandContext,
     CommandError,
     ConfigError,
     ModelPrice,
     PluginSettings,
+    PriceConfig,
     PriceTable,
     RequestOrigin,
     Usage,
     hookimpl,
 )
-from relaybot.core.pricing import PriceConfig
 
 log = logging.getLogger("relaybot.plugins.usage")
 
@@ -149,14 +150,15 @@ def period_starts(now: datetime, timezone: str) -> tuple[datetime, datetime]:
 
 
 async def usage_report(
-    app: Any, user_id: str, *, now: datetime | None = None, origin: RequestOrigin | None = None
+    bot: BotServices, user_id: str, *, now: datetime | None = None, origin: RequestOrigin | None = None
 ) -> str:
     """The text ``/usage`` answers for ``user_id`` (with ``origin``: and its budgets)."""
-    settings = SETTINGS.of(app)
+    settings = SETTINGS.of(bot)
     today, month = period_starts(now or datetime.now(UTC), settings.timezone)
+    ledger = bot.usage
     periods = [
-        PeriodReport("Today", await app.store.usage_by_model(user_id=user_id, since=today), app.prices),
-        PeriodReport("This month", await app.store.usage_by_model(user_id=user_id, since=month), app.prices),
+        PeriodReport("Today", await ledger.usage_by_model(user_id=user_id, since=today), bot.prices),
+        PeriodReport("This month", await ledger.usage_by_model(user_id=user_id, since=month), bot.prices),
     ]
     lines = ["📊 Your usage"]
     for period in periods:
@@ -170,23 +172,18 @@ async def usage_report(
             f"No price is configured for {', '.join(month_report.unpriced)}; not included in the cost."
         )
     if origin is not None:
-        budgets = await _budget_lines(app, origin)
+        guard = bot.spend_guard  # the budgets plugin's lines, when it runs
+        budgets = await guard.status_lines_for(origin) if guard is not None else []
         if budgets:
             lines += ["", "💰 Budgets", *budgets]
     return "\n".join(lines + (["", *notes] if notes else []))
-
-
-async def _budget_lines(app: Any, origin: RequestOrigin) -> list[str]:
-    """The budgets plugin's lines for ``origin`` (none when it does not run)."""
-    status = getattr(getattr(app, "spend_guard", None), "status_lines_for", None)
-    return list(await status(origin)) if status is not None else []
 
 
 async def usage(ctx: CommandContext) -> None:
     """``/usage``: the sender's tokens and cost for today and this month."""
     try:
         text = await usage_report(
-            ctx.app, ctx.message.user.id, origin=RequestOrigin(ctx.message.chat, ctx.message.user.id)
+            ctx.bot, ctx.message.user.id, origin=RequestOrigin(ctx.message.chat, ctx.message.user.id)
         )
     except ConfigError as exc:
         log.error("/usage is not set up: %s", exc)

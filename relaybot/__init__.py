@@ -11,18 +11,19 @@ from relaybot.core.connector import (
     BaseConnector,
     BaseConnectorConfig,
     ConnectorType,
-    MessageHandler,
     MethodBudget,
     Outgoing,
     StreamPolicy,
 )
 from relaybot.core.context import ContextDraft
+from relaybot.core.conversations import ChatConversations, HistoryPage
 from relaybot.core.errors import (
     BudgetExceededError,
     CapabilityError,
     CommandError,
     ConfigError,
     ContextTooLongError,
+    MediaError,
     MessageGoneError,
     MessageNotModifiedError,
     PlatformError,
@@ -41,8 +42,18 @@ from relaybot.core.errors import (
 )
 from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision, ReplyRecord
-from relaybot.core.images import ImageLimits
+from relaybot.core.host import (
+    BotServices,
+    ConnectorHost,
+    CostEstimate,
+    Handover,
+    ReplyCost,
+    SpendLedger,
+    UsageLedger,
+)
+from relaybot.core.images import ANTHROPIC_IMAGE_LIMITS, GEMINI_IMAGE_LIMITS, OPENAI_IMAGE_LIMITS, ImageLimits
 from relaybot.core.jobs import Job, JobContext
+from relaybot.core.media import MediaStore
 from relaybot.core.models import (
     ChatKey,
     ChatMessage,
@@ -66,7 +77,7 @@ from relaybot.core.models import (
 from relaybot.core.normalise import clean_text
 from relaybot.core.optional import use_optional
 from relaybot.core.plugin_settings import PluginSettings
-from relaybot.core.pricing import ModelPrice, PriceTable, from_micros, to_micros
+from relaybot.core.pricing import ModelPrice, PriceConfig, PriceTable, from_micros, to_micros
 from relaybot.core.provider import (
     BaseProvider,
     BaseProviderConfig,
@@ -75,39 +86,51 @@ from relaybot.core.provider import (
     ProviderCapabilities,
     ProviderType,
 )
+from relaybot.core.redact import redact, register_secret
 from relaybot.core.spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
-from relaybot.core.storage import StoredMessage
+from relaybot.core.storage import Conversation, NotFoundError, StoredMessage
 from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
-from relaybot.core.streaming import INTERRUPTED_MARKER, mark_interrupted
+from relaybot.core.streaming import INTERRUPTED_MARKER, ReplyResult, ReplyStream, mark_interrupted
+from relaybot.core.tokens import TokenCounter
 from relaybot.core.webserver import WebServer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANTHROPIC_IMAGE_LIMITS",
+    "GEMINI_IMAGE_LIMITS",
     "INTERRUPTED_MARKER",
     "NOTICE",
+    "OPENAI_IMAGE_LIMITS",
     "AccessDecision",
     "BaseConnector",
     "BaseConnectorConfig",
     "BaseProvider",
     "BaseProviderConfig",
     "BaseSpendGuard",
+    "BotServices",
     "BudgetCheck",
     "BudgetExceededError",
     "CallOutcome",
     "CapabilityError",
+    "ChatConversations",
     "ChatKey",
     "ChatMessage",
     "Command",
     "CommandContext",
     "CommandError",
     "ConfigError",
+    "ConnectorHost",
     "ConnectorType",
     "ContentPart",
     "ContextDraft",
     "ContextTooLongError",
+    "Conversation",
+    "CostEstimate",
     "Finish",
     "GeneratedImage",
+    "Handover",
+    "HistoryPage",
     "ImageLimits",
     "ImagePart",
     "ImageRef",
@@ -115,11 +138,13 @@ __all__ = [
     "IncomingMessage",
     "Job",
     "JobContext",
+    "MediaError",
+    "MediaStore",
     "MessageGoneError",
-    "MessageHandler",
     "MessageNotModifiedError",
     "MethodBudget",
     "ModelPrice",
+    "NotFoundError",
     "Outgoing",
     "Override",
     "PlannedCall",
@@ -127,6 +152,7 @@ __all__ = [
     "PlatformRateLimitError",
     "PluginError",
     "PluginSettings",
+    "PriceConfig",
     "PriceTable",
     "ProviderAuthError",
     "ProviderCapabilities",
@@ -141,20 +167,26 @@ __all__ = [
     "ProviderUnavailableError",
     "RelaybotConfig",
     "RelaybotError",
+    "ReplyCost",
     "ReplyRecord",
+    "ReplyResult",
     "ReplyStatus",
+    "ReplyStream",
     "RequestOrigin",
     "Reservation",
     "Role",
     "Shortfall",
     "SpendDraft",
+    "SpendLedger",
     "StorageError",
     "StoredMessage",
     "StreamEndedError",
     "StreamPolicy",
     "TextDelta",
     "TextPart",
+    "TokenCounter",
     "Usage",
+    "UsageLedger",
     "User",
     "VideoPart",
     "VideoRef",
@@ -165,6 +197,8 @@ __all__ = [
     "load_config",
     "mark_interrupted",
     "parse_config",
+    "redact",
+    "register_secret",
     "to_micros",
     "use_optional",
 ]

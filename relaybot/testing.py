@@ -12,7 +12,8 @@ interrupted replies, per-chat order, a denied user, images in and out, a restart
 against a real bot (see :mod:`relaybot.core.testing.connector_contract`; Telegram's, the web
 chat's and the terminal's ``test_contract.py`` are examples). :class:`FakeTelegramServer` is a
 Bot API server with Telegram's limits, for connectors and bots built on python-telegram-bot or
-any Bot API client.
+any Bot API client. :class:`RecordingHost` runs a connector with no bot behind it (it records
+what the connector hands in), for tests of a connector's platform side.
 """
 
 from relaybot.core.testing.connector_contract import (
@@ -34,6 +35,7 @@ from relaybot.core.testing.harness import BotHarness
 from relaybot.core.testing.provider_contract import HTTPProviderContract, ProviderContract
 from relaybot.core.testing.pytest_plugin import FAST_POLICY, require_service
 from relaybot.core.testing.recording_connector import RecordedOp, RecordingConnector
+from relaybot.core.testing.recording_host import RecordingHost
 from relaybot.core.testing.server import LoopbackServer
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "ProviderContract",
     "RecordedOp",
     "RecordingConnector",
+    "RecordingHost",
     "Shown",
     "joins_to",
     "long_text",

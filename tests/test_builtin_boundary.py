@@ -12,8 +12,9 @@ shrink. Two kinds of gap are found:
   (counted in the code with docstrings removed).
 
 A new gap fails the test (use or extend the public API instead); a gap that was closed also
-fails until its entry is removed here, so the list always shows the truth. The typed host of
-issue 12 (item 1) is what closes the reach-ins.
+fails until its entry is removed here, so the list always shows the truth. Connectors reach
+the core through the typed :class:`relaybot.ConnectorHost`, plugins through
+:class:`relaybot.BotServices`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ REACH_INS = {
     "app.conversations": r"\bapp\.conversations\b",
     "app.turns": r"\bapp\.turns\b",
     "getattr(app": r"\bgetattr\((?:self\.)?app\b",
+    # the app itself handed around (a command's ctx.app, a connector's .app)
+    "ctx.app": r"\bctx\.app\b",
+    "connector.app": r"\bconnector\.app\b",
 }
 
 # ── what the built-ins use of relaybot.core today (shrink only) ─────────────────────────────
@@ -47,107 +51,15 @@ CORE_IMPORTS: dict[str, set[str]] = {
     # fence-repairing splitter for markdown blocks: public once the Slack connector settles how
     # it splits (the scheduler's parts or its own blocks)
     "connectors/slack/formatting.py": {"relaybot.core.streaming.text"},
-    # redaction of secrets in logged errors: no public helper yet
-    "connectors/telegram/connector.py": {"relaybot.core.redact"},
-    "connectors/telegram/errors.py": {"relaybot.core.redact"},
-    "connectors/web/__init__.py": {"relaybot.core.connector", "relaybot.core.hookspecs"},
-    # MediaError and redact are not public; the rest is
-    "connectors/web/api.py": {
-        "relaybot.core.errors",
-        "relaybot.core.media",
-        "relaybot.core.models",
-        "relaybot.core.redact",
-    },
-    "connectors/web/config.py": {"relaybot.core.connector"},
-    # INTERRUPTED_MARKER is parsed back out of the text until outgoing messages carry a
-    # descriptor (issue 12, item 2)
-    "connectors/web/connector.py": {
-        "relaybot.core.connector",
-        "relaybot.core.errors",
-        "relaybot.core.hookspecs",
-        "relaybot.core.hooktypes",
-        "relaybot.core.models",
-    },
-    # the web chat's history view reads stored records (typed host: a chat's conversations)
-    "connectors/web/history.py": {"relaybot.core.models", "relaybot.core.storage"},
-    # the providers' shared HTTP/SSE machinery (private modules of plugins/providers)
+    # the providers' aiohttp transport reads only as fast as the reply's stream wants text (the
+    # scheduler's read-demand signal): a performance coupling of two built-ins, not an API
     "plugins/providers/_aiohttp_transport.py": {"relaybot.core.streaming.demand"},
-    "plugins/providers/_http.py": {"relaybot.core.errors"},
-    "plugins/providers/_local_model.py": {"relaybot.core.errors"},
-    "plugins/providers/_sse.py": {
-        "relaybot.core.errors",
-        "relaybot.core.models",
-        "relaybot.core.provider",
-        "relaybot.core.redact",
-    },
-    "plugins/providers/anthropic.py": {
-        "relaybot.core.errors",
-        "relaybot.core.hookspecs",
-        "relaybot.core.images",
-        "relaybot.core.models",
-        "relaybot.core.provider",
-    },
-    "plugins/providers/gemini.py": {
-        "relaybot.core.errors",
-        "relaybot.core.hookspecs",
-        "relaybot.core.images",
-        "relaybot.core.models",
-        "relaybot.core.provider",
-    },
-    "plugins/providers/llama_cpp.py": {
-        "relaybot.core.errors",
-        "relaybot.core.hookspecs",
-        "relaybot.core.models",
-        "relaybot.core.provider",
-    },
-    "plugins/providers/openai.py": {
-        "relaybot.core.errors",
-        "relaybot.core.hookspecs",
-        "relaybot.core.images",
-        "relaybot.core.models",
-        "relaybot.core.provider",
-    },
-    # merged 2026-12-04 from the hardening, budgets, jobs and streaming branches; each goes once
-    # the names are public (clean_text is: switch the import) or the typed host lands
-    "connectors/web/costs.py": {"relaybot.core.context", "relaybot.core.hooktypes", "relaybot.core.models"},
-    "plugins/jobs.py": {"relaybot.core.storage.retention"},
-    "plugins/providers/_openai_images.py": {
-        "relaybot.core.errors",
-        "relaybot.core.models",
-        "relaybot.core.provider",
-    },
-    "plugins/usage.py": {"relaybot.core.pricing"},
 }
 
 # ── reach-ins into the running app today, counted (shrink only) ─────────────────────────────
-APP_REACH_INS: dict[str, dict[str, int]] = {
-    # registers/unregisters its hook object, sends notices through the dispatcher, reads the
-    # registered commands for the command menu (issue 12, item 1: the typed host)
-    "connectors/telegram/connector.py": {
-        "app.plugins.pm": 1,
-        "app.plugins": 1,
-        "app.dispatcher": 2,
-        "getattr(app": 5,
-    },
-    # the web chat's API: conversations and history straight from the store and dispatcher
-    "connectors/web/api.py": {"app.store": 1, "app.dispatcher": 2},
-    # per-connector hook object; the reply a frame belongs to is guessed from the store
-    "connectors/web/connector.py": {
-        "app.plugins.pm": 3,
-        "app.plugins": 1,
-        "app.store": 1,
-    },
-    "connectors/web/history.py": {"app.store": 3},
-    # /imagine writes the message tree itself (issue 12, item 4: media through the scheduler)
-    "plugins/imagine.py": {"app.store": 2},
-    # /usage reads totals from the store (and, since the budgets merge, the price table)
-    # merged 2026-12-04 (budgets, web costs): the store and config straight from the app until
-    # the typed host gives plugins their storage surface (issue 12, item 1)
-    "connectors/web/costs.py": {"app.store": 2},
-    "plugins/budgets/commands.py": {"app.store": 5, "getattr(app": 2},
-    "plugins/budgets/guard.py": {"app.store": 4},
-    "plugins/usage.py": {"getattr(app": 1, "app.store": 2},
-}
+# None: connectors get a typed ConnectorHost in start(), plugins a BotServices (ctx.bot, the
+# lifecycle hooks, the spend guard). Keep it that way.
+APP_REACH_INS: dict[str, dict[str, int]] = {}
 
 
 def built_in_files() -> list[Path]:

@@ -7,9 +7,10 @@ the command menu (``setMyCommands``) and starts long polling or the webhook rece
 client stays usable until the core calls :meth:`~TelegramConnector.aclose` once the schedulers
 finished, so final texts ("interrupted" edits) can still go out.
 
-Incoming: each update is routed (:mod:`.updates`); photos/image files are downloaded into the
-media store first. Messages of one chat reach the core in the order they were sent, even when
-an earlier one waits for a download; other chats never wait.
+Incoming: each update is routed (:mod:`.updates`) and handed to the host at once
+(:meth:`ConnectorHost.deliver <relaybot.ConnectorHost.deliver>`); photos, image files and videos
+are downloaded into the media store as the message's preparation. The core keeps each chat's
+order (a text after a photo waits for the photo's download); other chats never wait.
 
 Outgoing primitives never sleep or retry: Bot API errors become the relaybot errors the
 scheduler acts on (:mod:`.errors`). Mid-stream frames are plain text; final texts carry
@@ -42,16 +43,18 @@ from relaybot import (
     BaseConnector,
     ChatKey,
     ConfigError,
+    ConnectorHost,
+    ImageRef,
     IncomingMessage,
-    MessageHandler,
     Outgoing,
     PlatformError,
     RelaybotError,
     StreamPolicy,
+    VideoRef,
     mark_interrupted,
+    redact,
     use_optional,
 )
-from relaybot.core.redact import redact
 
 from .access import AccessList, TelegramHooks
 from .config import TelegramConfig
@@ -99,14 +102,14 @@ class TelegramConnector(BaseConnector):
         #: the bot's own Telegram user (from ``getMe``), set by :meth:`start`
         self.bot_user: Any = None
         self.webhook: WebhookServer | None = None
-        self._handler: MessageHandler | None = None
+        #: what the connector uses of the core (set by :meth:`start`)
+        self.host: ConnectorHost | None = None
         self._hooks: TelegramHooks | None = None
         self._hooks_name = f"{name}-telegram"
         self._admins = normalise_admins(config.admins)
         self._max_bytes = int(config.max_download_mb * 1024 * 1024)
-        # per chat: the last task handing a message to the core (keeps each chat in order)
-        self._tails: dict[ChatKey, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: downloads in progress (a message's preparation), cancelled at stop
+        self._tasks: set[asyncio.Future[IncomingMessage | None]] = set()
         self._accepting = False
         self._closed = False
         #: our own PTB request objects (aiohttp), closed by us too: PTB skips closing them
@@ -157,9 +160,9 @@ class TelegramConnector(BaseConnector):
         application.add_error_handler(self._on_handler_error)
         return application
 
-    async def start(self, handler: MessageHandler) -> None:
+    async def start(self, host: ConnectorHost) -> None:
         """Check the token, publish commands, start receiving. Raises ConfigError on a bad token."""
-        self._handler = handler
+        self.host = host
         application = self._build()
         try:
             await application.initialize()  # getMe
@@ -169,7 +172,7 @@ class TelegramConnector(BaseConnector):
             raise ConfigError(
                 "Telegram refused the bot token (getMe answered Unauthorized); set it to the "
                 "token @BotFather gave you",
-                path=getattr(getattr(self.app, "config", None), "source", None),
+                path=host.config.source,
                 key=f"connectors.{self.name}.token",
             ) from None
         except tg.TelegramError as exc:
@@ -181,12 +184,11 @@ class TelegramConnector(BaseConnector):
             ) from None
         self.application = application
         self.bot_user = application.bot.bot
-        if self.app is not None:
-            self._hooks = TelegramHooks(
-                self, AccessList(self.config.allowed_users, self.config.allowed_chats,
-                                 self.config.admins, self.config.denied_message),
-            )  # fmt: skip
-            self.app.plugins.register(self._hooks, self._hooks_name)
+        self._hooks = TelegramHooks(
+            self, AccessList(self.config.allowed_users, self.config.allowed_chats,
+                             self.config.admins, self.config.denied_message),
+        )  # fmt: skip
+        host.add_hooks(self._hooks, self._hooks_name)  # the allow-lists: removed when we close
         await self._publish_commands()
         self._accepting = True
         await application.start()
@@ -236,12 +238,9 @@ class TelegramConnector(BaseConnector):
 
     async def _publish_commands(self) -> None:
         """``setMyCommands`` from the registered commands, so the menu matches the bot."""
-        assert self.application is not None
-        registry = getattr(getattr(self.app, "registrations", None), "commands", None)
-        if registry is None:
-            return
+        assert self.application is not None and self.host is not None
         commands = []
-        for command in registry:
+        for command in self.host.commands:
             name = command.name
             if not (1 <= len(name) <= 32 and all(c.isascii() and (c.isalnum() or c == "_") for c in name)):
                 log.debug("command /%s cannot be shown in Telegram's menu", name)
@@ -269,7 +268,7 @@ class TelegramConnector(BaseConnector):
             task.cancel()  # a message still downloading was not handed over: drop it
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.app is None:
+        if self.host is None:
             await self.aclose()
 
     @property
@@ -282,11 +281,6 @@ class TelegramConnector(BaseConnector):
         if self._closed:
             return
         self._closed = True
-        if self._hooks is not None and self.app is not None:
-            try:
-                self.app.plugins.pm.unregister(name=self._hooks_name)
-            except Exception:
-                log.debug("hook object %s was already unregistered", self._hooks_name)
         application = self.application
         if application is not None:
             if application.running or (application.updater is not None and application.updater.running):
@@ -315,69 +309,48 @@ class TelegramConnector(BaseConnector):
         if routed is None:
             return
         message = update.message
-        # Never awaited here: handing a message over now includes storing it (the core stores
-        # every message on receipt), and PTB processes updates one at a time, so awaiting it
-        # would make every chat's first feedback wait for every earlier chat's write (first
-        # feedback p99 went from 0.4 s to 3.8 s for 250 simultaneous messages). Each chat's
-        # messages still reach the core in order (_in_order chains them per chat).
-        self._in_order(routed.chat, lambda: self._handle_attachment(routed, message))
+        assert self.host is not None
+        if routed.image is None and routed.unsupported is None:
+            self.host.deliver(routed.chat, self._incoming(routed, message))
+            return
+        # Never awaited here: PTB processes updates one at a time, and a download must not hold
+        # up every other chat. The host starts the preparation now and keeps the chat's order.
+        preparation = asyncio.ensure_future(self._with_attachment(routed, message))
+        self._tasks.add(preparation)
+        preparation.add_done_callback(self._tasks.discard)
+        self.host.deliver(routed.chat, preparation)
 
-    def _in_order(self, chat: ChatKey, work: Callable[[], Awaitable[None]]) -> None:
-        """Run ``work`` after every earlier message of ``chat`` was handed over."""
-        previous = self._tails.get(chat)
-
-        async def run() -> None:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
-            await work()
-
-        task = asyncio.get_running_loop().create_task(run(), name=f"telegram-in:{chat}")
-        self._tails[chat] = task
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._tasks.discard(finished)
-            if self._tails.get(chat) is finished:
-                del self._tails[chat]
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("handling a Telegram message in %s failed", chat, exc_info=finished.exception())
-
-        task.add_done_callback(done)
-
-    async def _handle_attachment(self, routed: Routed, message: Any) -> None:
+    async def _with_attachment(self, routed: Routed, message: Any) -> IncomingMessage | None:
+        """The message with its photo/video downloaded into the media store; ``None`` (after
+        telling the user why) when it is unsupported, too big or cannot be fetched."""
+        assert self.application is not None and self.host is not None
         image = routed.image
-        if image is None and routed.unsupported is None:
-            await self._deliver(routed, message)
-            return
         if not self._allowed(routed, message):
-            await self._deliver(routed, message)  # the core answers the denial (nothing fetched)
-            return
+            return self._incoming(routed, message)  # the core answers the denial (nothing fetched)
         if image is None:
             await self._tell(routed, routed.unsupported or "")
-            return
-        assert self.application is not None
+            return None
         max_bytes = self._max_bytes
-        video_config = getattr(getattr(self.app, "config", None), "video", None)
-        if image.kind == "video" and video_config is not None:
-            max_bytes = min(max_bytes, video_config.max_bytes)
+        if image.kind == "video":
+            max_bytes = min(max_bytes, self.host.config.video.max_bytes)
+        ref: ImageRef | VideoRef
         try:
             data = await fetch_image(self.application.bot, image, max_bytes=max_bytes)
-            media = getattr(self.app, "media", None)
-            if media is None:
-                raise RelaybotError("no media store", user_message=f"Sorry, I can't read {image.kind}s here.")
             if image.kind == "video":
-                ref = await media.save_video(data, max_bytes=max_bytes)
+                ref = await self.host.media.save_video(data, max_bytes=max_bytes)
             else:
-                ref = await media.save(data, mime_type=image.mime_type)
+                ref = await self.host.media.save(data, mime_type=image.mime_type)
         except RelaybotError as exc:
             log.info("%s: %s refused: %s", routed.chat, image.kind, exc)
             await self._tell(routed, exc.user_message)
-            return
+            return None
         except tg.TelegramError as exc:
             log.warning("%s: could not download a file: %s", routed.chat, redact(exc.message))
             await self._tell(routed, f"Sorry, I couldn't download that {image.kind}. Please try again.")
-            return
-        await self._deliver(routed, message, attachments=(ref,))
+            return None
+        if not self._accepting:
+            return None
+        return self._incoming(routed, message, attachments=(ref,))
 
     def _allowed(self, routed: Routed, message: Any) -> bool:
         if self._hooks is None:
@@ -387,8 +360,8 @@ class TelegramConnector(BaseConnector):
     def _incoming(self, routed: Routed, message: Any, attachments: tuple[Any, ...] = ()) -> IncomingMessage:
         text = routed.text
         if routed.is_private and text.split(" ", 1)[0].lower() in ("/start", f"/start@{self._username}"):
-            registry = getattr(getattr(self.app, "registrations", None), "commands", None)
-            if registry is not None and registry.get("start") is None and registry.get("help") is not None:
+            host = self.host
+            if host is not None and host.command("start") is None and host.command("help") is not None:
                 text = "/help"  # Telegram clients send /start first: show what the bot can do
         return IncomingMessage(
             chat=routed.chat, user=routed.user, text=text, attachments=attachments,
@@ -400,16 +373,11 @@ class TelegramConnector(BaseConnector):
     def _username(self) -> str:
         return (getattr(self.bot_user, "username", "") or "").lower()
 
-    async def _deliver(self, routed: Routed, message: Any, attachments: tuple[Any, ...] = ()) -> None:
-        if self._handler is None or not self._accepting:
-            return
-        await self._handler(self._incoming(routed, message, attachments))
-
     async def _tell(self, routed: Routed, text: str) -> None:
-        """A one-off answer (not-supported, too big): paced by the scheduler when running."""
+        """A one-off answer (not-supported, too big), paced by the scheduler."""
         try:
-            if self.app is not None:
-                await self.app.dispatcher.send(routed.chat, text, private=routed.is_private)
+            if self.host is not None:
+                await self.host.send(routed.chat, text, private=routed.is_private, reply_to=routed.message_id)
             else:
                 await self.send_text(routed.chat, text, final=True, reply_to=routed.message_id)
         except Exception as exc:
@@ -554,8 +522,8 @@ class TelegramConnector(BaseConnector):
             ),
         )  # fmt: skip
         if caption and not fits:
-            if self.app is not None:
-                await self.app.dispatcher.send(chat, caption, private=not chat.chat.startswith("-"))
+            if self.host is not None:
+                await self.host.send(chat, caption, private=not chat.chat.startswith("-"))
             else:
                 await self.send_text(chat, caption, final=True)
         return str(sent.message_id)

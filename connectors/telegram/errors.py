@@ -23,8 +23,7 @@ from datetime import timedelta
 
 from telegram import error as tg
 
-from relaybot import MessageGoneError, MessageNotModifiedError, PlatformError, PlatformRateLimitError
-from relaybot.core.redact import redact
+from relaybot import MessageGoneError, MessageNotModifiedError, PlatformError, PlatformRateLimitError, redact
 
 log = logging.getLogger("relaybot.connectors.telegram")
 

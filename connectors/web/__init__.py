@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relaybot.core.connector import ConnectorType
-from relaybot.core.hookspecs import hookimpl
+from relaybot import ConnectorType, hookimpl
 
 from .config import WebConfig
 from .connector import WEB_POLICY, WebConnector

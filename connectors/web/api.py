@@ -41,11 +41,17 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relaybot import clean_text
-from relaybot.core.errors import CommandError, RelaybotError, StorageError
-from relaybot.core.media import MediaError
-from relaybot.core.models import IncomingMessage, User
-from relaybot.core.redact import redact
+from relaybot import (
+    ChatConversations,
+    CommandError,
+    IncomingMessage,
+    MediaError,
+    RelaybotError,
+    StorageError,
+    User,
+    clean_text,
+    redact,
+)
 
 from .history import conversation_json, export_response, history_page, media_json, owned_conversation
 from .security import (
@@ -225,8 +231,8 @@ class _Api:
             raise ApiError(400, "the JSON body must be an object")
         return data
 
-    def _service(self, client: str) -> Any:
-        return self.connector.app.dispatcher.conversations(self.connector.chat_of(client))
+    def _service(self, client: str) -> ChatConversations:
+        return self.connector.core.conversations(self.connector.chat_of(client))
 
     # ── page ────────────────────────────────────────────────────────────────────────────────
 
@@ -291,8 +297,7 @@ class _Api:
                 raise ApiError(400, "title must be a string")
             conv = await service.new(clean_text(title))
             return JSONResponse(conversation_json(conv, active=True), status_code=201)
-        store = self.connector.app.store
-        convs = await store.list_conversations(self.connector.chat_of(client), with_counts=True)
+        convs = await service.list(with_counts=True)
         active = await service.active()
         active_id = active.id if active else None
         return JSONResponse(
@@ -393,8 +398,8 @@ class _Api:
             attachments=tuple(refs),
             platform_message_id=f"u-{cmid}",
         )
-        assert self.connector.handler is not None
-        await self.connector.handler(message)
+        # answered 202 only once the message is stored (the core stores it on receipt)
+        await self.connector.core.deliver(message.chat, message)
         return JSONResponse({"conversation_id": conv.id, "client_message_id": cmid}, status_code=202)
 
     async def _target(self, client: str, conversation_id: Any) -> Any:
@@ -429,7 +434,7 @@ class _Api:
         self.connector.hub.publish(
             client, "thinking", {"conversation_id": conv.id, "client_message_id": None}
         )
-        await self.connector.app.dispatcher.regenerate(self.connector.chat_of(client), User(client, "web"))
+        await self.connector.core.regenerate(self.connector.chat_of(client), User(client, "web"))
         return JSONResponse({"conversation_id": conv.id}, status_code=202)
 
     # ── media ───────────────────────────────────────────────────────────────────────────────
@@ -456,9 +461,9 @@ class _Api:
         if _looks_like_video(data, content_type):
             return await self._upload_video(client, data, max_bytes)
         try:
-            ref = await self.connector.app.media.save(data, mime_type=content_type)
+            ref = await self.connector.core.media.save(data, mime_type=content_type)
         except MediaError as exc:
-            status = 413 if len(data) > self.connector.app.media.max_bytes else 415
+            status = 413 if len(data) > self.connector.core.media.max_bytes else 415
             raise ApiError(status, exc.user_message) from None
         self.connector.remember_upload(client, ref)
         from .connector import media_url
@@ -477,11 +482,9 @@ class _Api:
 
     async def _upload_video(self, client: str, data: bytes, max_bytes: int) -> Response:
         """A video upload: checked and stored by the media store (PyAV), like Telegram videos."""
-        video_config = getattr(getattr(self.connector.app, "config", None), "video", None)
-        if video_config is not None:
-            max_bytes = min(max_bytes, video_config.max_bytes)
+        max_bytes = min(max_bytes, self.connector.core.config.video.max_bytes)
         try:
-            ref = await self.connector.app.media.save_video(data, max_bytes=max_bytes)
+            ref = await self.connector.core.media.save_video(data, max_bytes=max_bytes)
         except MediaError as exc:
             raise ApiError(413 if len(data) > max_bytes else 415, exc.user_message) from None
         self.connector.remember_upload(client, ref)
@@ -506,7 +509,7 @@ class _Api:
             raise ApiError(401, "a valid token is required")
         sha = request.path_params["sha"]
         try:
-            path = self.connector.app.media.path_of(f"media:{sha}")
+            path = self.connector.core.media.path_of(f"media:{sha}")
         except (MediaError, RelaybotError):
             raise ApiError(404, "no such image") from None
         head = await asyncio.to_thread(_head, path)

@@ -6,7 +6,7 @@ import ipaddress
 
 from pydantic import Field, SecretStr, model_validator
 
-from relaybot.core.connector import BaseConnectorConfig
+from relaybot import BaseConnectorConfig
 
 
 def is_loopback(host: str) -> bool:

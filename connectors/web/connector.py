@@ -18,12 +18,21 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from relaybot import WebServer
-from relaybot.core.connector import NOTICE, BaseConnector, MessageHandler, Outgoing, StreamPolicy
-from relaybot.core.errors import ConfigError
-from relaybot.core.hookspecs import hookimpl
-from relaybot.core.hooktypes import ReplyRecord
-from relaybot.core.models import ChatKey, ImageRef, ReplyStatus, VideoRef
+from relaybot import (
+    NOTICE,
+    BaseConnector,
+    ChatKey,
+    ConfigError,
+    ConnectorHost,
+    ImageRef,
+    Outgoing,
+    ReplyRecord,
+    ReplyStatus,
+    StreamPolicy,
+    VideoRef,
+    WebServer,
+    hookimpl,
+)
 
 from .config import WebConfig
 from .hub import EventHub
@@ -77,7 +86,7 @@ class _ReplyHooks:
             return
         from .costs import reply_cost_event
 
-        cost = reply_cost_event(self.connector.app, reply)
+        cost = reply_cost_event(self.connector.core, reply)
         if cost is not None:  # the page shows what the reply cost under it
             self.connector.hub.publish(reply.chat.chat, "cost", cost)
         if reply.status != ReplyStatus.FAILED or reply.platform_message_ids:
@@ -103,7 +112,8 @@ class WebConnector(BaseConnector):
         self.name = name
         self.config = config
         self.hub = EventHub()
-        self.handler: MessageHandler | None = None
+        #: what the web chat uses of the core (set by :meth:`start`)
+        self.host: ConnectorHost | None = None
         self.port = 0
         self._ids = itertools.count(1)
         #: messages whose final frame has not come yet. Every stream ends with a final frame
@@ -130,7 +140,14 @@ class WebConnector(BaseConnector):
         """The configured access token, if any."""
         return self.config.token.get_secret_value() if self.config.token else None
 
-    async def start(self, handler: MessageHandler) -> None:
+    @property
+    def core(self) -> ConnectorHost:
+        """The host, once started (the API's handlers run only then)."""
+        if self.host is None:
+            raise RuntimeError(f"web connector {self.name!r} is not started")
+        return self.host
+
+    async def start(self, host: ConnectorHost) -> None:
         """Bind the port and serve; returns once the page is reachable."""
         try:
             import uvicorn  # noqa: F401  (checked here to name the extra; WebServer imports it)
@@ -142,9 +159,8 @@ class WebConnector(BaseConnector):
                 key=f"connectors.{self.name}",
             ) from None
 
-        self.handler = handler
-        if self.app is not None and not self.app.plugins.pm.has_plugin(self._hooks_name):
-            self.app.plugins.register(self._hooks, self._hooks_name)
+        self.host = host
+        host.add_hooks(self._hooks, self._hooks_name)  # cost and error events: until we close
         # SSE clients are ended by hub.close() first, so 2 s of grace is plenty for the rest
         server = WebServer(
             build_app(self),
@@ -171,7 +187,7 @@ class WebConnector(BaseConnector):
         open tabs still receive the final events of replies saved at shutdown (a message sent
         meanwhile is stored and answered after the restart). Without a running bot (tests),
         this closes at once."""
-        if self.app is None:
+        if self.host is None:
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -181,8 +197,6 @@ class WebConnector(BaseConnector):
             await self._server.stop()
         self._server = None
         self._live.clear()
-        if self.app is not None and self.app.plugins.pm.has_plugin(self._hooks_name):
-            self.app.plugins.pm.unregister(name=self._hooks_name)
 
     # ── primitives (called by the streaming scheduler) ──────────────────────────────────────
 
@@ -232,7 +246,7 @@ class WebConnector(BaseConnector):
         outgoing: Outgoing = NOTICE,
     ) -> str:
         """Store the image through the core's media path and show it in the conversation."""
-        ref = await self.app.media.save(image, mime_type=mime_type)
+        ref = await self.core.media.save(image, mime_type=mime_type)
         conversation_id = outgoing.conversation_id
         if conversation_id is None:
             conversation_id = await self._conversation_id(chat)
@@ -281,7 +295,7 @@ class WebConnector(BaseConnector):
 
     async def _conversation_id(self, chat: ChatKey) -> int | None:
         """The id of the chat's active conversation (None before the first one)."""
-        conv = await self.app.store.active_conversation(chat)
+        conv = await self.core.conversations(chat).active()
         return conv.id if conv is not None else None
 
     def _frame(self, live: LiveMessage, text: str, final: bool, outgoing: Outgoing) -> None:

@@ -18,22 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from relaybot.core.context import input_budget
-from relaybot.core.hooktypes import ReplyRecord
-from relaybot.core.models import ChatMessage, Role, TextPart, Usage
+from relaybot import ConnectorHost, NotFoundError, ReplyRecord
 
-from .history import owned_conversation
+from .history import valid_id
 from .security import ApiError
 
 if TYPE_CHECKING:
     from .connector import WebConnector
-
-#: per-message framing the context builder counts too (see relaybot.core.tokens)
-_REPLY_PRIMING = 3
-
-
-def _price(app: Any, provider: str, model: str) -> Any:
-    return app.prices.for_call(app.config.provider_type(provider), model)
 
 
 async def estimate(connector: WebConnector, client: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -41,57 +32,41 @@ async def estimate(connector: WebConnector, client: str, data: dict[str, Any]) -
     text = data.get("text", "")
     if not isinstance(text, str):
         raise ApiError(400, "text must be a string")
-    app = connector.app
-    name = app.config.default_provider
-    provider = app.provider(name)
-    counter = app.token_counter(name)
-    caps = provider.capabilities
     conversation_id = data.get("conversation_id")
-    leaf = None
     if conversation_id is not None:
         if not isinstance(conversation_id, int) or isinstance(conversation_id, bool):
             raise ApiError(400, "conversation_id must be an integer")
-        leaf = (await owned_conversation(connector, client, conversation_id)).leaf_id
-    else:
-        active = await app.store.active_conversation(connector.chat_of(client))
-        leaf = active.leaf_id if active is not None else None
-    tokens = counter.count_text(app.config.bot.system_prompt) + _REPLY_PRIMING
-    budget = input_budget(caps.context_window, caps.max_output_tokens)
-    if text:
-        tokens += counter.count_message(ChatMessage(Role.USER, [TextPart(text)]))
-    if leaf is not None:
-        # the stored counts of the history that fits, newest first (as the context builder does)
-        for message in reversed((await app.store.path(leaf, token_budget=budget)).messages):
-            if tokens + message.token_count > budget:
-                break
-            tokens += message.token_count
-    price = _price(app, name, provider.model)
-    max_out = caps.max_output_tokens
+        if not valid_id(conversation_id):
+            raise ApiError(404, "no such conversation")
+    try:
+        chat = connector.chat_of(client)
+        found = await connector.core.estimate(chat, text, conversation_id=conversation_id)
+    except NotFoundError:
+        raise ApiError(404, "no such conversation") from None
     return {
-        "context_tokens": tokens,
-        "max_output_tokens": max_out,
-        "model": provider.model,
-        "estimated": not counter.exact,
-        "priced": price is not None,
-        "input_usd": None if price is None else price.worst_case(tokens, 0),
-        "max_usd": None if price is None else price.worst_case(tokens, max_out),
-        "prices_as_of": app.prices.as_of,
+        "context_tokens": found.context_tokens,
+        "max_output_tokens": found.max_output_tokens,
+        "model": found.model,
+        "estimated": found.estimated,
+        "priced": found.input_usd is not None,
+        "input_usd": found.input_usd,
+        "max_usd": found.max_usd,
+        "prices_as_of": found.prices_as_of,
     }
 
 
-def reply_cost_event(app: Any, reply: ReplyRecord) -> dict[str, Any] | None:
+def reply_cost_event(host: ConnectorHost, reply: ReplyRecord) -> dict[str, Any] | None:
     """The ``cost`` event of a finished reply (``None`` when it used nothing)."""
-    usage: Usage | None = reply.usage
-    if usage is None:
+    cost = host.reply_cost(reply)
+    if cost is None:
         return None
-    price = _price(app, reply.provider, reply.model)
     return {
         "conversation_id": reply.conversation_id,
         "reply_id": reply.message_id,
         "message_id": reply.platform_message_ids[-1] if reply.platform_message_ids else None,
-        "model": reply.model,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "estimated": usage.estimated,
-        "cost_usd": None if price is None else price.cost(usage),
+        "model": cost.model,
+        "input_tokens": cost.input_tokens,
+        "output_tokens": cost.output_tokens,
+        "estimated": cost.estimated,
+        "cost_usd": cost.cost_usd,
     }

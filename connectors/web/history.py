@@ -9,13 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from relaybot.core.models import ImagePart, ImageRef, VideoPart, VideoRef
+from relaybot import Conversation, ImagePart, ImageRef, StoredMessage, VideoPart, VideoRef
 
 from .security import ApiError
 
 if TYPE_CHECKING:
-    from relaybot.core.storage import Conversation, StoredMessage
-
     from .connector import WebConnector
 
 DEFAULT_PAGE = 50
@@ -75,10 +73,10 @@ async def owned_conversation(connector: WebConnector, client: str, conversation_
 
     Another browser's conversation answers exactly like a missing one, so ids reveal nothing.
     """
-    if not valid_id(conversation_id):
-        raise ApiError(404, "no such conversation")
-    conv = await connector.app.store.get_conversation(conversation_id)
-    if conv is None or conv.chat != connector.chat_of(client):
+    conv = None
+    if valid_id(conversation_id):
+        conv = await connector.core.conversations(connector.chat_of(client)).get(conversation_id)
+    if conv is None:
         raise ApiError(404, "no such conversation")
     return conv
 
@@ -96,36 +94,14 @@ async def history_page(
     except ValueError:
         raise ApiError(400, "limit and before must be integers") from None
     limit = max(1, min(limit, MAX_PAGE))
-    store = connector.app.store
-    start: int | None = conv.leaf_id
-    if before is not None:
-        anchor = await store.get_message(before) if valid_id(before) else None
-        if anchor is None or not await _on_path(connector, conv, anchor):
-            raise ApiError(404, "no such message in this conversation")
-        start = anchor.parent_id
-    if start is None:
-        return {"conversation_id": conv.id, "messages": [], "has_more": False}
-    path = await store.path(start, limit=limit)
+    page = await connector.core.conversations(conv.chat).page(conv.id, before=before, limit=limit)
+    if page is None:
+        raise ApiError(404, "no such message in this conversation")
     return {
         "conversation_id": conv.id,
-        "messages": [message_json(m) for m in path],
-        "has_more": path.truncated,
+        "messages": [message_json(m) for m in page.messages],
+        "has_more": page.has_more,
     }
-
-
-async def _on_path(connector: WebConnector, conv: Conversation, message: StoredMessage) -> bool:
-    """True if ``message`` is on ``conv``'s path (so paging cannot read other chats)."""
-    store = connector.app.store
-    if message.conversation_id is not None:
-        origin = await store.get_conversation(message.conversation_id)
-        if origin is None or origin.chat != conv.chat:
-            return False
-        if origin.id == conv.id:
-            return True
-    if conv.leaf_id is None:
-        return False
-    # a message of a branch's parent conversation (or of a deleted one): check the path itself
-    return any(m.id == message.id for m in await store.path(conv.leaf_id))
 
 
 def export_response(conv: Conversation, fmt: str, text: str) -> Response:

@@ -10,9 +10,9 @@ from relaybot.core.storage.records import (
     USE_LEAF,
     AlreadyStoredError,
     Conversation,
+    MessagePath,
     NewMessage,
     NotFoundError,
-    Path,
     StoredMessage,
 )
 from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
@@ -23,10 +23,10 @@ __all__ = [
     "AlreadyStoredError",
     "BudgetCheck",
     "Conversation",
+    "MessagePath",
     "NewMessage",
     "NotFoundError",
     "Override",
-    "Path",
     "PendingMessage",
     "Shortfall",
     "SpendDraft",

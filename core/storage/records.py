@@ -126,7 +126,7 @@ class StoredMessage:
     updated_at: datetime
 
 
-class Path(list[StoredMessage]):
+class MessagePath(list[StoredMessage]):
     """Messages of a path in root→leaf order, plus whether older ones were left out.
 
     It *is* a ``list`` (so ``for m in store.path(...)`` and indexing work); ``truncated`` is
@@ -151,7 +151,7 @@ class Path(list[StoredMessage]):
         return sum(m.token_count for m in self)
 
     def __repr__(self) -> str:
-        return f"Path({list.__repr__(self)}, truncated={self.truncated})"
+        return f"MessagePath({list.__repr__(self)}, truncated={self.truncated})"
 
 
 # -- content parts <-> JSON -------------------------------------------------------------------

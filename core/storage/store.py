@@ -41,9 +41,9 @@ from relaybot.core.storage.receipts import ReceiptsMixin
 from relaybot.core.storage.records import (
     USE_LEAF,
     Conversation,
+    MessagePath,
     NewMessage,
     NotFoundError,
-    Path,
     StoredMessage,
     UseLeaf,
     export_message,
@@ -529,7 +529,9 @@ class Store(SpendingStore, ReceiptsMixin, EventsMixin):
         return q.message_from_row(row) if row is not None else None
 
     @translated
-    async def path(self, leaf_id: int, *, token_budget: int | None = None, limit: int | None = None) -> Path:
+    async def path(
+        self, leaf_id: int, *, token_budget: int | None = None, limit: int | None = None
+    ) -> MessagePath:
         """The path ending at ``leaf_id``, in root→leaf order.
 
         With ``token_budget`` only the newest messages whose ``token_count`` sum fits are
@@ -551,9 +553,9 @@ class Store(SpendingStore, ReceiptsMixin, EventsMixin):
                 exists = await conn.scalar(sa.select(messages.c.id).where(messages.c.id == leaf_id))
                 if exists is None:
                     raise NotFoundError(f"message {leaf_id} does not exist")
-                return Path((), truncated=True)  # not even the leaf fits
+                return MessagePath((), truncated=True)  # not even the leaf fits
         found = [q.message_from_row(row) for row in rows]
-        return Path(found, truncated=found[0].parent_id is not None)
+        return MessagePath(found, truncated=found[0].parent_id is not None)
 
     # -- platform message ids -----------------------------------------------------------------
 
@@ -690,7 +692,7 @@ class Store(SpendingStore, ReceiptsMixin, EventsMixin):
         if conversation is None:
             raise NotFoundError(f"conversation {conversation_id} does not exist")
         leaf = conversation.leaf_id
-        path = await self.path(leaf) if leaf is not None else Path()
+        path = await self.path(leaf) if leaf is not None else MessagePath()
         return {
             "id": conversation.id,
             "title": conversation.title,

@@ -1,7 +1,7 @@
 """The lane side of a :class:`~relaybot.core.streaming.reply.ReplyStream`: what to send next,
 and what to do with the platform's answer.
 
-Each time the chat's budget allows a request, the lane asks the stream for a :class:`Job`
+Each time the chat's budget allows a request, the lane asks the stream for a :class:`PlatformCall`
 built from the stream's *latest* state (frames coalesce: there is never a queue of deltas),
 performs it and reports back through :meth:`Delivery._sent`, :meth:`Delivery._gone`,
 :meth:`Delivery._failed` or :meth:`Delivery._stream_ended`.
@@ -29,9 +29,9 @@ import asyncio
 import enum
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, cast
 
-from ..connector import Outgoing
+from ..connector import Method, Outgoing
 from ..errors import StreamEndedError
 from ..models import ChatKey
 from .text import fit_prefix, render, text_length
@@ -68,14 +68,12 @@ class _State(enum.Enum):
     DONE = 3  # every message delivered (or given up); the result is set
 
 
-JobKind = Literal["send", "edit", "draft", "start", "append", "stop", "image", "delete"]
-
-
 @dataclass(slots=True)
-class Job:
-    """One request a lane performs for a stream (built fresh each time, never queued)."""
+class PlatformCall:
+    """One request a lane makes of the connector for a stream (built fresh each time, never
+    queued); ``kind`` is the primitive, named as budgets name them (:data:`Method`)."""
 
-    kind: JobKind
+    kind: Method
     text: str
     final: bool = False
     message_id: str | None = None
@@ -152,7 +150,7 @@ class Delivery:
 
     # -- what to send next -----------------------------------------------------------------
 
-    def _job(self) -> Job | None:
+    def _job(self) -> PlatformCall | None:
         """The next request for this stream, from the latest text; ``None`` if nothing."""
         job = self._next_job()
         if self._backlog is not None:
@@ -170,26 +168,27 @@ class Delivery:
             self._text_at = 0.0
         return job
 
-    def _untrace(self, job: Job) -> None:
+    def _untrace(self, job: PlatformCall) -> None:
         """``job`` was not delivered: its text counts as waiting again (tracing only)."""
         if job.text_at and (not self._text_at or job.text_at < self._text_at):
             self._text_at = job.text_at
 
-    def _next_job(self) -> Job | None:
+    def _next_job(self) -> PlatformCall | None:
         if self._state is _State.DONE:
             return None
         image = self._image
         if image is not None:
-            return Job("image", image.caption, final=True, reply_to=self._reply_to, outgoing=self._out)
+            caption = image.caption
+            return PlatformCall("image", caption, final=True, reply_to=self._reply_to, outgoing=self._out)
         if self._doomed:
-            return Job("delete", "", final=True, message_id=self._doomed[0])
+            return PlatformCall("delete", "", final=True, message_id=self._doomed[0])
         index = self._delivered
         if index < len(self._parts):
             return self._final_job(index, self._parts[index].text)
         if self._state is not _State.OPEN:
             return None
         if self._placeholder and not self._chunks:
-            return Job("draft", "", outgoing=self._out)
+            return PlatformCall("draft", "", outgoing=self._out)
         if not self._live or self._framed == self._version:
             return None
         text = render(self._tail(), self._fence)
@@ -198,19 +197,19 @@ class Delivery:
             if not text or text == self._draft_text:
                 self._framed = self._version
                 return None
-            return Job("draft", text, version=self._version, outgoing=self._out)
+            return PlatformCall("draft", text, version=self._version, outgoing=self._out)
         if mode is StreamMode.APPEND:
             return self._append_job(text)
         if not text or text == self._msg_text:
             self._framed = self._version  # e.g. only whitespace arrived: nothing to show
             return None
         if self._msg_id is None:
-            return Job(
+            return PlatformCall(
                 "send", text, reply_to=self._reply_for(index), version=self._version, outgoing=self._out
             )
-        return Job("edit", text, message_id=self._msg_id, version=self._version, outgoing=self._out)
+        return PlatformCall("edit", text, message_id=self._msg_id, version=self._version, outgoing=self._out)
 
-    def _append_job(self, text: str) -> Job | None:
+    def _append_job(self, text: str) -> PlatformCall | None:
         """A start or append frame carrying what the platform's stream does not hold yet."""
         appended = self._appended
         if not text.startswith(appended):
@@ -219,7 +218,7 @@ class Delivery:
             if self._msg_id is None:
                 self._appended = ""
                 return self._append_job(text)
-            return Job("stop", "", message_id=self._msg_id, outgoing=self._out)
+            return PlatformCall("stop", "", message_id=self._msg_id, outgoing=self._out)
         delta = text[len(appended) :]
         if not delta:
             self._framed = self._version
@@ -227,10 +226,10 @@ class Delivery:
         chunk, whole = self._chunk(delta)
         version = self._version if whole else 0
         if self._msg_id is None:
-            return Job(
+            return PlatformCall(
                 "start", chunk, reply_to=self._reply_for(self._delivered), version=version, outgoing=self._out
             )
-        return Job("append", chunk, message_id=self._msg_id, version=version, outgoing=self._out)
+        return PlatformCall("append", chunk, message_id=self._msg_id, version=version, outgoing=self._out)
 
     def _chunk(self, text: str) -> tuple[str, bool]:
         """``text`` capped at the platform's per-call size; True when nothing was left out."""
@@ -242,7 +241,7 @@ class Delivery:
             n -= 1  # never split a (lone-surrogate) pair between two calls
         return text[: max(1, n)], False
 
-    def _final_job(self, index: int, text: str) -> Job:
+    def _final_job(self, index: int, text: str) -> PlatformCall:
         out = self._part_out(index)
         if self._msg_id is not None:
             if self.mode is StreamMode.APPEND:
@@ -250,14 +249,14 @@ class Delivery:
                 if not text.startswith(appended):
                     # a cut left the stream holding more than this message keeps: stop it,
                     # then replace its text (final=False marks that stop as not the end)
-                    return Job("stop", "", message_id=self._msg_id, outgoing=self._out)
+                    return PlatformCall("stop", "", message_id=self._msg_id, outgoing=self._out)
                 rest, whole = self._chunk(text[len(appended) :])
                 if not whole:
-                    return Job("append", rest, message_id=self._msg_id, outgoing=self._out)
-                return Job("stop", rest, final=True, message_id=self._msg_id, outgoing=out)
+                    return PlatformCall("append", rest, message_id=self._msg_id, outgoing=self._out)
+                return PlatformCall("stop", rest, final=True, message_id=self._msg_id, outgoing=out)
             if self.mode is StreamMode.EDIT:
-                return Job("edit", text, final=True, message_id=self._msg_id, outgoing=out)
-        return Job("send", text, final=True, reply_to=self._reply_for(index), outgoing=out)
+                return PlatformCall("edit", text, final=True, message_id=self._msg_id, outgoing=out)
+        return PlatformCall("send", text, final=True, reply_to=self._reply_for(index), outgoing=out)
 
     def _part_out(self, index: int) -> Outgoing:
         """The descriptor of message ``index``'s final frame (interrupted on the last one)."""
@@ -271,7 +270,7 @@ class Delivery:
 
     # -- what happened ---------------------------------------------------------------------
 
-    def _sent(self, job: Job, message_id: str | None) -> None:
+    def _sent(self, job: PlatformCall, message_id: str | None) -> None:
         """A request succeeded (or was "not modified", which is the same thing)."""
         if self._state is _State.DONE:
             return  # cancelled while the request was in flight
@@ -351,7 +350,7 @@ class Delivery:
         self._sched.stats.starts_short += 1
         self._to_replace()
 
-    def _stream_ended(self, job: Job, exc: StreamEndedError) -> None:
+    def _stream_ended(self, job: PlatformCall, exc: StreamEndedError) -> None:
         """The platform ended the append stream early: finish by replace (same or new message)."""
         if self._state is _State.DONE:
             return
@@ -362,7 +361,7 @@ class Delivery:
             self._msg_id = None  # continue in a new message
             self._msg_text = None
 
-    def _gone(self, job: Job, exc: Exception) -> None:
+    def _gone(self, job: PlatformCall, exc: Exception) -> None:
         """The platform says the message (or chat) is gone."""
         if self._state is _State.DONE:
             return
@@ -385,7 +384,7 @@ class Delivery:
         else:
             self._abandon(f"chat is gone: {exc}")
 
-    def _failed(self, job: Job, exc: Exception) -> None:
+    def _failed(self, job: PlatformCall, exc: Exception) -> None:
         """A request failed for another reason: back off and retry, a bounded number of times."""
         if self._state is _State.DONE:
             return

@@ -30,8 +30,9 @@ from ..errors import (
 from ..models import ChatKey
 
 if TYPE_CHECKING:
+    from ..connector import Method
     from .budgets import LearnedBuckets
-    from .delivery import Job, JobKind
+    from .delivery import PlatformCall
     from .reply import ReplyStream
     from .scheduler import StreamScheduler
 
@@ -94,7 +95,7 @@ class FrameTrace:
     """
 
     chat: ChatKey
-    kind: JobKind
+    kind: Method
     final: bool
     text_at: float
     allowed_at: float
@@ -479,7 +480,7 @@ class Lane:
                 return
         await self._perform(stream, job, allowed)
 
-    async def _method_turn(self, stream: ReplyStream, job: Job) -> Job | None:
+    async def _method_turn(self, stream: ReplyStream, job: PlatformCall) -> PlatformCall | None:
         """Wait until ``job``'s method has budget (per-method budgets, learned buckets).
 
         A native stream start that would have to wait goes by send + edit instead (when many
@@ -544,7 +545,7 @@ class Lane:
                 return stream
         return None
 
-    async def _perform(self, stream: ReplyStream, job: Job, allowed: float = float("-inf")) -> None:
+    async def _perform(self, stream: ReplyStream, job: PlatformCall, allowed: float = float("-inf")) -> None:
         sched = self._sched
         conn = sched.connector
         stats = sched.stats

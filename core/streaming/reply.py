@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from ..connector import Outgoing, OutgoingKind
 from ..errors import CapabilityError
 from ..models import ChatKey
-from .delivery import Delivery, ImageFrame, Job, StreamMode, _State
+from .delivery import Delivery, ImageFrame, PlatformCall, StreamMode, _State
 from .demand import ReadGate
 from .text import Fence, Part, cut_part, fit_fence, render, scan_fences, text_length
 
@@ -54,7 +54,14 @@ _COMPACT_EVERY = 256
 #: the paragraph connectors append to an interrupted reply's last message (see mark_interrupted)
 INTERRUPTED_MARKER = "⏹ interrupted"
 
-__all__ = ["INTERRUPTED_MARKER", "Job", "ReplyResult", "ReplyStream", "StreamMode", "mark_interrupted"]
+__all__ = [
+    "INTERRUPTED_MARKER",
+    "PlatformCall",
+    "ReplyResult",
+    "ReplyStream",
+    "StreamMode",
+    "mark_interrupted",
+]
 
 
 def mark_interrupted(text: str, marker: str = INTERRUPTED_MARKER) -> str:

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..connector import NOTICE, BaseConnector, MessageHandler, Method, MethodBudget, Outgoing, StreamPolicy
+from ..connector import NOTICE, BaseConnector, Method, MethodBudget, Outgoing, StreamPolicy
 from ..errors import (
     MessageGoneError,
     MessageNotModifiedError,
@@ -61,6 +61,7 @@ from ..errors import (
     PlatformRateLimitError,
     StreamEndedError,
 )
+from ..host import ConnectorHost, Handover
 from ..models import ChatKey, IncomingMessage
 from ..streaming.budgets import MethodBudgets
 from ..streaming.reply import mark_interrupted
@@ -170,7 +171,8 @@ class RecordingConnector(BaseConnector):
         self.rejected: list[RejectedOp] = []
         #: how many 429s the fake answered
         self.rate_limited = 0
-        self.handler: MessageHandler | None = None
+        #: the host the core handed over in :meth:`start`
+        self.host: ConnectorHost | None = None
         self.started = False
         self._messages: dict[str, _Message] = {}
         self._order: dict[ChatKey, list[str]] = defaultdict(list)
@@ -247,20 +249,20 @@ class RecordingConnector(BaseConnector):
 
     # -- incoming side ---------------------------------------------------------------------
 
-    async def start(self, handler: MessageHandler) -> None:
-        """Store ``handler``; :meth:`inject` feeds it."""
-        self.handler = handler
+    async def start(self, host: ConnectorHost) -> None:
+        """Keep ``host``; :meth:`inject` delivers to it."""
+        self.host = host
         self.started = True
 
     async def stop(self) -> None:
-        """Forget the handler."""
+        """Stop taking messages in."""
         self.started = False
 
-    async def inject(self, message: IncomingMessage) -> None:
-        """Deliver ``message`` to the handler as if a user sent it."""
-        if self.handler is None:
+    async def inject(self, message: IncomingMessage) -> Handover:
+        """Deliver ``message`` to the core as if a user sent it; return once it is accepted."""
+        if self.host is None:
             raise RuntimeError("RecordingConnector.inject() before start()")
-        await self.handler(message)
+        return await self.host.deliver(message.chat, message)
 
     # -- primitives ------------------------------------------------------------------------
 

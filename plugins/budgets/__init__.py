@@ -60,10 +60,10 @@ def register_commands(register):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def relaybot_startup(app):  # type: ignore[no-untyped-def]
+def relaybot_startup(bot):  # type: ignore[no-untyped-def]
     # the guard validated the section already (a bad one stops start-up); say what is enforced
     try:
-        settings = load_settings(app.config)
+        settings = load_settings(bot.config)
     except ConfigError as exc:  # pragma: no cover - start() raised it first
         log.error("budgets will not work: %s", exc)
         return

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
 
 from pydantic import ValidationError
 
-from relaybot import CommandContext, CommandError, Override, RequestOrigin, Usage, to_micros
+from relaybot import BotServices, CommandContext, CommandError, Override, RequestOrigin, Usage, to_micros
 
 from .guard import Applicable, BudgetGuard, chat_subject, spec_of, user_subject
 from .settings import MAX_TOKENS, MAX_USD, BudgetSpec, describe_reset, money, window
@@ -49,8 +48,8 @@ _SET_USAGE = (
 )
 
 
-def guard_of(app: Any) -> BudgetGuard:
-    guard = getattr(app, "spend_guard", None)
+def guard_of(bot: BotServices) -> BudgetGuard:
+    guard = bot.spend_guard
     if not isinstance(guard, BudgetGuard):
         raise CommandError("Budgets are not enabled on this bot.")
     return guard
@@ -69,7 +68,7 @@ async def status_lines(
     """One line per budget: what is used and left, and when it resets."""
     now = now or guard.now()
     checks = [guard.check(b, now) for b in budgets]
-    spent = await guard.app.store.spent(checks, now=now)
+    spent = await guard.services.spending.spent(checks, now=now)
     lines = []
     for budget, (tokens, micros) in zip(budgets, spent, strict=True):
         spec = budget.spec
@@ -88,12 +87,12 @@ async def status_lines(
     return lines
 
 
-async def budget_status(app: Any, origin: RequestOrigin) -> list[str]:
+async def budget_status(bot: BotServices, origin: RequestOrigin) -> list[str]:
     """The budget lines ``/usage`` and ``/budget`` show for ``origin`` (empty: no budgets)."""
-    guard = getattr(app, "spend_guard", None)
+    guard = bot.spend_guard
     if not isinstance(guard, BudgetGuard):
         return []
-    budgets = await guard.applicable(origin, app.config.default_provider)
+    budgets = await guard.applicable(origin, bot.config.default_provider)
     return await status_lines(guard, budgets)
 
 
@@ -112,19 +111,19 @@ def subject(ctx: CommandContext, scope: str, who: str) -> str:
 
 
 async def show(ctx: CommandContext, args: list[str]) -> None:
-    guard = guard_of(ctx.app)
+    guard = guard_of(ctx.bot)
     origin = origin_of(ctx)
     if not args:
-        lines = await status_lines(guard, await guard.applicable(origin, ctx.app.config.default_provider))
+        lines = await status_lines(guard, await guard.applicable(origin, ctx.bot.config.default_provider))
         await ctx.reply("💰 Budgets\n" + ("\n".join(lines) if lines else "No budget applies here."))
         return
     if len(args) != 2 or args[0] not in ("user", "chat"):
         raise CommandError("Usage: /budget show [user|chat <who>]")
     scope, name = args[0], subject(ctx, args[0], args[1])
     mine = name == (user_subject(origin) if scope == "user" else chat_subject(origin))
-    if not mine and not ctx.app.is_admin(ctx.message):
+    if not mine and not ctx.bot.is_admin(ctx.message):
         raise CommandError("Only admins can see other people's budgets.")
-    overrides = await ctx.app.store.budget_overrides([(scope, name)])
+    overrides = await ctx.bot.spending.budget_overrides([(scope, name)])
     override = overrides.get((scope, name))
     default = guard.settings.user if scope == "user" else guard.settings.chat
     spec = spec_of(override) if override is not None else default
@@ -208,15 +207,15 @@ def parse_spec(words: list[str]) -> BudgetSpec | None:
 
 
 async def set_budget(ctx: CommandContext, args: list[str]) -> None:
-    guard_of(ctx.app)
-    if not ctx.app.is_admin(ctx.message):
+    guard = guard_of(ctx.bot)
+    if not ctx.bot.is_admin(ctx.message):
         raise CommandError("Only admins can change budgets.")
     if len(args) < 3 or args[0] not in ("user", "chat"):
         raise CommandError(_SET_USAGE)
     scope, name = args[0], subject(ctx, args[0], args[1])
     spec = parse_spec(args[2:])
-    now = ctx.app.spend_guard.now()
-    await ctx.app.store.set_budget_override(
+    now = guard.now()
+    await ctx.bot.spending.set_budget_override(
         Override(
             scope=scope,
             subject=name,
@@ -233,13 +232,13 @@ async def set_budget(ctx: CommandContext, args: list[str]) -> None:
 
 
 async def reset_budget(ctx: CommandContext, args: list[str]) -> None:
-    guard = guard_of(ctx.app)
-    if not ctx.app.is_admin(ctx.message):
+    guard = guard_of(ctx.bot)
+    if not ctx.bot.is_admin(ctx.message):
         raise CommandError("Only admins can change budgets.")
     if len(args) != 2 or args[0] not in ("user", "chat"):
         raise CommandError("Usage: /budget reset user|chat <who>")
     scope, name = args[0], subject(ctx, args[0], args[1])
-    removed = await ctx.app.store.delete_budget_override(scope, name)
+    removed = await ctx.bot.spending.delete_budget_override(scope, name)
     default = guard.settings.user if scope == "user" else guard.settings.chat
     back = default.describe() if default else "no budget"
     if removed:
@@ -267,7 +266,7 @@ async def usage_report(ctx: CommandContext) -> None:
     Built from every reply's stored usage priced with the app's price table, so it covers
     replies no budget applied to as well.
     """
-    guard = guard_of(ctx.app)
+    guard = guard_of(ctx.bot)
     word = (ctx.args.strip().lower() or "month").removeprefix("this ")
     period = _PERIODS.get(word)
     if period is None:
@@ -279,7 +278,7 @@ async def usage_report(ctx: CommandContext) -> None:
     head = (
         f"📈 Usage report — {label} (since {since.astimezone(zone):%Y-%m-%d %H:%M} {guard.settings.timezone})"
     )
-    rows = await ctx.app.store.usage_rows(since=since)
+    rows = await ctx.bot.usage.usage_rows(since=since)
     if not rows:
         await ctx.reply(head + "\nNothing yet.")
         return
@@ -287,7 +286,7 @@ async def usage_report(ctx: CommandContext) -> None:
     unpriced: set[str] = set()
     total = [0, 0, 0]
     for platform, chat, user, model, tokens_in, tokens_out, replies in rows:
-        price = ctx.app.prices.price_of(model) if model else None
+        price = ctx.bot.prices.price_of(model) if model else None
         micros = to_micros(price.cost(Usage(tokens_in, tokens_out))) if price is not None else 0
         if price is None and tokens_in + tokens_out:
             unpriced.add(model or "(unknown model)")

@@ -24,6 +24,7 @@ from typing import Any
 
 from relaybot import (
     BaseSpendGuard,
+    BotServices,
     BudgetCheck,
     BudgetExceededError,
     CallOutcome,
@@ -105,16 +106,24 @@ class BudgetGuard(BaseSpendGuard):
     """The :class:`~relaybot.BaseSpendGuard` of the budgets plugin. ``clock`` is for tests."""
 
     def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
-        self.app: Any = None
+        #: what the guard uses of the running bot (set by :meth:`start`)
+        self.bot: BotServices | None = None
         self.settings = BudgetsSettings()
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def validate(self, config: Any) -> None:
         load_settings(config)
 
-    async def start(self, app: Any) -> None:
-        self.app = app
-        self.settings = load_settings(app.config)
+    async def start(self, bot: BotServices) -> None:
+        self.bot = bot
+        self.settings = load_settings(bot.config)
+
+    @property
+    def services(self) -> BotServices:
+        """The running bot's services (the guard was started)."""
+        if self.bot is None:
+            raise RuntimeError("the budget guard is not started")
+        return self.bot
 
     def now(self) -> datetime:
         return self._clock()
@@ -123,7 +132,7 @@ class BudgetGuard(BaseSpendGuard):
         """What ``/usage`` shows: each budget that applies to ``origin``, used, left, reset."""
         from .commands import status_lines  # commands builds on this module
 
-        return await status_lines(self, await self.applicable(origin, self.app.config.default_provider))
+        return await status_lines(self, await self.applicable(origin, self.services.config.default_provider))
 
     # ── which budgets ───────────────────────────────────────────────────────────────────────
 
@@ -133,7 +142,7 @@ class BudgetGuard(BaseSpendGuard):
         found: list[Applicable] = []
         if origin is not None:
             user, chat = user_subject(origin), chat_subject(origin)
-            overrides = await self.app.store.budget_overrides([("user", user), ("chat", chat)])
+            overrides = await self.services.spending.budget_overrides([("user", user), ("chat", chat)])
             for scope, subject, default in (("user", user, s.user), ("chat", chat, s.chat)):
                 override = overrides.get((scope, subject))
                 spec = spec_of(override) if override is not None else default
@@ -162,8 +171,8 @@ class BudgetGuard(BaseSpendGuard):
     # ── prices and counts ───────────────────────────────────────────────────────────────────
 
     def price(self, provider: str, model: str) -> ModelPrice | None:
-        app = self.app
-        return app.prices.for_call(app.provider_type(provider), model)
+        bot = self.services
+        return bot.prices.for_call(bot.provider_type(provider), model)
 
     def count_prompt(self, call: PlannedCall) -> int:
         """The prompt's tokens: the core's count when it made one, else counted here."""
@@ -179,7 +188,7 @@ class BudgetGuard(BaseSpendGuard):
         return total
 
     def _counter(self, provider: str) -> Any:
-        return self.app.token_counter(provider)
+        return self.services.token_counter(provider)
 
     # ── the guard ───────────────────────────────────────────────────────────────────────────
 
@@ -204,7 +213,7 @@ class BudgetGuard(BaseSpendGuard):
             if money is not None:
                 raise self._unpriced(call, money, now)
         checks = [self.check(b, now) for b in budgets]
-        result = await self.app.store.reserve_spend(
+        result = await self.services.spending.reserve_spend(
             self._draft(call, tokens=tokens, cost=cost), checks, ttl=self.settings.reservation_ttl, now=now
         )
         if isinstance(result, Shortfall):
@@ -241,9 +250,9 @@ class BudgetGuard(BaseSpendGuard):
             )
             if reservation.handle is None:
                 if self.settings.configured and (outcome.answered or outcome.usage is not None):
-                    await self.app.store.record_spend(draft, now=self.now())
+                    await self.services.spending.record_spend(draft, now=self.now())
             else:
-                await self.app.store.settle_spend(reservation.handle, draft)
+                await self.services.spending.settle_spend(reservation.handle, draft)
         except Exception:
             log.exception("could not settle the spend of a %s call to %s", call.kind, call.provider)
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 
-from relaybot import use_optional
-from relaybot.core.errors import (
+from relaybot import (
     ProviderAuthError,
     ProviderError,
     ProviderNotFoundError,
@@ -29,6 +28,7 @@ from relaybot.core.errors import (
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    use_optional,
 )
 
 #: how much of an error body we read and quote; bodies beyond this are not useful in a log line

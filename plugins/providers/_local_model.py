@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from relaybot.core.errors import ContextTooLongError, ProviderError, ProviderResponseError
+from relaybot import ContextTooLongError, ProviderError, ProviderResponseError
 
 __all__ = [
     "BUNDLED_MODEL_FILE",

@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from relaybot.core.errors import ProviderError
-from relaybot.core.models import Usage
-from relaybot.core.provider import GeneratedImage, ImageRequest
+from relaybot import GeneratedImage, ImageRequest, ProviderError, Usage
 
 from . import _http
 

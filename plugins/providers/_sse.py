@@ -28,15 +28,21 @@ from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import Field
 
-from relaybot.core.errors import (
+from relaybot import (
+    BaseProvider,
+    BaseProviderConfig,
     ContextTooLongError,
+    Finish,
+    ProviderCapabilities,
     ProviderError,
+    ProviderEvent,
+    ProviderRequest,
     ProviderResponseError,
     ProviderUnavailableError,
+    TextDelta,
+    Usage,
+    register_secret,
 )
-from relaybot.core.models import Finish, ProviderEvent, ProviderRequest, TextDelta, Usage
-from relaybot.core.provider import BaseProvider, BaseProviderConfig, ProviderCapabilities
-from relaybot.core.redact import register_secret
 
 from . import _http
 

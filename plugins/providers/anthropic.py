@@ -33,28 +33,27 @@ import httpx
 from httpx_sse import ServerSentEvent
 from pydantic import Field
 
-from relaybot.core.errors import (
+from relaybot import (
+    ANTHROPIC_IMAGE_LIMITS,
     CapabilityError,
-    ProviderError,
-    ProviderRateLimitError,
-    ProviderResponseError,
-    ProviderUnavailableError,
-)
-from relaybot.core.hookspecs import hookimpl
-from relaybot.core.images import ANTHROPIC_IMAGE_LIMITS
-from relaybot.core.models import (
     ChatMessage,
     Finish,
     ImagePart,
     ImageRef,
+    ProviderCapabilities,
+    ProviderError,
     ProviderEvent,
+    ProviderRateLimitError,
     ProviderRequest,
+    ProviderResponseError,
+    ProviderType,
+    ProviderUnavailableError,
     Role,
     TextDelta,
     TextPart,
     Usage,
+    hookimpl,
 )
-from relaybot.core.provider import ProviderCapabilities, ProviderType
 
 from . import _http
 from ._sse import BaseSSEProvider, HTTPProviderConfig, SSEState

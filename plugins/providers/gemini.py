@@ -32,32 +32,31 @@ from urllib.parse import quote as url_quote
 import httpx
 from httpx_sse import ServerSentEvent
 
-from relaybot.core.errors import (
+from relaybot import (
+    GEMINI_IMAGE_LIMITS,
     CapabilityError,
-    ContextTooLongError,
-    ProviderAuthError,
-    ProviderError,
-    ProviderRateLimitError,
-    ProviderResponseError,
-    ProviderUnavailableError,
-)
-from relaybot.core.hookspecs import hookimpl
-from relaybot.core.images import GEMINI_IMAGE_LIMITS
-from relaybot.core.models import (
     ChatMessage,
+    ContextTooLongError,
     Finish,
     ImagePart,
     ImageRef,
+    ProviderAuthError,
+    ProviderCapabilities,
+    ProviderError,
     ProviderEvent,
+    ProviderRateLimitError,
     ProviderRequest,
+    ProviderResponseError,
+    ProviderType,
+    ProviderUnavailableError,
     Role,
     TextDelta,
     TextPart,
     Usage,
     VideoPart,
     VideoRef,
+    hookimpl,
 )
-from relaybot.core.provider import ProviderCapabilities, ProviderType
 
 from . import _http
 from ._sse import BaseSSEProvider, HTTPProviderConfig, SSEState

@@ -43,23 +43,23 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from relaybot.core.errors import ConfigError, ProviderError, ProviderUnavailableError
-from relaybot.core.hookspecs import hookimpl
-from relaybot.core.models import (
+from relaybot import (
+    BaseProvider,
+    BaseProviderConfig,
     ChatMessage,
+    ConfigError,
     Finish,
     ImagePart,
+    ProviderCapabilities,
+    ProviderError,
     ProviderEvent,
     ProviderRequest,
+    ProviderType,
+    ProviderUnavailableError,
     TextDelta,
     TextPart,
     Usage,
-)
-from relaybot.core.provider import (
-    BaseProvider,
-    BaseProviderConfig,
-    ProviderCapabilities,
-    ProviderType,
+    hookimpl,
 )
 
 from ._local_model import (

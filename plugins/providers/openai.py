@@ -30,21 +30,24 @@ from typing import Any
 import httpx
 from httpx_sse import ServerSentEvent
 
-from relaybot.core.errors import CapabilityError
-from relaybot.core.hookspecs import hookimpl
-from relaybot.core.images import OPENAI_IMAGE_LIMITS
-from relaybot.core.models import (
+from relaybot import (
+    OPENAI_IMAGE_LIMITS,
+    CapabilityError,
     ChatMessage,
     Finish,
+    GeneratedImage,
     ImagePart,
     ImageRef,
+    ImageRequest,
+    ProviderCapabilities,
     ProviderEvent,
     ProviderRequest,
+    ProviderType,
     TextDelta,
     TextPart,
     Usage,
+    hookimpl,
 )
-from relaybot.core.provider import GeneratedImage, ImageRequest, ProviderCapabilities, ProviderType
 
 from . import _http, _openai_images
 from ._sse import BaseSSEProvider, HTTPProviderConfig, SSEState

@@ -32,7 +32,9 @@ async def main(kind: str) -> None:
         from relaybot.connectors.web.config import WebConfig
 
         web = WebConnector("web", WebConfig(port=0))
-        await web.start(nothing)  # type: ignore[arg-type]
+        from relaybot.testing import RecordingHost
+
+        await web.start(RecordingHost())
         url, method, stop = web.url + "/api/info", "GET", web.stop
     elif kind == "webhook":
         from relaybot.connectors.telegram.webhook import WebhookServer

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relaybot import Command, hookimpl
+from relaybot import BotServices, CapabilityError, Command, hookimpl
 from relaybot.core import hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +74,14 @@ def test_the_allow_list_names_only_real_hooks() -> None:
 # ── the hooks no other test drives ──────────────────────────────────────────────────────────
 
 
+def _storage_open(bot: BotServices) -> bool:
+    try:
+        bot.usage  # noqa: B018 - raises CapabilityError while storage is closed
+    except CapabilityError:
+        return False
+    return True
+
+
 class LifecyclePlugin:
     """Records what the lifecycle and error hooks saw."""
 
@@ -82,12 +90,12 @@ class LifecyclePlugin:
         self.errors: list[tuple[BaseException, object]] = []
 
     @hookimpl
-    def relaybot_startup(self, app) -> None:  # type: ignore[no-untyped-def]
-        self.events.append(("startup", (app.started, sorted(app.connectors))))
+    def relaybot_startup(self, bot: BotServices) -> None:
+        self.events.append(("startup", (_storage_open(bot), bot.config.default_provider)))
 
     @hookimpl
-    def relaybot_shutdown(self, app) -> None:  # type: ignore[no-untyped-def]
-        self.events.append(("shutdown", app.started))
+    def relaybot_shutdown(self, bot: BotServices) -> None:
+        self.events.append(("shutdown", _storage_open(bot)))
 
     @hookimpl
     def on_error(self, error, message) -> None:  # type: ignore[no-untyped-def]
@@ -105,11 +113,12 @@ async def test_startup_and_shutdown_run_once_each_around_the_bots_life(make_bot,
     plugin = LifecyclePlugin()
     bot = await make_bot(plugins=[("lifecycle", plugin)])
     # started: storage open and the connector running when the hook runs
-    assert plugin.events == [("startup", (True, [bot.connector.name]))]
+    assert plugin.events == [("startup", (True, "fake"))]
+    assert bot.connector.started
     await bot.say("hello")
     assert [e for e, _ in plugin.events] == ["startup"]
     await bot.stop()
-    assert [e for e, _ in plugin.events] == ["startup", "shutdown"]
+    assert plugin.events[1:] == [("shutdown", True)]  # storage still open for the hook
 
 
 async def test_on_error_gets_the_error_and_the_message_and_the_user_no_internals(make_bot) -> None:

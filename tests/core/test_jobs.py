@@ -160,8 +160,8 @@ async def test_failing_job_reaches_on_error_and_the_bot_keeps_answering(
 
 async def test_job_can_message_the_admins(make_bot: Callable[..., Awaitable[Any]]) -> None:
     async def hello(ctx: JobContext) -> None:
-        for chat in ctx.admin_chats:
-            await ctx.send_text(chat, f"job {ctx.name} says hi")
+        for chat in ctx.bot.admin_chats():
+            await ctx.bot.send(chat, f"job {ctx.name} says hi")
 
     plugin = JobPlugin(Job("hello", hello, interval_seconds=3600))
     bot = await make_bot(plugins=[("p", plugin)], config={"bot": {"admins": ["fake:boss", "nowhere:x"]}})

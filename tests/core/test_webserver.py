@@ -23,7 +23,7 @@ from relaybot.connectors.web import WebConnector
 from relaybot.connectors.web.config import WebConfig
 from relaybot.core.errors import ConfigError
 from relaybot.core.webserver import WebServer
-from relaybot.testing import LoopbackServer
+from relaybot.testing import LoopbackServer, RecordingHost
 
 try:
     from pytest_asyncio import fixture as async_fixture
@@ -61,7 +61,7 @@ async def _loopback() -> AsyncIterator[tuple[WebServer, str, str]]:
 
 async def _web_chat() -> AsyncIterator[tuple[WebServer, str, str]]:
     connector = WebConnector("web", WebConfig(port=0))
-    await connector.start(nothing)  # type: ignore[arg-type]
+    await connector.start(RecordingHost())
     try:
         assert connector._server is not None
         yield connector._server, connector.url + "/api/info", "GET"
@@ -154,5 +154,5 @@ async def test_web_chat_on_a_taken_port_names_the_setting() -> None:
     async with WebServer(hello) as other:
         connector = WebConnector("web", WebConfig(port=other.port))
         with pytest.raises(ConfigError) as info:
-            await connector.start(nothing)  # type: ignore[arg-type]
+            await connector.start(RecordingHost())
     assert "connectors.web.port" in str(info.value) and str(other.port) in str(info.value)

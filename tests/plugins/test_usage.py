@@ -65,7 +65,7 @@ async def test_today_and_this_month_in_the_configured_time_zone(make_bot, fake_o
     await backdate(bot, earlier_this_month.id, datetime(2026, 3, 20, 3, 0, tzinfo=UTC))  # 23:00 the 19th
     await backdate(bot, last_month.id, datetime(2026, 3, 1, 3, 0, tzinfo=UTC))  # 22:00 on Feb 28
     now = datetime(2026, 3, 20, 16, 0, tzinfo=UTC)
-    report = await usage_plugin.usage_report(bot.app, "user-1", now=now)
+    report = await usage_plugin.usage_report(bot.app.services, "user-1", now=now)
     assert "Today: 1,000,000 tokens (1,000,000 in, 0 out) · $0.15" in report
     assert "This month: 3,000,000 tokens (3,000,000 in, 0 out) · $0.45" in report
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from relaybot.core.models import ChatKey, ImagePart, ImageRef, ReplyStatus, Role, TextPart, Usage
-from relaybot.core.storage import Path, Store
+from relaybot.core.storage import MessagePath, Store
 
 CHAT = ChatKey("slack", "C1", "1700000000.000100")
 
@@ -109,7 +109,7 @@ async def test_path_token_budget_fits_exactly_and_never_cuts_a_message(store: St
         leaf = await add(store, conv.id, text, tokens)
 
     whole = await store.path(leaf)
-    assert isinstance(whole, Path) and [m.text for m in whole] == ["m1", "m2", "m3", "m4"]
+    assert isinstance(whole, MessagePath) and [m.text for m in whole] == ["m1", "m2", "m3", "m4"]
     assert not whole.truncated and whole.token_count == 65
 
     exact = await store.path(leaf, token_budget=65)

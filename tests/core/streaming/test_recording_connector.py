@@ -17,6 +17,7 @@ from relaybot.core.errors import (
 )
 from relaybot.core.models import ChatKey, IncomingMessage, User
 from relaybot.core.testing.recording_connector import RecordingConnector
+from relaybot.testing import RecordingHost
 
 DM = ChatKey("fake", "dm1")
 OTHER = ChatKey("fake", "dm2")
@@ -87,18 +88,16 @@ async def test_drafts_unsupported_flag():
         await conn.send_draft(DM, 1, "")
 
 
-async def test_inject_drives_the_handler():
+async def test_inject_delivers_to_the_host():
     conn = RecordingConnector()
-    seen: list[IncomingMessage] = []
-
-    async def handler(message: IncomingMessage) -> None:
-        seen.append(message)
+    host = RecordingHost("fake")
 
     with pytest.raises(RuntimeError):
         await conn.inject(IncomingMessage(DM, User("u"), "early"))
-    await conn.start(handler)
-    await conn.inject(IncomingMessage(DM, User("u"), "hi"))
-    assert [m.text for m in seen] == ["hi"] and conn.name == "fake"
+    await conn.start(host)
+    handover = await conn.inject(IncomingMessage(DM, User("u"), "hi"))
+    assert handover.accepted
+    assert [m.text for m in host.delivered] == ["hi"] and conn.name == "fake"
 
 
 async def test_latency_is_applied():
