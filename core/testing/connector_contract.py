@@ -687,13 +687,14 @@ class ConnectorContract:
         asked = [fake_openai.last_user_text(r.json) for r in fake_openai.requests]
         assert asked == ([] if allowed is None else ["hello"])
 
+    @pytest.mark.parametrize("where", ["private", "group"])
     async def test_an_image_reaches_the_provider_as_an_image_part(
-        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
     ) -> None:
         if not self.can_send_images:
             pytest.skip(f"people cannot send images on {self.connector_name}")
         bot = await contract_bot()
-        chat = self.chat_for(bot.fake, "private")
+        chat = self.chat_for(bot.fake, where)
         await self.send(bot, chat, "what colour is this?", image=png())
         await self.wait(
             lambda: self._has_text(bot, chat, "You said: what colour is this?"), "the answer to the image"
@@ -704,13 +705,14 @@ class ConnectorContract:
         [user] = [m for m in await bot.stored(chat) if m.role == Role.USER]
         assert any(type(p).__name__ == "ImagePart" for p in user.parts)
 
+    @pytest.mark.parametrize("where", ["private", "group"])
     async def test_imagine_shows_the_picture_and_nothing_else(
-        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
     ) -> None:
         if not self.can_show_images:
             pytest.skip(f"{self.connector_name} cannot show images")
         bot = await contract_bot(config={"plugins": {"imagine": {"provider": "fake"}}})
-        chat = self.chat_for(bot.fake, "private")
+        chat = self.chat_for(bot.fake, where)
         fake_openai.add_image(delay=0.3)
         before = len(await self.shown(bot, chat))
         await self.send(bot, chat, "/imagine a red square")
