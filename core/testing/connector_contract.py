@@ -365,6 +365,11 @@ class ConnectorContract:
         """Person ``person`` stops the reply being written (default: sends ``/stop``)."""
         await self.send(bot, chat, "/stop", person=person)
 
+    def allow_only(self, users: Sequence[str], denied_message: str) -> dict[str, Any] | None:
+        """Settings for the connector's table that let only ``users`` (relaybot user ids) in and
+        tell everyone else ``denied_message``; None: the connector has no allow-list."""
+        return None
+
     def flood(self, bot: ContractBot, chat: ContractChat, count: int) -> bool:
         """Make the platform answer 429 (with a short ``retry_after``) to the next ``count``
         message-producing calls of each kind; False when the platform has no rate limits."""
@@ -386,8 +391,9 @@ class ConnectorContract:
     async def contract_bot(
         self, tmp_path: Path, fake_openai: Any, contract_fake: Any, contract_database: str
     ) -> AsyncIterator[Callable[..., Awaitable[ContractBot]]]:
-        """Factory: ``bot = await contract_bot(bot={...}, plugins=[...], config={...})`` (one per
-        test: a bot's restart is :meth:`ContractBot.restart`, on the same database)."""
+        """Factory: ``bot = await contract_bot(bot={...}, plugins=[...], config={...},
+        connector={...})`` — ``[bot]`` settings, extra plugins, other config tables, settings
+        added to the connector's table. One per test: a restart is :meth:`ContractBot.restart`."""
         bots: list[ContractBot] = []
 
         async def make(
@@ -395,8 +401,12 @@ class ConnectorContract:
             bot: dict[str, Any] | None = None,
             plugins: list[tuple[str, Any]] | None = None,
             config: dict[str, Any] | None = None,
+            connector: dict[str, Any] | None = None,
         ) -> ContractBot:
             table = self.connector_config(contract_fake)
+            if connector:
+                assert table is not None, "connector settings need a [connectors.NAME] table"
+                table = {**table, **connector}
             raw: dict[str, Any] = {
                 "bot": {"default_provider": "fake", "checkpoint_interval": 0.2, **(bot or {})},
                 "storage": {
@@ -656,16 +666,25 @@ class ConnectorContract:
             assert a.parent_id == q.id and a.status == ReplyStatus.COMPLETE
         assert [fake_openai.last_user_text(r.json) for r in fake_openai.requests] == asked
 
+    @pytest.mark.parametrize("how", ["plugin", "allow_list"])
     @pytest.mark.parametrize("where", ["private", "group"])
     async def test_a_denied_user_gets_one_polite_answer_and_no_provider_request(
         self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, contract_fake: Any,
-        where: str,
+        where: str, how: str,
     ) -> None:  # fmt: skip
         chat = self.chat_for(contract_fake, where)
         # private: person 0 is denied, another person's private chat is answered; group: of
         # the two people in it, the second is denied and the first answered
         person = 1 if chat.group else 0
-        bot = await contract_bot(plugins=[("contract-deny", _DenyUser(chat.key, chat.users[person]))])
+        other = chat if chat.group else self.private_chat(contract_fake, 1)
+        if how == "plugin":  # an access plugin (check_access) denies them
+            bot = await contract_bot(plugins=[("contract-deny", _DenyUser(chat.key, chat.users[person]))])
+        else:  # the connector's own allow-list leaves them out
+            allowed_users = [] if other is None else [other.users[0]]
+            settings = self.allow_only(allowed_users, DENIED_TEXT)
+            if settings is None:
+                pytest.skip(f"{self.connector_name} has no allow-list in its settings")
+            bot = await contract_bot(connector=settings)
         await self.send(bot, chat, "let me in", person=person)
 
         async def told() -> list[Shown] | None:
@@ -674,9 +693,9 @@ class ConnectorContract:
 
         await self.wait(told, "the polite answer")
         await self.send(bot, chat, "let me in, please", person=person)
-        allowed, answered = (chat, 0) if chat.group else (self.private_chat(bot.fake, 1), 0)
+        allowed = other
         if allowed is not None:  # the bot still answers others, and by then saw the second try
-            await self.send(bot, allowed, "hello", person=answered)
+            await self.send(bot, allowed, "hello", person=0)
             await self.wait(
                 lambda: self._has_text(bot, allowed, "You said: hello"), "the allowed one's answer"
             )

@@ -7,7 +7,7 @@ are not messages), 429s are scripted answers of the fake.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -83,6 +83,9 @@ class TestTelegramContract(ConnectorContract):
             reply_to = str(replied["message_id"]) if replied else None
             shown.append(Shown(text, str(m.message_id), reply_to, m.kind == "photo", interrupted))
         return shown
+
+    def allow_only(self, users: Sequence[str], denied_message: str) -> dict[str, Any]:
+        return {"allowed_users": [int(u) for u in users], "denied_message": denied_message}
 
     def flood(self, bot: ContractBot, chat: ContractChat, count: int) -> bool:
         for method in SENDING:
