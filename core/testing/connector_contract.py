@@ -762,10 +762,11 @@ class ConnectorContract:
         if self.accepts_while_busy:
             waited = await self.send(bot, chat, "and then what?")
 
-            async def waiting() -> bool:
-                return any(m.text == "and then what?" for m in await bot.stored(chat))
+            async def waiting() -> bool:  # stored on receipt, waiting behind the first reply
+                stored = await bot.stored(chat)
+                return any(m.text == "and then what?" and m.status == ReplyStatus.PENDING for m in stored)
 
-            await self.wait(waiting, "the second message to be stored (accepted)")
+            await self.wait(waiting, "the second message to be stored (accepted) and waiting")
         await bot.stop()
         await bot.start()
         [first, *_] = await bot.replies(chat)
@@ -776,7 +777,7 @@ class ConnectorContract:
             return shown if any(s.interrupted for s in shown) else None
 
         shown = await self.wait(shown_interrupted, "the reply cut by the stop to be shown as interrupted")
-        cut = [s for s in shown[: next(i for i, s in enumerate(shown) if s.interrupted) + 1]]
+        cut = shown[: next(i for i, s in enumerate(shown) if s.interrupted) + 1]
         assert joins_to([s.text for s in cut], first.text), "shown text is not the stored partial"
         if not self.accepts_while_busy:
             waited = await self.send(bot, chat, "and then what?")
