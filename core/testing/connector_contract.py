@@ -97,7 +97,6 @@ from relaybot.core.hookspecs import hookimpl
 from relaybot.core.hooktypes import AccessDecision
 from relaybot.core.models import ChatKey, IncomingMessage, ReplyStatus, Role
 from relaybot.core.storage import StoredMessage
-from relaybot.core.storage.base import translated
 from relaybot.core.streaming import INTERRUPTED_MARKER
 from relaybot.core.streaming.text import text_length
 
@@ -235,7 +234,6 @@ class _DenyUser:
         return None
 
 
-@translated  # run where the store runs its own calls (SQLite: its thread)
 async def _chat_messages(store: Any, chat: ChatKey) -> list[StoredMessage]:
     """Every message stored for ``chat``, by id (the store's API walks one path at a time)."""
     import sqlalchemy as sa
@@ -249,9 +247,11 @@ async def _chat_messages(store: Any, chat: ChatKey) -> list[StoredMessage]:
         .where(queries.chat_matches(chat))
         .order_by(messages.c.id)
     )
-    async with store._read() as conn:
-        rows = (await conn.execute(stmt)).all()
-    return [queries.message_from_row(row) for row in rows]
+
+    def read(conn: sa.Connection) -> list[StoredMessage]:
+        return [queries.message_from_row(row) for row in conn.execute(stmt)]
+
+    return list(await store.run_sync(read))
 
 
 class ContractBot:
@@ -665,6 +665,53 @@ class ConnectorContract:
             a = next(m for m in stored if m.role == Role.ASSISTANT and m.text == answer)
             assert a.parent_id == q.id and a.status == ReplyStatus.COMPLETE
         assert [fake_openai.last_user_text(r.json) for r in fake_openai.requests] == asked
+
+    @pytest.mark.parametrize("where", ["private", "group"])
+    async def test_quick_messages_with_busy_policy_interrupt_are_all_answered_by_the_last(
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any, where: str
+    ) -> None:
+        if not self.accepts_while_busy:
+            pytest.skip(f"{self.connector_name} reads the next message only after the answer")
+        bot = await contract_bot(bot={"busy_policy": "interrupt"})
+        chat = self.chat_for(bot.fake, where)
+        fake_openai.default_tokens_per_second = 20  # an answer takes a while: the next one stops it
+        asked = [f"part {i} of my question" for i in range(4)]
+        before = len(await self.shown(bot, chat))
+        for text in asked:
+            await self.send(bot, chat, text)
+
+        async def answered() -> StoredMessage | None:  # a complete answer after the last part
+            stored = await bot.stored(chat)
+            last = [m.id for m in stored if m.role == Role.USER and m.text == asked[-1]]
+            if not last:
+                return None
+            return next(
+                (m for m in stored
+                 if m.role == Role.ASSISTANT and m.id > last[0] and m.status == ReplyStatus.COMPLETE),
+                None,
+            )  # fmt: skip
+
+        answer = await self.wait(answered, "the answer after the last message")
+        await self.wait(lambda: self._settled(bot, chat, 1), "every reply to end")
+        await self.wait(lambda: self._has_text(bot, chat, answer.text), "the last answer to be shown")
+        await asyncio.sleep(SETTLE)
+        stored = await bot.stored(chat)
+        assert [m.text for m in stored if m.role == Role.USER] == asked, "messages stored out of order"
+        replies = [m for m in stored if m.role == Role.ASSISTANT]
+        assert all(r.status in (ReplyStatus.COMPLETE, ReplyStatus.INTERRUPTED) for r in replies)
+        # the answer that ends it sees every message, in order (the core may join the turns
+        # of stopped replies into one)
+        context = "\n".join(
+            fake_openai.last_user_text({"messages": [m]})
+            for m in fake_openai.requests[-1].json["messages"]
+            if m["role"] == "user"
+        )
+        at = [context.find(text) for text in asked]
+        assert -1 not in at and at == sorted(at), (
+            f"the last request does not hold every message in order: {context!r}"
+        )
+        shown = await self.new_shown(bot, chat, before)
+        assert [s.text for s in shown].count(answer.text) == 1 and shown[-1].text == answer.text
 
     @pytest.mark.parametrize("how", ["plugin", "allow_list"])
     @pytest.mark.parametrize("where", ["private", "group"])
