@@ -42,9 +42,9 @@ from relaybot import (
     Role,
     Usage,
 )
-from relaybot.core import eventloop
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
+from relaybot.core.cli import eventloop
+from relaybot.core.cli.config import parse_config
+from relaybot.core.runtime.app import Relaybot
 from relaybot.core.storage import SpendDraft
 
 

@@ -28,9 +28,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from relaybot.core.context import build_context
-from relaybot.core.models import ChatKey, ChatMessage, ContentPart, Role
-from relaybot.core.tokens import TokenCounter, counter_for
+from relaybot.core.contracts.models import ChatKey, ChatMessage, ContentPart, Role
+from relaybot.core.modelio.context import build_context
+from relaybot.core.modelio.tokens import TokenCounter, counter_for
 
 MESSAGES = 10_000
 SYSTEM = "You are a helpful assistant. Answer briefly and cite sources when you can."

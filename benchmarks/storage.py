@@ -25,8 +25,8 @@ import time
 
 from sqlalchemy import event
 
-from relaybot.core import eventloop
-from relaybot.core.models import ChatKey, ReplyStatus, Role, TextPart
+from relaybot.core.cli import eventloop
+from relaybot.core.contracts.models import ChatKey, ReplyStatus, Role, TextPart
 from relaybot.core.storage import NewMessage, Store
 
 CALLS = ("active", "create", "add", "path", "update", "link")

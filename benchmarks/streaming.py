@@ -3,7 +3,7 @@
 Self-contained: it starts the fake Telegram Bot API (Telegram's flood limits: ~1 msg/s per chat
 with a burst of 3, 20/min per group, 30/s overall, escalating ``retry_after``) and a fake
 OpenAI server that streams every answer at ``--rate`` tokens/s, then a real
-:class:`~relaybot.core.app.Relaybot` with the Telegram connector (python-telegram-bot, long
+:class:`~relaybot.core.runtime.app.Relaybot` with the Telegram connector (python-telegram-bot, long
 polling, the connector's default policy) against them. It injects ``--chats`` private messages
 and ``--group-streams`` messages into as many forum topics of one supergroup (one writer per
 ChatKey; all topics share the group's budget), waits for every reply and checks that each
@@ -37,10 +37,10 @@ from typing import Any
 
 from _streaming_fakes import API_KEY, TOKEN, FakeWorld, Plan, cpu_seconds, reply_tokens, serve_in_child
 
-from relaybot.core import eventloop
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
-from relaybot.core.hookspecs import hookimpl
+from relaybot.core.cli import eventloop
+from relaybot.core.cli.config import parse_config
+from relaybot.core.contracts.hookspecs import hookimpl
+from relaybot.core.runtime.app import Relaybot
 from relaybot.core.streaming import FrameTrace
 
 

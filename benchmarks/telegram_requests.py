@@ -23,7 +23,7 @@ from typing import Any
 
 from _streaming_fakes import cpu_seconds
 
-from relaybot.core import eventloop
+from relaybot.core.cli import eventloop
 
 TOKEN = "123456:BENCH-TOKEN"
 

@@ -9,7 +9,7 @@ the web chat's listening socket left on under the standard asyncio loop until ``
 was set there, holds back a small write only while an earlier one is unacknowledged: it delays
 later frames of a reply, not the first one after an idle stream.)
 
-The bot (a real :class:`~relaybot.core.app.Relaybot` with the web chat, SQLite in a temporary
+The bot (a real :class:`~relaybot.core.runtime.app.Relaybot` with the web chat, SQLite in a temporary
 folder) and the fake provider run in the main thread's event loop; the "browser" (httpx with
 httpx-sse) runs in its own thread and loop, so client work does not queue behind the bot's.
 
@@ -41,9 +41,9 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from relaybot.core import eventloop
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
+from relaybot.core.cli import eventloop
+from relaybot.core.cli.config import parse_config
+from relaybot.core.runtime.app import Relaybot
 from relaybot.testing import FakeOpenAIServer
 
 CLIENT = "0123456789abcdef0123456789abcdef"

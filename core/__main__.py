@@ -1,5 +1,5 @@
 """``python -m relaybot.core`` runs the ``relaybot`` command."""
 
-from relaybot.core.cli import main
+from relaybot.core.cli.main import main
 
 main()

@@ -2,7 +2,7 @@
 
 Token counts come from the replies' stored usage (what the provider reported, or the core's
 estimate when it reported nothing — the answer says when estimates are included). Costs use
-the app's price table (:mod:`relaybot.core.pricing`: shipped prices, corrected by ``[prices]``
+the app's price table (:mod:`relaybot.core.modelio.pricing`: shipped prices, corrected by ``[prices]``
 and by this section's older ``prices`` key, in US dollars per million tokens)::
 
     [plugins.usage]

@@ -4,9 +4,9 @@ This module is the public API: plugin authors import everything they need from h
 testing kit from :mod:`relaybot.testing`). Everything else is private and may change.
 """
 
-from relaybot.core.commands import Command, CommandContext
-from relaybot.core.config import RelaybotConfig, load_config, parse_config
-from relaybot.core.connector import (
+from relaybot.core.cli.config import RelaybotConfig, load_config, parse_config
+from relaybot.core.contracts.commands import Command, CommandContext
+from relaybot.core.contracts.connector import (
     NOTICE,
     BaseConnector,
     BaseConnectorConfig,
@@ -15,9 +15,7 @@ from relaybot.core.connector import (
     Outgoing,
     StreamPolicy,
 )
-from relaybot.core.context import ContextDraft
-from relaybot.core.conversations import ChatConversations, HistoryPage
-from relaybot.core.errors import (
+from relaybot.core.contracts.errors import (
     BudgetExceededError,
     CapabilityError,
     CommandError,
@@ -40,9 +38,9 @@ from relaybot.core.errors import (
     StorageError,
     StreamEndedError,
 )
-from relaybot.core.hookspecs import hookimpl
-from relaybot.core.hooktypes import AccessDecision, ReplyRecord
-from relaybot.core.host import (
+from relaybot.core.contracts.hookspecs import hookimpl
+from relaybot.core.contracts.hooktypes import AccessDecision, ReplyRecord
+from relaybot.core.contracts.host import (
     BotServices,
     ConnectorHost,
     CostEstimate,
@@ -51,10 +49,8 @@ from relaybot.core.host import (
     SpendLedger,
     UsageLedger,
 )
-from relaybot.core.images import ANTHROPIC_IMAGE_LIMITS, GEMINI_IMAGE_LIMITS, OPENAI_IMAGE_LIMITS, ImageLimits
-from relaybot.core.jobs import Job, JobContext
-from relaybot.core.media import MediaStore
-from relaybot.core.models import (
+from relaybot.core.contracts.jobs import Job, JobContext
+from relaybot.core.contracts.models import (
     ChatKey,
     ChatMessage,
     ContentPart,
@@ -74,11 +70,10 @@ from relaybot.core.models import (
     VideoPart,
     VideoRef,
 )
-from relaybot.core.normalise import clean_text
-from relaybot.core.optional import use_optional
-from relaybot.core.plugin_settings import PluginSettings
-from relaybot.core.pricing import ModelPrice, PriceConfig, PriceTable, from_micros, to_micros
-from relaybot.core.provider import (
+from relaybot.core.contracts.normalise import clean_text
+from relaybot.core.contracts.optional import use_optional
+from relaybot.core.contracts.plugin_settings import PluginSettings
+from relaybot.core.contracts.provider import (
     BaseProvider,
     BaseProviderConfig,
     GeneratedImage,
@@ -86,13 +81,23 @@ from relaybot.core.provider import (
     ProviderCapabilities,
     ProviderType,
 )
-from relaybot.core.redact import redact, register_secret
-from relaybot.core.spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
+from relaybot.core.contracts.redact import redact, register_secret
+from relaybot.core.contracts.spending import BaseSpendGuard, CallOutcome, PlannedCall, Reservation
+from relaybot.core.modelio.context import ContextDraft
+from relaybot.core.modelio.images import (
+    ANTHROPIC_IMAGE_LIMITS,
+    GEMINI_IMAGE_LIMITS,
+    OPENAI_IMAGE_LIMITS,
+    ImageLimits,
+)
+from relaybot.core.modelio.media import MediaStore
+from relaybot.core.modelio.pricing import ModelPrice, PriceConfig, PriceTable, from_micros, to_micros
+from relaybot.core.modelio.tokens import TokenCounter
+from relaybot.core.runtime.conversations import ChatConversations, HistoryPage
+from relaybot.core.runtime.webserver import WebServer
 from relaybot.core.storage import Conversation, NotFoundError, StoredMessage
 from relaybot.core.storage.spending import BudgetCheck, Override, Shortfall, SpendDraft
 from relaybot.core.streaming import INTERRUPTED_MARKER, ReplyResult, ReplyStream, mark_interrupted
-from relaybot.core.tokens import TokenCounter
-from relaybot.core.webserver import WebServer
 
 __version__ = "0.1.0"
 

@@ -145,10 +145,10 @@ def test_the_scan_sees_a_reach_in_and_a_core_import() -> None:
     # the patterns themselves: a test that cannot find anything would pass forever
     sample = ast.parse(
         '"""app.store in a docstring does not count"""\n'
-        "from relaybot.core.redact import redact\n"
+        "from relaybot.core.contracts.redact import redact\n"
         "def f(self):\n"
         "    # app.dispatcher in a comment does not count\n"
         "    return self.app.store, getattr(self.app, 'registrations', None), self.app.plugins.pm\n"
     )
-    assert core_imports(sample) == {"relaybot.core.redact"}
+    assert core_imports(sample) == {"relaybot.core.contracts.redact"}
     assert reach_ins(sample) == Counter({"app.store": 1, "getattr(app": 1, "app.plugins.pm": 1})

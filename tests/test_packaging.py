@@ -29,7 +29,8 @@ def test_wheel_installs_only_the_relaybot_namespace(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names if not n.startswith("relaybot-")}
     assert top == {"relaybot"}, top
-    assert "relaybot/core/app.py" in names
+    assert "relaybot/core/runtime/app.py" in names
+    assert "relaybot/core/modelio/prices.toml" in names
     assert "relaybot/connectors/terminal.py" in names
     assert "relaybot/plugins/providers/openai.py" in names
     assert "relaybot/core/storage/migrations/versions/0001_initial.py" in names
@@ -42,7 +43,7 @@ def test_normal_install_imports_from_site_packages(wheel: Path, tmp_path: Path) 
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True,
     )
-    code = "import relaybot.core.app, relaybot.plugins.providers.openai as o; print(o.__file__)"
+    code = "import relaybot.core.runtime.app, relaybot.plugins.providers.openai as o; print(o.__file__)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,

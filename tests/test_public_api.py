@@ -33,14 +33,14 @@ PUBLIC = {"relaybot": relaybot, "relaybot.testing": relaybot.testing}
 #: types reachable from a public signature that are not exported yet, each with the reason
 NOT_EXPORTED_YET = {
     # the config sections are reached as `config.bot`, `config.storage` …; nobody builds them
-    "relaybot.core.config.BotConfig": "reached through RelaybotConfig",
-    "relaybot.core.config.PluginsConfig": "reached through RelaybotConfig",
-    "relaybot.core.config.RateLimitConfig": "reached through RelaybotConfig",
-    "relaybot.core.config.StorageConfig": "reached through RelaybotConfig",
+    "relaybot.core.cli.config.BotConfig": "reached through RelaybotConfig",
+    "relaybot.core.cli.config.PluginsConfig": "reached through RelaybotConfig",
+    "relaybot.core.cli.config.RateLimitConfig": "reached through RelaybotConfig",
+    "relaybot.core.cli.config.StorageConfig": "reached through RelaybotConfig",
     # CommandContext.registry: commands read the command list through it (/help)
-    "relaybot.core.commands.CommandRegistry": "CommandContext.registry (the /help command)",
-    "relaybot.core.config.JobsConfig": "reached through RelaybotConfig",
-    "relaybot.core.config.VideoConfig": "reached through RelaybotConfig",
+    "relaybot.core.contracts.commands.CommandRegistry": "CommandContext.registry (the /help command)",
+    "relaybot.core.cli.config.JobsConfig": "reached through RelaybotConfig",
+    "relaybot.core.cli.config.VideoConfig": "reached through RelaybotConfig",
 }
 #: exported classes the core builds and hands to plugins and connectors (a command's
 #: conversations, a scheduler stream, the media store): their constructors take the core's own

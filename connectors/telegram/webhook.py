@@ -1,6 +1,6 @@
 """The webhook receiver: a small Starlette app served inside the bot's event loop.
 
-It runs on :class:`relaybot.core.webserver.WebServer` (uvicorn, ``TCP_NODELAY``, the bot's own
+It runs on :class:`relaybot.core.runtime.webserver.WebServer` (uvicorn, ``TCP_NODELAY``, the bot's own
 SIGINT/SIGTERM handling left alone).
 
 Telegram POSTs each update as JSON with the header ``X-Telegram-Bot-Api-Secret-Token`` set to

@@ -4,7 +4,7 @@ The streaming scheduler calls :meth:`WebConnector.send_text` for a reply's first
 :meth:`WebConnector.edit_text` for later ones, always with the full text. This module turns
 frames into ``delta`` events (the text that was appended) or ``replace`` events (the text
 changed otherwise), tagged with the conversation and stored reply they belong to — both come
-with every frame in its :class:`~relaybot.core.connector.Outgoing` descriptor — and publishes
+with every frame in its :class:`~relaybot.core.contracts.connector.Outgoing` descriptor — and publishes
 them on the browser's event channel (:mod:`.hub`). An interrupted reply's final frame says so
 in its descriptor; the page styles it (no marker text). Nothing here depends on a tab being
 open: events are buffered for a while and the reply is stored by the core either way.

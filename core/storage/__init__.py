@@ -2,7 +2,7 @@
 
 ``await Store.open("sqlite+aiosqlite:///relaybot.db")`` (or ``postgresql+asyncpg://…``) connects
 and migrates the schema; see :mod:`relaybot.core.storage.store` for the model and the
-concurrency rules. Failures raise :class:`~relaybot.core.errors.StorageError`.
+concurrency rules. Failures raise :class:`~relaybot.core.contracts.errors.StorageError`.
 """
 
 from relaybot.core.storage.receipts import PendingMessage

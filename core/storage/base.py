@@ -18,8 +18,8 @@ from typing import Concatenate, ParamSpec, Self, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from relaybot.core.errors import StorageError
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.errors import StorageError
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.engine import (
     DEFAULT_BUSY_TIMEOUT_MS,

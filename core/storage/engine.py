@@ -8,7 +8,7 @@ through the synchronous pysqlite driver on a thread of its own (:func:`create_sq
 :mod:`.sqlite_worker`); the ``sqlite+aiosqlite`` spelling stays the documented one, and
 :func:`create_engine` still builds an aiosqlite engine for code that wants an async one.
 
-Every database failure leaves this package as a :class:`~relaybot.core.errors.StorageError`
+Every database failure leaves this package as a :class:`~relaybot.core.contracts.errors.StorageError`
 whose message says what is wrong and what to do (see :func:`translate_error`), with the
 password of the URL redacted.
 """
@@ -29,8 +29,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
-from relaybot.core.errors import StorageError
-from relaybot.core.redact import register_secret
+from relaybot.core.contracts.errors import StorageError
+from relaybot.core.contracts.redact import register_secret
 
 log = logging.getLogger(__name__)
 

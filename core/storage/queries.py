@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from relaybot.core.models import ChatKey, ReplyStatus, Role, Usage
+from relaybot.core.contracts.models import ChatKey, ReplyStatus, Role, Usage
 from relaybot.core.storage.records import Conversation, StoredMessage, parts_from_json
 from relaybot.core.storage.schema import chats, conversations, messages
 

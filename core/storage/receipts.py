@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relaybot.core.models import ChatKey, ReplyStatus, Role
+from relaybot.core.contracts.models import ChatKey, ReplyStatus, Role
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import StoreBase, translated
 from relaybot.core.storage.records import (

@@ -1,6 +1,6 @@
 """What :class:`~relaybot.core.storage.Store` hands back: plain, immutable records.
 
-The records carry domain types from :mod:`relaybot.core.models` (``ChatKey``, ``Role``,
+The records carry domain types from :mod:`relaybot.core.contracts.models` (``ChatKey``, ``Role``,
 ``ReplyStatus``, ``Usage``, content parts), never database rows, so callers do not depend on
 SQLAlchemy.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from relaybot.core.errors import StorageError
-from relaybot.core.models import (
+from relaybot.core.contracts.errors import StorageError
+from relaybot.core.contracts.models import (
     ChatKey,
     ContentPart,
     ImagePart,

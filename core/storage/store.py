@@ -2,7 +2,7 @@
 
 Model (see :mod:`relaybot.core.storage.schema` for the tables):
 
-* a **chat** is a :class:`~relaybot.core.models.ChatKey`; it has many conversations and at
+* a **chat** is a :class:`~relaybot.core.contracts.models.ChatKey`; it has many conversations and at
   most one *active* conversation;
 * **messages** form a tree per chat (each has a parent, roots have none);
 * a **conversation** is the path from its ``root_id`` to its ``leaf_id``. Adding a message
@@ -17,7 +17,7 @@ to ``busy_timeout``; thanks to WAL, their readers never wait. On PostgreSQL, wri
 run in parallel, and ``add_message`` locks its conversation row (``FOR UPDATE``) so concurrent
 appends to one conversation still form a single chain.
 
-Errors: every database failure is raised as :class:`~relaybot.core.errors.StorageError` with
+Errors: every database failure is raised as :class:`~relaybot.core.contracts.errors.StorageError` with
 an actionable message (see :func:`relaybot.core.storage.engine.translate_error`); unknown ids
 raise :class:`~relaybot.core.storage.records.NotFoundError` (a ``StorageError`` and a
 ``LookupError``).
@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relaybot.core.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
+from relaybot.core.contracts.models import ChatKey, ContentPart, ReplyStatus, Role, Usage
 from relaybot.core.storage import queries as q
 from relaybot.core.storage.base import translated
 from relaybot.core.storage.events import EventsMixin

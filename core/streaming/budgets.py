@@ -5,13 +5,13 @@ methods on their own:
 
 * Slack budgets per method per workspace: ``chat.startStream``/``stopStream`` Tier 2 (~20 a
   minute), ``chat.appendStream`` Tier 4 (~100), ``chat.update`` Tier 3 (~50). A connector
-  declares these as :class:`~relaybot.core.connector.MethodBudget` values in its policy;
+  declares these as :class:`~relaybot.core.contracts.connector.MethodBudget` values in its policy;
   :class:`MethodBudgets` keeps one sliding window per budget and budget group (the
-  connector's :meth:`~relaybot.core.connector.BaseConnector.budget_group`, e.g. the
+  connector's :meth:`~relaybot.core.contracts.connector.BaseConnector.budget_group`, e.g. the
   workspace) or per chat.
 * Discord tells its limits in ``X-RateLimit-Remaining``/``-Reset-After`` headers per route
   bucket. A connector reports what it saw with
-  :meth:`~relaybot.core.connector.BaseConnector.observe_bucket`; :class:`LearnedBuckets` (one
+  :meth:`~relaybot.core.contracts.connector.BaseConnector.observe_bucket`; :class:`LearnedBuckets` (one
   per chat, on its lane) holds the method back until the bucket resets once it is empty.
 
 Both answer "how long until a ``method`` request into this chat may go" in O(1) amortised, and
@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from ..connector import MethodBudget
-from ..models import ChatKey
+from relaybot.core.contracts.connector import MethodBudget
+from relaybot.core.contracts.models import ChatKey
 
 __all__ = ["LearnedBuckets", "MethodBudgets", "SlidingWindow"]
 
@@ -62,7 +62,7 @@ class SlidingWindow:
 
 
 class MethodBudgets:
-    """The :class:`~relaybot.core.connector.MethodBudget` values of one connector."""
+    """The :class:`~relaybot.core.contracts.connector.MethodBudget` values of one connector."""
 
     __slots__ = ("_by_method", "_group", "_takes", "_windows")
 

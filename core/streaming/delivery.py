@@ -1,4 +1,4 @@
-"""The lane side of a :class:`~relaybot.core.streaming.reply.ReplyStream`: what to send next,
+"""The lane side of a :class:`~relaybot.core.streaming.stream.ReplyStream`: what to send next,
 and what to do with the platform's answer.
 
 Each time the chat's budget allows a request, the lane asks the stream for a :class:`PlatformCall`
@@ -15,11 +15,11 @@ The three streaming styles (:class:`StreamMode`) differ only here:
   since the last frame (at most ``policy.append_max`` units per call: a longer backlog goes in
   several calls), ``stop_stream`` with the rest. What the platform holds is tracked in
   ``_appended``; when a cut at the length limit leaves it longer than the message's final
-  text, or the platform ends the stream early (:class:`~relaybot.core.errors.StreamEndedError`),
+  text, or the platform ends the stream early (:class:`~relaybot.core.contracts.errors.StreamEndedError`),
   the message is finished by *replace* (an edit of the same message, or a new message when
   it cannot be edited) and the rest of the reply streams by replace too.
 
-An image (:meth:`~relaybot.core.streaming.reply.ReplyStream.finish_image`) is one more job
+An image (:meth:`~relaybot.core.streaming.stream.ReplyStream.finish_image`) is one more job
 kind, paced like text; the progress messages it replaces are deleted after it arrived.
 """
 
@@ -31,18 +31,18 @@ import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
-from ..connector import Method, Outgoing
-from ..errors import StreamEndedError
-from ..models import ChatKey
-from .text import fit_prefix, render, text_length
+from relaybot.core.contracts.connector import Method, Outgoing
+from relaybot.core.contracts.errors import StreamEndedError
+from relaybot.core.contracts.models import ChatKey
+from relaybot.core.streaming.text import fit_prefix, render, text_length
 
 if TYPE_CHECKING:
     from collections import deque
 
-    from .lane import Lane
-    from .reply import ReplyStream
-    from .scheduler import StreamScheduler
-    from .text import Fence, LengthUnit, Part
+    from relaybot.core.streaming.lane import Lane
+    from relaybot.core.streaming.scheduler import StreamScheduler
+    from relaybot.core.streaming.stream import ReplyStream
+    from relaybot.core.streaming.text import Fence, LengthUnit, Part
 
 log = logging.getLogger("relaybot.core.streaming")
 
@@ -97,7 +97,7 @@ class ImageFrame:
 
 
 class Delivery:
-    """Mixin of :class:`~relaybot.core.streaming.reply.ReplyStream` (it owns every slot)."""
+    """Mixin of :class:`~relaybot.core.streaming.stream.ReplyStream` (it owns every slot)."""
 
     if not TYPE_CHECKING:  # type checkers see the attributes declared below instead
         __slots__ = ()

@@ -21,20 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import (
+from relaybot.core.contracts.errors import (
     MessageGoneError,
     MessageNotModifiedError,
     PlatformRateLimitError,
     StreamEndedError,
 )
-from ..models import ChatKey
+from relaybot.core.contracts.models import ChatKey
 
 if TYPE_CHECKING:
-    from ..connector import Method
-    from .budgets import LearnedBuckets
-    from .delivery import PlatformCall
-    from .reply import ReplyStream
-    from .scheduler import StreamScheduler
+    from relaybot.core.contracts.connector import Method
+    from relaybot.core.streaming.budgets import LearnedBuckets
+    from relaybot.core.streaming.delivery import PlatformCall
+    from relaybot.core.streaming.scheduler import StreamScheduler
+    from relaybot.core.streaming.stream import ReplyStream
 
 log = logging.getLogger("relaybot.core.streaming")
 

@@ -11,7 +11,7 @@
     ...
     await scheduler.aclose()
 
-Budgets, as the connector's :class:`~relaybot.core.connector.StreamPolicy` declares them:
+Budgets, as the connector's :class:`~relaybot.core.contracts.connector.StreamPolicy` declares them:
 
 * per chat (:class:`~relaybot.core.streaming.lane.Lane`): every stream in one ChatKey shares
   one minimum interval between requests (``private_interval`` or ``group_interval``); a
@@ -23,7 +23,7 @@ Budgets, as the connector's :class:`~relaybot.core.connector.StreamPolicy` decla
   global 429 pauses every chat;
 * per method (:mod:`.budgets`): ``policy.method_budgets`` (Slack's tiers, per workspace or per
   chat) and buckets the connector learned from response headers
-  (:meth:`~relaybot.core.connector.BaseConnector.observe_bucket`, Discord). A stream whose
+  (:meth:`~relaybot.core.contracts.connector.BaseConnector.observe_bucket`, Discord). A stream whose
   native stream start is out of budget starts by send + edit instead of waiting.
 
 Feedback comes at once: a typing indicator, or in draft mode an empty placeholder draft when
@@ -47,12 +47,12 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..connector import BaseConnector, Method, Outgoing, OutgoingKind, StreamPolicy
-from ..models import ChatKey
-from .budgets import LearnedBuckets, MethodBudgets
-from .lane import ArrivalWindow, FrameTrace, GlobalPacer, Lane, SchedulerStats
-from .reply import INTERRUPTED_MARKER, ReplyResult, ReplyStream, StreamMode
-from .text import MIN_LIMIT, text_length
+from relaybot.core.contracts.connector import BaseConnector, Method, Outgoing, OutgoingKind, StreamPolicy
+from relaybot.core.contracts.models import ChatKey
+from relaybot.core.streaming.budgets import LearnedBuckets, MethodBudgets
+from relaybot.core.streaming.lane import ArrivalWindow, FrameTrace, GlobalPacer, Lane, SchedulerStats
+from relaybot.core.streaming.stream import INTERRUPTED_MARKER, ReplyResult, ReplyStream, StreamMode
+from relaybot.core.streaming.text import MIN_LIMIT, text_length
 
 log = logging.getLogger("relaybot.core.streaming")
 

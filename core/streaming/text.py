@@ -18,7 +18,7 @@ rendered :class:`Part` never exceeds the limit.
 Every part's ``body`` is an exact slice of the input: joining the bodies gives back the
 original text. Only the rendered :attr:`Part.text` adds fences and drops trailing whitespace.
 Cutting is a pure function of the text, so the incremental splitter in
-:class:`~relaybot.core.streaming.reply.ReplyStream` and :func:`split_text` agree.
+:class:`~relaybot.core.streaming.stream.ReplyStream` and :func:`split_text` agree.
 """
 
 from __future__ import annotations

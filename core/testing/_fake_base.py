@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from .server import LoopbackServer
+from relaybot.core.testing.server import LoopbackServer
 
 __all__ = ["FakeRequest", "FakeStreamingServer", "RecordedRequest", "ScriptedReply", "split_text"]
 

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._fake_base import FakeStreamingServer, RecordedRequest, ScriptedReply, split_text
+from relaybot.core.testing._fake_base import FakeStreamingServer, RecordedRequest, ScriptedReply, split_text
 
 __all__ = ["FakeGeminiReply", "FakeGeminiServer"]
 

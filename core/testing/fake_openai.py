@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._fake_base import FakeRequest, FakeStreamingServer, ScriptedReply, split_text
+from relaybot.core.testing._fake_base import FakeRequest, FakeStreamingServer, ScriptedReply, split_text
 
 __all__ = ["FakeOpenAIServer", "FakeReply", "FakeRequest"]
 

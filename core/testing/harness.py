@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
-from relaybot.core.models import ChatKey, IncomingMessage, User
-
-from .recording_connector import RecordingConnector
+from relaybot.core.cli.config import parse_config
+from relaybot.core.contracts.models import ChatKey, IncomingMessage, User
+from relaybot.core.runtime.app import Relaybot
+from relaybot.core.testing.recording_connector import RecordingConnector
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -23,7 +22,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 class BotHarness:
-    """Runs a :class:`~relaybot.core.app.Relaybot` answering via an OpenAI-compatible fake.
+    """Runs a :class:`~relaybot.core.runtime.app.Relaybot` answering via an OpenAI-compatible fake.
 
     ``await harness.say("hi")`` sends a message as a user and returns once it has been fully
     answered, with the texts the connector delivered for it.

@@ -1,14 +1,15 @@
 """The provider contract kit: a pytest suite a provider author points at their provider.
 
 Every provider relaybot loads must keep the same stream contract, because the core's reply loop
-relies on it: text arrives as :class:`~relaybot.core.models.TextDelta` events, at most one
-:class:`~relaybot.core.models.Usage`, exactly one :class:`~relaybot.core.models.Finish` and it is
+relies on it: text arrives as :class:`~relaybot.core.contracts.models.TextDelta` events, at most
+one :class:`~relaybot.core.contracts.models.Usage`, exactly one
+:class:`~relaybot.core.contracts.models.Finish` and it is
 last; closing the stream early (``aclose()``, or cancelling the task that reads it — what
 ``/stop`` and shutdown do) releases the model or HTTP stream, and the provider keeps working
 afterwards. HTTP providers also turn the server's failures into the errors the resilience layer
-acts on (429 → :class:`~relaybot.core.errors.ProviderRateLimitError`, 5xx and a cut-off stream →
-:class:`~relaybot.core.errors.ProviderUnavailableError`, a bad key →
-:class:`~relaybot.core.errors.ProviderAuthError`, silence → ``ProviderTimeoutError``).
+acts on (429 → :class:`~relaybot.core.contracts.errors.ProviderRateLimitError`, 5xx and a cut-off stream →
+:class:`~relaybot.core.contracts.errors.ProviderUnavailableError`, a bad key →
+:class:`~relaybot.core.contracts.errors.ProviderAuthError`, silence → ``ProviderTimeoutError``).
 
 Use it by subclassing in a test module (the class name must start with ``Test``)::
 
@@ -58,15 +59,23 @@ from typing import Any
 
 import pytest
 
-from relaybot.core.errors import (
+from relaybot.core.contracts.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderRateLimitError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from relaybot.core.models import ChatMessage, Finish, ProviderEvent, ProviderRequest, Role, TextDelta, Usage
-from relaybot.core.provider import BaseProvider
+from relaybot.core.contracts.models import (
+    ChatMessage,
+    Finish,
+    ProviderEvent,
+    ProviderRequest,
+    Role,
+    TextDelta,
+    Usage,
+)
+from relaybot.core.contracts.provider import BaseProvider
 
 __all__ = ["HTTPProviderContract", "ProviderContract", "collect", "failure", "text_of"]
 

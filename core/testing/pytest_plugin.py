@@ -27,7 +27,7 @@ try:  # async fixtures must work for plugin authors who don't use asyncio_mode=a
 except ImportError:  # pragma: no cover - the testing extra installs pytest-asyncio
     async_fixture = pytest.fixture  # type: ignore[assignment]
 
-from relaybot.core.connector import StreamPolicy
+from relaybot.core.contracts.connector import StreamPolicy
 
 # The kit's modules are imported inside the fixtures: this plugin loads in every pytest run of
 # a machine where relaybot is installed, and must never break runs that don't use it.
@@ -49,7 +49,7 @@ def require_service(name: str, error: BaseException | str) -> None:
 @async_fixture
 async def fake_openai() -> AsyncIterator[Any]:
     """A fake OpenAI-compatible server on loopback (:class:`~relaybot.testing.FakeOpenAIServer`)."""
-    from .fake_openai import FakeOpenAIServer
+    from relaybot.core.testing.fake_openai import FakeOpenAIServer
 
     async with FakeOpenAIServer() as server:
         yield server
@@ -58,7 +58,7 @@ async def fake_openai() -> AsyncIterator[Any]:
 @pytest.fixture
 def recording_connector() -> Any:
     """A :class:`~relaybot.testing.RecordingConnector` named "fake" with no pacing."""
-    from .recording_connector import RecordingConnector
+    from relaybot.core.testing.recording_connector import RecordingConnector
 
     return RecordingConnector(policy=FAST_POLICY)
 
@@ -68,7 +68,7 @@ async def make_bot(
     tmp_path: Path, fake_openai: Any, recording_connector: Any
 ) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Factory: ``bot = await make_bot(plugins=[("name", module)], config={...})``."""
-    from .harness import BotHarness
+    from relaybot.core.testing.harness import BotHarness
 
     harnesses: list[BotHarness] = []
 

@@ -33,7 +33,7 @@ Like a real platform it refuses what a platform would refuse (each refusal is ke
   accepted call the fake reports the bucket with ``observe_bucket`` as Discord's
   ``X-RateLimit-*`` headers would, and a request over the bucket gets a 429.
 
-Every primitive records the :class:`~relaybot.core.connector.Outgoing` descriptor it got
+Every primitive records the :class:`~relaybot.core.contracts.connector.Outgoing` descriptor it got
 (:attr:`RecordedOp.outgoing`). A final frame with ``outgoing.interrupted`` is rendered like
 Telegram does (:func:`~relaybot.core.streaming.mark_interrupted`), and the length rule applies
 to the rendered text.
@@ -53,19 +53,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from ..connector import NOTICE, BaseConnector, Method, MethodBudget, Outgoing, StreamPolicy
-from ..errors import (
+from relaybot.core.contracts.connector import (
+    NOTICE,
+    BaseConnector,
+    Method,
+    MethodBudget,
+    Outgoing,
+    StreamPolicy,
+)
+from relaybot.core.contracts.errors import (
     MessageGoneError,
     MessageNotModifiedError,
     PlatformError,
     PlatformRateLimitError,
     StreamEndedError,
 )
-from ..host import ConnectorHost, Handover
-from ..models import ChatKey, IncomingMessage
-from ..streaming.budgets import MethodBudgets
-from ..streaming.reply import mark_interrupted
-from ..streaming.text import text_length
+from relaybot.core.contracts.host import ConnectorHost, Handover
+from relaybot.core.contracts.models import ChatKey, IncomingMessage
+from relaybot.core.streaming.budgets import MethodBudgets
+from relaybot.core.streaming.stream import mark_interrupted
+from relaybot.core.streaming.text import text_length
 
 OPS = ("send", "edit", "draft", "typing", "image", "start", "append", "stop", "delete")
 

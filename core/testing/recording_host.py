@@ -18,20 +18,27 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..commands import Command
-from ..config import RelaybotConfig, parse_config
-from ..connector import OutgoingKind
-from ..conversations import ChatConversations
-from ..errors import CapabilityError
-from ..hooktypes import ReplyRecord
-from ..host import ConnectorHost, CostEstimate, Handover, ReplyCost, SpendLedger, UsageLedger
-from ..media import MediaStore
-from ..models import ChatKey, IncomingMessage, RequestOrigin, User
-from ..pricing import PriceTable, price_table
-from ..provider import BaseProvider, GeneratedImage, ImageRequest
-from ..spending import BaseSpendGuard
-from ..streaming import ReplyStream
-from ..tokens import TokenCounter
+from relaybot.core.cli.config import RelaybotConfig, parse_config
+from relaybot.core.contracts.commands import Command
+from relaybot.core.contracts.connector import OutgoingKind
+from relaybot.core.contracts.errors import CapabilityError
+from relaybot.core.contracts.hooktypes import ReplyRecord
+from relaybot.core.contracts.host import (
+    ConnectorHost,
+    CostEstimate,
+    Handover,
+    ReplyCost,
+    SpendLedger,
+    UsageLedger,
+)
+from relaybot.core.contracts.models import ChatKey, IncomingMessage, RequestOrigin, User
+from relaybot.core.contracts.provider import BaseProvider, GeneratedImage, ImageRequest
+from relaybot.core.contracts.spending import BaseSpendGuard
+from relaybot.core.modelio.media import MediaStore
+from relaybot.core.modelio.pricing import PriceTable, price_table
+from relaybot.core.modelio.tokens import TokenCounter
+from relaybot.core.runtime.conversations import ChatConversations
+from relaybot.core.streaming import ReplyStream
 
 
 class RecordingHost(ConnectorHost):

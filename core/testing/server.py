@@ -5,7 +5,7 @@ Example::
     async with LoopbackServer(app) as server:
         httpx.get(server.url + "/health")
 
-A thin front of :class:`relaybot.core.webserver.WebServer`, the one in-loop server of relaybot:
+A thin front of :class:`relaybot.core.runtime.webserver.WebServer`, the one in-loop server of relaybot:
 ``TCP_NODELAY`` on the listening socket (no ~40 ms Nagle delay per response on loopback) and
 uvicorn's signal capture off, so a test's or benchmark's own SIGINT handling is left alone.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from relaybot.core.webserver import WebServer
+from relaybot.core.runtime.webserver import WebServer
 
 
 class LoopbackServer:

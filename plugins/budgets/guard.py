@@ -1,6 +1,6 @@
 """The budgets plugin's spend guard: which budgets apply to a call, reserve, settle.
 
-Every provider call (see :mod:`relaybot.core.spending`) is checked against up to five budgets:
+Every provider call (see :mod:`relaybot.core.contracts.spending`) is checked against up to five budgets:
 the user's, the chat's, the platform's, the whole bot's and the provider's. A user's or chat's
 budget is the one an admin set with ``/budget set`` (stored in the database) or else the
 config default. The worst case reserved is the prompt's tokens (the core's count × the

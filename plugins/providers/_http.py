@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the HTTP-based provider plugins (OpenAI-compatible, and the others).
 
 Everything here is provider-neutral: building the one ``httpx.AsyncClient`` a provider keeps,
-turning HTTP statuses and transport failures into :mod:`relaybot.core.errors` exceptions,
+turning HTTP statuses and transport failures into :mod:`relaybot.core.contracts.errors` exceptions,
 reading ``retry-after`` headers, and keeping secrets out of error messages.
 
 Timeouts map onto httpx's own: ``connect_timeout`` is the TCP/TLS connect limit and

@@ -3,7 +3,7 @@
 GPT image models (``gpt-image-1`` and newer) always answer with base64 (``b64_json``); DALL·E
 models are asked for it (``response_format`` in :attr:`ImageRequest.options`) and a compatible
 server that still answers with a ``url`` is followed, without our API key. Errors are the same
-typed :class:`~relaybot.core.errors.ProviderError` values as for chat streams, so the resilience
+typed :class:`~relaybot.core.contracts.errors.ProviderError` values as for chat streams, so the resilience
 layer retries, limits and falls back alike; a safety-system refusal is a plain
 ``ProviderError`` whose ``user_message`` says so (never retried: the prompt would be refused
 again).

@@ -155,7 +155,7 @@ class BaseSSEProvider(BaseProvider, Generic[ConfigT, StateT]):
     def build_body(self, request: ProviderRequest) -> dict[str, Any]:
         """The JSON body for ``request`` (public so hooks and tests can inspect it).
 
-        Raises :class:`~relaybot.core.errors.CapabilityError` before any I/O when the request
+        Raises :class:`~relaybot.core.contracts.errors.CapabilityError` before any I/O when the request
         cannot be sent (images to a text-only model …).
         """
 

@@ -97,7 +97,7 @@ _VISION_HINTS = re.compile(
     re.IGNORECASE,
 )
 
-# Normalised Finish reasons (see relaybot.core.models.Finish); unknown values become "other".
+# Normalised Finish reasons (see relaybot.core.contracts.models.Finish); unknown values become "other".
 _FINISH_REASONS = {
     "stop": "stop",
     "eos": "stop",

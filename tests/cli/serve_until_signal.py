@@ -35,7 +35,7 @@ async def main(kind: str) -> None:
         from relaybot.testing import RecordingHost
 
         await web.start(RecordingHost())
-        url, method, stop = web.url + "/api/info", "GET", web.stop
+        url, method, stop = web.url + "/api/info", "GET", web.aclose
     elif kind == "webhook":
         from relaybot.connectors.telegram.webhook import WebhookServer
 

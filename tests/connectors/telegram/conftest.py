@@ -1,6 +1,6 @@
 """Fixtures: a real relaybot with the Telegram connector (PTB) against the fake Bot API.
 
-``make_tg_bot(**telegram_settings)`` starts :class:`~relaybot.core.app.Relaybot` from a config
+``make_tg_bot(**telegram_settings)`` starts :class:`~relaybot.core.runtime.app.Relaybot` from a config
 whose provider is the fake OpenAI server and whose ``[connectors.telegram]`` points at the fake
 Telegram server, so the plugin/config path runs for real. Intervals are small by default to keep
 the tests short; the fake's flood control is off unless a test builds its own server.
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
+from relaybot.core.cli.config import parse_config
+from relaybot.core.runtime.app import Relaybot
 from relaybot.core.testing.fake_telegram import FakeTelegramServer, FloodLimits
 
 try:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from relaybot.connectors.web import WebConnector
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
+from relaybot.core.cli.config import parse_config
+from relaybot.core.runtime.app import Relaybot
 from relaybot.testing import FakeOpenAIServer
 
 try:

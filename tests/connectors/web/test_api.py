@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from relaybot.connectors.web import WebConfig
-from relaybot.core.errors import ConfigError
-from relaybot.core.models import ReplyStatus
+from relaybot.core.contracts.errors import ConfigError
+from relaybot.core.contracts.models import ReplyStatus
 
 
 def png_bytes(size: tuple[int, int] = (40, 30), color: str = "red") -> bytes:
@@ -298,8 +298,8 @@ def test_exposed_host_needs_a_token() -> None:
 
 
 def test_exposed_host_without_token_is_a_config_error() -> None:
-    from relaybot.core.app import Relaybot
-    from relaybot.core.config import parse_config
+    from relaybot.core.cli.config import parse_config
+    from relaybot.core.runtime.app import Relaybot
 
     config = parse_config(
         {

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from relaybot.core.models import ReplyStatus
+from relaybot.core.contracts.models import ReplyStatus
 from relaybot.testing import require_service
 
 try:

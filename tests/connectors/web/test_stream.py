@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from relaybot.core.models import ReplyStatus
+from relaybot.core.contracts.models import ReplyStatus
 
 LONG = " ".join(f"word{i}" for i in range(120)) + "."
 

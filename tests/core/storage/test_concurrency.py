@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relaybot.core.models import ChatKey, Role, TextPart
+from relaybot.core.contracts.models import ChatKey, Role, TextPart
 from relaybot.core.storage import Store
 
 

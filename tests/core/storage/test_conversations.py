@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relaybot.core.errors import StorageError
-from relaybot.core.models import ChatKey, Role, TextPart
+from relaybot.core.contracts.errors import StorageError
+from relaybot.core.contracts.models import ChatKey, Role, TextPart
 from relaybot.core.storage import NotFoundError, Store
 
 CHAT = ChatKey("telegram", "42")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relaybot.core.errors import StorageError
-from relaybot.core.models import ChatKey, Role, TextPart
+from relaybot.core.contracts.errors import StorageError
+from relaybot.core.contracts.models import ChatKey, Role, TextPart
 from relaybot.core.storage import Store
 
 CHAT = ChatKey("web", "1")

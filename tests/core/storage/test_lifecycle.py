@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from relaybot.core.errors import StorageError
-from relaybot.core.models import ChatKey, Role, TextPart
+from relaybot.core.contracts.errors import StorageError
+from relaybot.core.contracts.models import ChatKey, Role, TextPart
 from relaybot.core.storage import Store
 from relaybot.core.storage.engine import MIGRATIONS_DIR, create_engine, migrate, parse_url
 

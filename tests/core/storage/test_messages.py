@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relaybot.core.models import ChatKey, ImagePart, ImageRef, ReplyStatus, Role, TextPart, Usage
+from relaybot.core.contracts.models import ChatKey, ImagePart, ImageRef, ReplyStatus, Role, TextPart, Usage
 from relaybot.core.storage import MessagePath, Store
 
 CHAT = ChatKey("slack", "C1", "1700000000.000100")

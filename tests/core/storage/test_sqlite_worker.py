@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from relaybot.core.models import ChatKey, ReplyStatus, Role, TextPart
+from relaybot.core.contracts.models import ChatKey, ReplyStatus, Role, TextPart
 from relaybot.core.storage import NewMessage, Store
 
 CHAT = ChatKey("telegram", "42")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from relaybot.core.models import ChatKey, Role, TextPart, Usage
+from relaybot.core.contracts.models import ChatKey, Role, TextPart, Usage
 from relaybot.core.storage import Store
 
 CHAT = ChatKey("telegram", "42")

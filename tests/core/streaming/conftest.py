@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from relaybot.core.connector import StreamPolicy
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.connector import StreamPolicy
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.streaming import StreamScheduler
 from relaybot.core.testing.recording_connector import RecordingConnector
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from relaybot.core.connector import MethodBudget, StreamPolicy
-from relaybot.core.errors import PlatformRateLimitError, StreamEndedError
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.connector import MethodBudget, StreamPolicy
+from relaybot.core.contracts.errors import PlatformRateLimitError, StreamEndedError
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.streaming import StreamMode, split_text
 from relaybot.core.testing.recording_connector import RecordingConnector
 

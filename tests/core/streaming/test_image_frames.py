@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from relaybot.core.connector import Outgoing
-from relaybot.core.errors import CapabilityError, PlatformError, PlatformRateLimitError
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.connector import Outgoing
+from relaybot.core.contracts.errors import CapabilityError, PlatformError, PlatformRateLimitError
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.testing.recording_connector import RecordingConnector
 
 DM = ChatKey("fake", "dm1")

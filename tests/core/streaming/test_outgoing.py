@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from relaybot.core.connector import Outgoing
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.connector import Outgoing
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.streaming import INTERRUPTED_MARKER, mark_interrupted, split_text, text_length
 
 DM = ChatKey("fake", "dm1")

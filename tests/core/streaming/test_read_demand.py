@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.streaming.demand import ReadGate, defer_reading
 from relaybot.core.streaming.lane import GlobalPacer
 

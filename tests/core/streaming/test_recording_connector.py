@@ -7,15 +7,15 @@ from dataclasses import replace
 
 import pytest
 
-from relaybot.core.connector import MethodBudget, Outgoing, StreamPolicy
-from relaybot.core.errors import (
+from relaybot.core.contracts.connector import MethodBudget, Outgoing, StreamPolicy
+from relaybot.core.contracts.errors import (
     MessageGoneError,
     MessageNotModifiedError,
     PlatformError,
     PlatformRateLimitError,
     StreamEndedError,
 )
-from relaybot.core.models import ChatKey, IncomingMessage, User
+from relaybot.core.contracts.models import ChatKey, IncomingMessage, User
 from relaybot.core.testing.recording_connector import RecordingConnector
 from relaybot.testing import RecordingHost
 

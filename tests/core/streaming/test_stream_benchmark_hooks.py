@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.streaming import FrameTrace
 
 DM = ChatKey("fake", "dm1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from relaybot.core.errors import MessageGoneError, PlatformRateLimitError
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.errors import MessageGoneError, PlatformRateLimitError
+from relaybot.core.contracts.models import ChatKey
 from relaybot.core.streaming import INTERRUPTED_MARKER, StreamMode, split_text, text_length
 
 DM = ChatKey("fake", "dm1")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from relaybot.core.errors import (
+from relaybot.core.contracts.errors import (
     MessageNotModifiedError,
     PlatformError,
     PlatformRateLimitError,
 )
-from relaybot.core.models import ChatKey
+from relaybot.core.contracts.models import ChatKey
 
 INTERVAL = 0.05  # the rig's default policy interval
 DM = ChatKey("fake", "dm1")

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from relaybot.core.models import (
+from relaybot.core.contracts.models import (
     ChatMessage,
     ProviderRequest,
     Role,
 )
-from relaybot.core.provider import BaseProvider
+from relaybot.core.contracts.provider import BaseProvider
 
 # re-exported: the test modules import them from here, as before the kit existed
 from relaybot.core.testing.provider_contract import collect, failure, text_of  # noqa: F401

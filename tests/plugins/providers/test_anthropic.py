@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable
 import httpx
 import pytest
 
-from relaybot.core.errors import (
+from relaybot.core.contracts.errors import (
     CapabilityError,
     ContextTooLongError,
     ProviderAuthError,
@@ -21,7 +21,7 @@ from relaybot.core.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from relaybot.core.models import (
+from relaybot.core.contracts.models import (
     ChatMessage,
     Finish,
     ImagePart,

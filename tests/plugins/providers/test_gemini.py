@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from relaybot.core.errors import (
+from relaybot.core.contracts.errors import (
     CapabilityError,
     ContextTooLongError,
     ProviderAuthError,
@@ -20,7 +20,7 @@ from relaybot.core.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from relaybot.core.models import (
+from relaybot.core.contracts.models import (
     ChatMessage,
     Finish,
     ImagePart,

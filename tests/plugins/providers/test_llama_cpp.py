@@ -21,8 +21,8 @@ import pydantic
 import pytest
 import pytest_asyncio
 
-from relaybot.core.errors import ConfigError, ContextTooLongError, ProviderError
-from relaybot.core.models import (
+from relaybot.core.contracts.errors import ConfigError, ContextTooLongError, ProviderError
+from relaybot.core.contracts.models import (
     ChatMessage,
     Finish,
     ImagePart,
@@ -34,7 +34,7 @@ from relaybot.core.models import (
     TextPart,
     Usage,
 )
-from relaybot.core.provider import ProviderType
+from relaybot.core.contracts.provider import ProviderType
 from relaybot.plugins.providers import llama_cpp as plugin
 from relaybot.plugins.providers._local_model import bundled_model_path
 from relaybot.plugins.providers.llama_cpp import (

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from relaybot.core.errors import (
+from relaybot.core.contracts.errors import (
     CapabilityError,
     ContextTooLongError,
     ProviderAuthError,
@@ -22,7 +22,7 @@ from relaybot.core.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from relaybot.core.models import (
+from relaybot.core.contracts.models import (
     ChatMessage,
     Finish,
     ImagePart,

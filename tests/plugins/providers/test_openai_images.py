@@ -7,15 +7,15 @@ import io
 import pytest
 from PIL import Image
 
-from relaybot.core.errors import (
+from relaybot.core.contracts.errors import (
     CapabilityError,
     ProviderAuthError,
     ProviderError,
     ProviderRateLimitError,
     ProviderUnavailableError,
 )
-from relaybot.core.provider import ImageRequest
-from relaybot.core.resilience import ResilientProvider, RetryPolicy
+from relaybot.core.contracts.provider import ImageRequest
+from relaybot.core.modelio.resilience import ResilientProvider, RetryPolicy
 from relaybot.core.testing.fake_openai import FakeOpenAIServer
 from relaybot.plugins.providers._openai_images import SAFETY_MESSAGE
 from relaybot.plugins.providers.openai import OpenAIConfig, OpenAIProvider

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from relaybot.core.models import TextDelta
+from relaybot.core.contracts.models import TextDelta
 from relaybot.core.streaming.demand import ReadGate, text_demand
 from relaybot.core.testing.fake_openai import FakeOpenAIServer
 from relaybot.plugins.providers.openai import OpenAIConfig, OpenAIProvider
