@@ -8,7 +8,7 @@ gets one polite answer and costs no provider request; images go in (and out, whe
 shows them); and a restart in the middle loses nothing — the reply being written is kept as
 interrupted, a message accepted but not answered yet is answered after the restart.
 
-The suite drives a real :class:`~relaybot.core.app.Relaybot` (its public ``start`` / ``stop``)
+The suite drives a real :class:`~relaybot.core.runtime.app.Relaybot` (its public ``start`` / ``stop``)
 answering through :class:`~relaybot.testing.FakeOpenAIServer` (the ``fake_openai`` fixture),
 and talks to the connector only through *the platform*: your fake server (the Telegram suite
 injects updates into :class:`~relaybot.testing.FakeTelegramServer` and reads the messages it
@@ -90,12 +90,12 @@ from typing import Any
 
 import pytest
 
-from relaybot.core.app import Relaybot
-from relaybot.core.config import parse_config
-from relaybot.core.connector import BaseConnector
-from relaybot.core.hookspecs import hookimpl
-from relaybot.core.hooktypes import AccessDecision
-from relaybot.core.models import ChatKey, IncomingMessage, ReplyStatus, Role
+from relaybot.core.cli.config import parse_config
+from relaybot.core.contracts.connector import BaseConnector
+from relaybot.core.contracts.hookspecs import hookimpl
+from relaybot.core.contracts.hooktypes import AccessDecision
+from relaybot.core.contracts.models import ChatKey, IncomingMessage, ReplyStatus, Role
+from relaybot.core.runtime.app import Relaybot
 from relaybot.core.storage import StoredMessage
 from relaybot.core.streaming import INTERRUPTED_MARKER
 from relaybot.core.streaming.text import text_length
@@ -255,7 +255,7 @@ async def _chat_messages(store: Any, chat: ChatKey) -> list[StoredMessage]:
 
 
 class ContractBot:
-    """A real :class:`~relaybot.core.app.Relaybot` with the connector under test.
+    """A real :class:`~relaybot.core.runtime.app.Relaybot` with the connector under test.
 
     Built by the ``contract_bot`` fixture; :meth:`restart` stops it and starts a new one on the
     same database (and the same fakes).
