@@ -30,12 +30,6 @@ try:
 except ImportError:  # pragma: no cover
     async_fixture = pytest.fixture
 
-#: a core bug the contract found (not Telegram's: tests/core/test_shared_chats.py reproduces it
-#: without a connector): in a group, messages one person sends in a burst under busy_policy
-#: "interrupt" are each placed under the conversation's leaf, as siblings, so all but the first
-#: and the last fall off the path: the answer never sees them
-GROUP_BURST = "core: a group burst under busy_policy interrupt drops the middle messages from the path"
-
 #: message-producing Bot API methods (what a 429 can answer while a reply streams)
 SENDING = ("sendMessage", "editMessageText", "sendMessageDraft")
 
@@ -51,16 +45,6 @@ class TestTelegramContract(ConnectorContract):
     async def contract_fake(self) -> AsyncIterator[FakeTelegramServer]:
         async with FakeTelegramServer(token=TOKEN, limits=FloodLimits.disabled()) as tg:
             yield tg
-
-    @pytest.mark.parametrize(
-        "where", ["private", pytest.param("group", marks=pytest.mark.xfail(strict=True, reason=GROUP_BURST))]
-    )
-    async def test_quick_messages_with_busy_policy_interrupt_are_all_answered_by_the_last(
-        self, contract_bot: Any, fake_openai: Any, where: str
-    ) -> None:
-        await super().test_quick_messages_with_busy_policy_interrupt_are_all_answered_by_the_last(
-            contract_bot, fake_openai, where
-        )
 
     def connector_config(self, fake: FakeTelegramServer) -> dict[str, Any]:
         return {
