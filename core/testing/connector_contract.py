@@ -8,11 +8,12 @@ gets one polite answer and costs no provider request; images go in (and out, whe
 shows them); and a restart in the middle loses nothing — the reply being written is kept as
 interrupted, a message accepted but not answered yet is answered after the restart.
 
-The suite drives a real :class:`~relaybot.core.runtime.app.Relaybot` (its public ``start`` / ``stop``)
-answering through :class:`~relaybot.testing.FakeOpenAIServer` (the ``fake_openai`` fixture),
-and talks to the connector only through *the platform*: your fake server (the Telegram suite
-injects updates into :class:`~relaybot.testing.FakeTelegramServer` and reads the messages it
-holds; the web chat's suite is a browser on the page's JSON API and event stream).
+The suite drives a real :class:`~relaybot.core.runtime.app.Relaybot` (its public ``start`` /
+``stop``) answering through :class:`~relaybot.testing.FakeOpenAIServer` (the ``fake_openai``
+fixture of relaybot's pytest plugin), and talks to the connector only through *the
+platform*: your fake server (the Telegram suite injects updates into
+:class:`~relaybot.testing.FakeTelegramServer` and reads the messages it holds; the web chat's
+suite is a browser on the page's JSON API and event stream).
 
 Use it by subclassing :class:`ConnectorContract` in a test module (the class name must start
 with ``Test``) and filling in a small adapter: what the platform is, how a person writes into a
@@ -20,7 +21,7 @@ chat, and what the platform shows in a chat::
 
     import pytest
     from relaybot import ChatKey
-    from relaybot.testing import ConnectorContract, ContractChat, Shown
+    from relaybot.testing import ConnectorContract, ContractChat, Shown, split_interrupted
 
     class TestMyConnectorContract(ConnectorContract):
         connector_name = "mychat"            # the [connectors.NAME] table and ChatKey.platform
@@ -46,8 +47,12 @@ chat, and what the platform shows in a chat::
             return bot.fake.post_message(chat.ref, chat.users[person], text, image=image)
 
         async def shown(self, bot, chat):    # the bot's messages as the platform shows them
-            return [Shown(m.text, id=m.id, reply_to=m.reply_to, image=m.is_image)
-                    for m in bot.fake.bot_messages(chat.ref)]
+            shown = []
+            for m in bot.fake.bot_messages(chat.ref):
+                text, interrupted = split_interrupted(m.text)
+                shown.append(Shown(text, id=m.id, reply_to=m.reply_to, image=m.is_image,
+                                   interrupted=interrupted))
+            return shown
 
         def flood(self, bot, chat, count):   # the next `count` sends/edits answer 429
             bot.fake.answer_429(count, retry_after=1)
@@ -63,6 +68,11 @@ False (no rate limits: the 429 test skips), ``can_show_images = False`` (the ima
 with the reason), and so on; every skip names its reason. A connector that needs a ready-made
 object instead of a config table (the terminal) returns None from :meth:`connector_config` and
 builds it in :meth:`make_connectors` (called at every start, so a restart gets a fresh one).
+More adapter points, all optional: :meth:`~ConnectorContract.stop_reply` (default: the person
+sends ``/stop``; a terminal presses Ctrl-C), :meth:`~ConnectorContract.allow_only` (the
+connector's own allow-list, checked besides an access plugin), ``accepts_while_busy = False``
+(the platform takes the next message only after the answer), ``wait_timeout`` (how long a
+check waits for what it expects).
 
 The bot stores into SQLite in ``tmp_path``; override the ``contract_database`` fixture (a
 storage URL) to run the same checks on PostgreSQL.
