@@ -15,6 +15,8 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/streaming.py --chats 1000 --group-streams 0
     .venv/bin/python benchmarks/streaming.py --chats 0 --group-streams 0 --group-users 3
     .venv/bin/python benchmarks/streaming.py --no-coalesce --seconds-limit 120
+    .venv/bin/python benchmarks/streaming.py --platform discord   # see discord_streaming.py
+    .venv/bin/python benchmarks/streaming.py --platform slack [--lost-acks 0.2]  # slack_streaming.py
 
 Progress goes to stderr; the last stdout line is one JSON object. See ``benchmarks/README.md``
 for what each field means and how the latency figures are measured.
@@ -430,7 +432,21 @@ def summarize(
 
 
 def main() -> None:
+    platform = argparse.ArgumentParser(add_help=False)
+    platform.add_argument("--platform", choices=["telegram", "slack", "discord"], default="telegram")
+    chosen, rest = platform.parse_known_args()
+    if chosen.platform == "slack":  # its own run: see benchmarks/slack_streaming.py
+        import slack_streaming
+
+        slack_streaming.main(rest)
+        return
+    if chosen.platform == "discord":  # its own run: see benchmarks/discord_streaming.py
+        from discord_streaming import main as discord_main
+
+        discord_main(rest)
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--platform", choices=["telegram", "slack", "discord"], default="telegram")
     parser.add_argument("--chats", type=int, default=200, help="private chats, one reply each")
     parser.add_argument(
         "--group-streams", type=int, default=50, help="forum topics of one group, one reply each"

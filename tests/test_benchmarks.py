@@ -33,6 +33,26 @@ def test_streaming_benchmark_delivers_every_reply_through_the_fakes():
     assert 0.3 <= result["provider_stream_s_p50"] < 2.0
 
 
+def test_discord_streaming_benchmark_delivers_every_reply_within_discords_limits():
+    result = run_benchmark(
+        "streaming.py", "--platform", "discord", "--channels", "1", "--per-channel", "2", "--dms", "1",
+        "--tokens", "300", "--rate", "100",
+    )  # fmt: skip
+    assert result["replies_completed"] == result["replies_expected"] == 3
+    assert result["identical"] and result["all_within_limit"] and result["all_fences_balanced"]
+    assert result["platform_429"] == 0 and result["split_replies"] == 3
+
+
+def test_slack_streaming_benchmark_answers_every_thread_once_also_with_lost_acks():
+    result = run_benchmark(
+        "streaming.py", "--platform", "slack", "--threads", "3", "--dms", "2", "--tokens", "40",
+        "--rate", "100", "--lost-acks", "0.5",
+    )  # fmt: skip
+    assert result["replies"] == result["expected"] == result["identical"] == 5
+    assert result["duplicates"] == 0 and result["provider_requests"] == 5
+    assert result["platform_429"] == 0 and result["calls_inside_retry_after"] == 0
+
+
 def test_storage_benchmark_reports_each_call():
     result = run_benchmark("storage.py", "--replies", "20", "--concurrency", "5")
     assert result["replies"] == 20 and result["backend"] == "sqlite"

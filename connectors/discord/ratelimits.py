@@ -31,10 +31,14 @@ monotonic ``time.monotonic`` unless one is given.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
@@ -117,6 +121,25 @@ def route_key(method: str, url: URL | str) -> RouteKey:
     return RouteKey(template, major)
 
 
+class RateLimitedResponse(Exception):
+    """A 429 answer to a request made under :meth:`BucketTracker.raising_429s`.
+
+    Raised from the trace before discord.py reads the answer, so discord.py never sleeps and
+    retries it: the caller (the streaming scheduler, through the connector) decides when to
+    try again. ``retry_after`` is in seconds; ``is_global`` for Discord's global limit;
+    ``cloudflare`` when the answer lacks the ``Via`` header (an IP ban, not a bucket).
+    """
+
+    def __init__(self, retry_after: float, *, is_global: bool = False, cloudflare: bool = False) -> None:
+        super().__init__(f"429, retry after {retry_after:.2f}s" + (" (global)" if is_global else ""))
+        self.retry_after = retry_after
+        self.is_global = is_global
+        self.cloudflare = cloudflare
+
+
+_raise_429s: ContextVar[bool] = ContextVar("relaybot_discord_raise_429s", default=False)
+
+
 class BucketTracker:
     """Learns buckets from discord.py's responses; the scheduler asks it before each request."""
 
@@ -149,6 +172,25 @@ class BucketTracker:
     def in_flight(self, route: str, major: str | int | None) -> int:
         """Requests of ``route`` for ``major`` sent and not answered yet."""
         return self._in_flight.get(RouteKey(route, None if major is None else str(major)), 0)
+
+    @staticmethod
+    @contextmanager
+    def raising_429s() -> Iterator[None]:
+        """Within this block (this task), a 429 answer raises :class:`RateLimitedResponse`
+        out of discord.py's request instead of discord.py sleeping and retrying it.
+
+        The streaming scheduler owns pacing: a primitive it calls must report a 429 at once,
+        not hold its chat for ``retry_after`` and then send a stale frame. aiohttp awaits the
+        trace's ``on_request_end`` inside the request, so the exception leaves discord.py's
+        ``HTTPClient.request`` before it looks at the answer (its bucket lock is released as
+        for any error). Requests outside the block (start-up, command sync) keep discord.py's
+        own handling.
+        """
+        token = _raise_429s.set(True)
+        try:
+            yield
+        finally:
+            _raise_429s.reset(token)
 
     def global_wait(self) -> float:
         """Seconds left of a global 429 pause (0 when none)."""
@@ -221,7 +263,23 @@ class BucketTracker:
         if key is None:
             return
         self._done(ctx, key)
-        self.observe(params.method, params.url, params.response.status, params.response.headers)
+        response = params.response
+        headers = response.headers
+        self.observe(params.method, params.url, response.status, headers)
+        if response.status == 429 and _raise_429s.get():
+            is_global = (
+                _truthy(headers.get("X-RateLimit-Global")) or headers.get("X-RateLimit-Scope") == "global"
+            )
+            wait = max(_float(headers.get("Retry-After")) or 0.0, _retry_after(headers))
+            body: Any = None
+            with contextlib.suppress(Exception):  # the JSON body has the exact retry_after
+                body = json.loads(await response.read())
+            if isinstance(body, dict):
+                wait = _float(body.get("retry_after")) or wait
+                is_global = is_global or body.get("global") is True
+            response.release()
+            cloudflare = not headers.get("Via") or not isinstance(body, dict)
+            raise RateLimitedResponse(wait, is_global=is_global, cloudflare=cloudflare)
 
     async def _on_exception(
         self, session: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestExceptionParams

@@ -120,6 +120,9 @@ class StreamPolicy:
     append_max: int = 12_000
     #: per-method budgets on top of the per-chat intervals and ``global_rate`` (Slack's tiers)
     method_budgets: tuple[MethodBudget, ...] = ()
+    #: each further message of a split reply is sent as a reply to the previous one (Discord:
+    #: the parts read as one chain); otherwise only the first message replies
+    chain_parts: bool = False
 
 
 class BaseConnectorConfig(BaseModel):

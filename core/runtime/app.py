@@ -44,7 +44,7 @@ from relaybot.core.streaming import StreamScheduler
 log = logging.getLogger("relaybot")
 
 #: connector types that come with an extra of relaybot (``pip install 'relaybot[NAME]'``)
-_CONNECTOR_EXTRAS = ("telegram", "web")
+_CONNECTOR_EXTRAS = ("telegram", "slack", "discord", "web")
 
 
 class Relaybot:

@@ -1,7 +1,8 @@
 """From an incoming message to an answer: access check, command or model reply.
 
-Connectors call :meth:`Dispatcher.handle` for every message. It returns as soon as the message
-is stored (or refused, or known to be a command), with a task that ends when it is answered,
+Every message a connector delivers (``ConnectorHost.deliver``, which keeps each chat's order:
+:mod:`relaybot.core.runtime.services`) reaches :meth:`Dispatcher.handle`. It returns as soon as
+the message is stored (or refused, or known to be a command), with a task that ends when it is answered,
 so a slow reply never blocks a connector's receive loop; it never raises: errors reach the
 ``on_error`` hook and the user gets a short, honest message.
 

@@ -266,7 +266,11 @@ class Delivery:
         return out
 
     def _reply_for(self, index: int) -> str | None:
-        return self._reply_to if index == 0 else None
+        if index == 0:
+            return self._reply_to
+        if self._sched.policy.chain_parts and self._ids:
+            return self._ids[-1]  # the previous part (policy.chain_parts)
+        return None
 
     # -- what happened ---------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from relaybot.core import context as ctx
 from relaybot.core.contracts.models import (
     ChatKey,
     ChatMessage,
@@ -19,6 +18,7 @@ from relaybot.core.contracts.models import (
     TextPart,
     User,
 )
+from relaybot.core.modelio import context as ctx
 from relaybot.core.modelio.context import (
     ESTIMATE_HEADROOM,
     MIN_INPUT_BUDGET,

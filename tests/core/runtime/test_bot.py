@@ -376,7 +376,7 @@ async def test_regenerate_answers_again_as_a_branch(make_bot, fake_openai) -> No
 
 
 async def test_images_reach_a_vision_model_as_data_urls(make_bot, fake_openai) -> None:
-    from tests.core.test_media import png
+    from tests.core.modelio.test_media import png
 
     bot = await make_bot()
     ref = await bot.app.media.save(png())
@@ -390,7 +390,7 @@ async def test_images_reach_a_vision_model_as_data_urls(make_bot, fake_openai) -
 
 
 async def test_model_without_vision_gets_a_note_and_the_user_is_told(make_bot, fake_openai) -> None:
-    from tests.core.test_media import png
+    from tests.core.modelio.test_media import png
 
     bot = await make_bot(config={"providers": {"fake": {"vision": False}}})
     ref = await bot.app.media.save(png())

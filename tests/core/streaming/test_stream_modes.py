@@ -224,6 +224,19 @@ async def test_reply_to_goes_on_the_first_message_only(rig):
     assert sends[0].reply_to == "42" and all(op.reply_to is None for op in sends[1:])
 
 
+async def test_chain_parts_makes_each_message_reply_to_the_previous_one(rig):
+    conn, sched = rig(rig.policy(max_length=40, chain_parts=True))
+    stream = sched.open(DM, private=True, reply_to="42")
+    stream.append("one two three four five six seven eight nine ten eleven twelve thirteen")
+    result = await stream.finish()
+    sends = conn.ops(DM, "send")
+    assert len(result.message_ids) >= 2
+    assert sends[0].reply_to == "42"
+    # every later message answers the one before it (Discord reads them as one chain)
+    firsts = [next(op for op in sends if op.message_id == mid) for mid in result.message_ids]
+    assert [op.reply_to for op in firsts] == ["42", *result.message_ids[:-1]]
+
+
 async def test_reply_to_a_deleted_message_is_sent_without_it(rig):
     conn, sched = rig()
     conn.fail_next("send", MessageGoneError("message to be replied not found"))
