@@ -4,12 +4,27 @@ Plugin authors use these too; the pytest fixtures (``fake_openai``, ``recording_
 ``make_bot``) are registered automatically when relaybot is installed. A provider author
 subclasses :class:`ProviderContract` (or :class:`HTTPProviderContract`, with a fake server of
 their API) in a test module to run relaybot's provider contract against their provider (see
-:mod:`relaybot.core.testing.provider_contract`). :class:`FakeTelegramServer` is a Bot API server
-with Telegram's limits, for connectors and bots built on python-telegram-bot or any Bot API
-client. :class:`RecordingHost` runs a connector with no bot behind it (it records what the
-connector hands in), for tests of a connector's platform side.
+:mod:`relaybot.core.testing.provider_contract`). A connector author subclasses
+:class:`ConnectorContract` with a small adapter (how a person writes into a chat on their fake
+platform, what the platform shows in a chat, how to make it answer 429) to run the connector
+contract — long streamed replies split within the limit and shown exactly once under 429s,
+interrupted replies, per-chat order, a denied user, images in and out, a restart in the middle —
+against a real bot (see :mod:`relaybot.core.testing.connector_contract`; Telegram's, the web
+chat's and the terminal's ``test_contract.py`` are examples). :class:`FakeTelegramServer` is a
+Bot API server with Telegram's limits, for connectors and bots built on python-telegram-bot or
+any Bot API client. :class:`RecordingHost` runs a connector with no bot behind it (it records
+what the connector hands in), for tests of a connector's platform side.
 """
 
+from relaybot.core.testing.connector_contract import (
+    ConnectorContract,
+    ContractBot,
+    ContractChat,
+    Shown,
+    joins_to,
+    long_text,
+    split_interrupted,
+)
 from relaybot.core.testing.fake_anthropic import FakeAnthropicReply, FakeAnthropicServer
 from relaybot.core.testing.fake_discord import FakeDiscordServer
 from relaybot.core.testing.fake_gemini import FakeGeminiReply, FakeGeminiServer
@@ -26,6 +41,9 @@ from relaybot.core.testing.server import LoopbackServer
 __all__ = [
     "FAST_POLICY",
     "BotHarness",
+    "ConnectorContract",
+    "ContractBot",
+    "ContractChat",
     "FakeAnthropicReply",
     "FakeAnthropicServer",
     "FakeDiscordServer",
@@ -42,5 +60,9 @@ __all__ = [
     "RecordedOp",
     "RecordingConnector",
     "RecordingHost",
+    "Shown",
+    "joins_to",
+    "long_text",
     "require_service",
+    "split_interrupted",
 ]

@@ -224,6 +224,8 @@ class ReplyRunner:
         self.conversation = conversation
         self.user_row = rows[0]
         self.reply_row = rows[1] if with_reply else None
+        self.turn.placed = (conversation.id, rows[0].id)
+        self.turn.follows = None  # used: a long burst holds no chain of old turns
         if self.reply_row is not None:
             # frames from now on say which conversation and stored reply they show
             self.stream.describe(conversation_id=conversation.id, reply_id=self.reply_row.id)
@@ -267,6 +269,17 @@ class ReplyRunner:
                     self.chat, "", activate=not self.shared, branch_from=target.id
                 )
                 return branch, self._parent(branch)
+        if self.shared:
+            # a message that superseded the sender's earlier waiting one (interrupt policy)
+            # goes right after it: the conversation's leaf has not moved to it (an exchange
+            # moves the leaf only when its reply ends, and a superseded one has none), so
+            # without this every message of a burst would hang under the same leaf, siblings,
+            # and all but the last would fall off the path the answer reads
+            earlier = self.turn.follows
+            if earlier is not None and earlier.placed is not None:
+                conversation = await store.get_conversation(earlier.placed[0])
+                if conversation is not None:
+                    return conversation, earlier.placed[1]
         active = await store.active_conversation(self.chat)
         if active is None:
             active = await store.create_conversation(self.chat, "", activate=True)

@@ -71,6 +71,11 @@ class Turn:
     answering: bool = False
     #: asked to stop before the reply began (interrupt, ``/stop``, shutdown)
     cancel_requested: bool = False
+    #: (interrupt policy) the same person's turn this one superseded: in a shared chat its
+    #: message is placed right after that one's, so a burst stays one chain on the path
+    follows: Turn | None = None
+    #: where the message was placed, once it is: (conversation id, message id)
+    placed: tuple[int, int] | None = None
     _ready: asyncio.Future[bool] | None = field(default=None, repr=False)
 
 
@@ -118,14 +123,17 @@ class TurnManager:
         """
         person = PRIVATE if private else person
         state = self.state(chat)
+        follows = None
         if self.busy_policy == "interrupt":
             for waiting in state.waiting:
                 if waiting.person == person:
                     waiting.superseded = True
+                    follows = waiting
             current = state.running.get(person)
             if current is not None:
                 self._cancel(current)
         turn = Turn(chat, person, private, after=after if after is not None and not after.done() else None)
+        turn.follows = follows
         state.waiting.append(turn)
         if turn.after is not None:
             turn.after.add_done_callback(lambda _: self._pump(chat))

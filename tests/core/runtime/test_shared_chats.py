@@ -348,3 +348,20 @@ async def test_queued_messages_outlive_a_shutdown_and_are_answered_after_the_res
         assert 0 < len(path[1].text) < len("slow " * 200)
     finally:
         await restarted.stop()
+
+
+async def test_a_burst_in_a_group_under_interrupt_is_answered_with_every_message(
+    make_bot, fake_openai, recording_connector
+) -> None:
+    """One person's quick messages in a group stay one chain (found by the connector contract:
+    each was placed under the conversation's leaf, siblings, and the middle ones were lost)."""
+    fake_openai.default_tokens_per_second = 20  # each answer takes a while: the next message stops it
+    bot = await make_bot()  # busy_policy = "interrupt"
+    chat = bot.chat()
+    burst = [f"part {i}" for i in range(4)]
+    tasks = [await bot.send(text, user="u7", private=False, message_id=f"g{i}", wait=False)
+             for i, text in enumerate(burst)]  # fmt: skip
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    path = await bot.app.store.path((await bot.app.store.active_conversation(chat)).leaf_id)
+    assert [m.text for m in path if m.role == Role.USER] == burst  # every message on the path
+    assert user_texts(fake_openai.requests[-1]) == ["\n\n".join(burst)]  # and read by the answer
