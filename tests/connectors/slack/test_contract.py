@@ -21,7 +21,8 @@ scripted ``ratelimited`` answer of the fake with ``Retry-After: 1`` (its own tie
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ from .conftest import FAST
 try:
     from pytest_asyncio import fixture as async_fixture
 except ImportError:  # pragma: no cover
-    async_fixture = pytest.fixture
+    async_fixture = pytest.fixture  # type: ignore[assignment]
 
 #: the Web API methods that put a reply's text on screen (what a 429 can answer while it streams)
 SENDING = ("chat.startStream", "chat.appendStream", "chat.stopStream", "chat.postMessage", "chat.update")
@@ -50,6 +51,8 @@ class ContractSlack(FakeSlackServer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.chats: dict[tuple[str, int], ContractChat] = {}
+        #: HTTP Events mode: the port the connector's events server listens on (Slack's Request URL)
+        self.http_port = 0
 
     def opened_thread(self, channel: str, user: str, text: str) -> str:
         """The ts of a top-level message ``user`` wrote in ``channel`` earlier (history only)."""
@@ -127,6 +130,16 @@ class TestSlackContract(ConnectorContract):
                 seen.append((e["ts"], Shown(text, e["ts"], e["thread_ts"] or None)))
         return [s for _ts, s in sorted(seen, key=lambda item: _ts_order(item[0]))]
 
+    @pytest.mark.parametrize("where", ["private", "group"])
+    async def test_long_reply_under_429s_is_still_shown_exactly_once(
+        self, contract_bot: Callable[..., Awaitable[ContractBot]], fake_openai: Any,
+        contract_fake: ContractSlack, where: str,
+    ) -> None:  # fmt: skip
+        """The contract's check, and Slack's rule besides: no call inside an announced
+        Retry-After window (Slack may disable an app that keeps calling through its 429s)."""
+        await super().test_long_reply_under_429s_is_still_shown_exactly_once(contract_bot, fake_openai, where)
+        assert contract_fake.calls_inside_retry_after == 0, "called again before Retry-After had passed"
+
     def allow_only(self, users: Sequence[str], denied_message: str) -> dict[str, Any]:
         return {"allowed_users": list(users), "denied_message": denied_message}
 
@@ -138,3 +151,45 @@ class TestSlackContract(ConnectorContract):
 
     def count_429(self, bot: ContractBot) -> int:
         return int(bot.fake.count_429)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class TestSlackHttpEventsContract(TestSlackContract):
+    """The contract's intake checks with events POSTed (signed) to the connector's own server
+    instead of Socket Mode (order, interruptions, denial, images in, restart); the sending side
+    is the same Web API in both modes and runs once, above.
+
+    Slack's Request URL is fixed in the app's settings, so the port is chosen before the bot
+    starts and kept across the restart (the fake posts to it, as Slack would)."""
+
+    SENDING_SIDE = "the sending side does not depend on the intake mode: checked with Socket Mode"
+
+    async def test_long_reply_is_split_within_the_limit_and_shown_exactly_once(self) -> None:  # type: ignore[override]
+        pytest.skip(self.SENDING_SIDE)
+
+    async def test_long_reply_under_429s_is_still_shown_exactly_once(self) -> None:  # type: ignore[override]
+        pytest.skip(self.SENDING_SIDE)
+
+    async def test_imagine_shows_the_picture_and_nothing_else(self) -> None:  # type: ignore[override]
+        pytest.skip(self.SENDING_SIDE)
+
+    @async_fixture
+    async def contract_fake(self) -> AsyncIterator[ContractSlack]:
+        async with ContractSlack(limits=RateLimits.disabled()) as slack:
+            slack.http_port = _free_port()
+            slack.use_http_events(f"http://127.0.0.1:{slack.http_port}/slack/events")
+            yield slack
+
+    def connector_config(self, fake: ContractSlack) -> dict[str, Any]:
+        return {
+            "bot_token": fake.bot_token,
+            "signing_secret": fake.signing_secret,
+            "base_url": fake.api_url,
+            "http_port": fake.http_port,
+            **FAST,
+        }
