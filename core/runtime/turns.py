@@ -71,8 +71,9 @@ class Turn:
     answering: bool = False
     #: asked to stop before the reply began (interrupt, ``/stop``, shutdown)
     cancel_requested: bool = False
-    #: (interrupt policy) the same person's turn this one superseded: in a shared chat its
-    #: message is placed right after that one's, so a burst stays one chain on the path
+    #: (interrupt policy) the same person's turn this one superseded (a waiting one, or a running
+    #: one whose reply had not begun): in a shared chat its message is placed right after that
+    #: one's, so a burst stays one chain on the path
     follows: Turn | None = None
     #: where the message was placed, once it is: (conversation id, message id)
     placed: tuple[int, int] | None = None
@@ -131,6 +132,10 @@ class TurnManager:
                     follows = waiting
             current = state.running.get(person)
             if current is not None:
+                if follows is None and not current.answering:
+                    # its reply never began: it is placed without one (or with an empty one), so
+                    # the leaf may not move past it; this message goes right after it instead
+                    follows = current
                 self._cancel(current)
         turn = Turn(chat, person, private, after=after if after is not None and not after.done() else None)
         turn.follows = follows
